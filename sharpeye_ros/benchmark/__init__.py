@@ -1,0 +1,1 @@
+"""Speed, latency and memory benchmarks that write docs/benchmarks.md."""

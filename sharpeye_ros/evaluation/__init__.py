@@ -1,0 +1,1 @@
+"""Caption metrics (BLEU, CIDEr), object naming and grounding scores."""

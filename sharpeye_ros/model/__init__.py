@@ -1,0 +1,1 @@
+"""The Sharp-Eyes captioning model: pure PyTorch, no ROS."""

@@ -1,0 +1,1 @@
+"""Training stages: connector pretraining, caption fine-tuning, DeepLens refinement."""

@@ -1,0 +1,1 @@
+"""A synthetic world of coloured shapes for measuring visual blindness."""
