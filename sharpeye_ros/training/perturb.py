@@ -1,0 +1,234 @@
+"""Pseudo-initial captions for DeepLens (stage 2) training.
+
+The paper trains refinement on ground-truth captions with 0-3 elements perturbed, not on
+the model's own first-pass captions (with those, the model learned to ignore its input).
+Elements are entities (nouns), attributes (colour, size), relations (spatial phrases),
+actions (verbs) and counts (``a dog`` -> ``two dogs``). Swaps are rule based and only
+within a group of like words, so the result stays fluent; a caption with fewer
+perturbable elements than asked for simply gets fewer changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+import numpy as np
+
+from sharpeye_ros.world.captions import (
+    COLOURS, POSITION_PHRASES, SHAPE_PLURALS, SHAPES, SIZE_CLASSES, SIZE_SYNONYMS, token_spans,
+    vocabulary,
+)
+
+KINDS = ("entity", "attribute", "relation", "action", "count")
+
+
+@dataclass(frozen=True)
+class SwapVocabulary:
+    """What may be swapped: per kind, groups of interchangeable (possibly multi-word) phrases.
+
+    ``plurals`` maps every entity to its plural (plural entities are swapped too);
+    ``numbers`` are the count words besides ``a``/``an``; ``synonyms`` maps a phrase to
+    the phrase whose meaning it shares, so a swap never just picks a synonym.
+    """
+
+    groups: Mapping[str, tuple[tuple[str, ...], ...]]
+    plurals: Mapping[str, str]
+    numbers: tuple[str, ...]
+    synonyms: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One perturbed element: ``caption[start:end]`` was ``old`` and became ``new``."""
+
+    kind: str  # one of KINDS
+    old: str
+    new: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """A perturbed caption and its changes, ordered by position."""
+
+    caption: str
+    changes: tuple[Change, ...]
+
+
+def _plural(noun: str) -> str:
+    irregular = {"man": "men", "woman": "women", "person": "people", "child": "children",
+                 "sheep": "sheep", "mouse": "mice"}
+    if noun in irregular:
+        return irregular[noun]
+    if noun.endswith(("s", "x", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+SYNTHETIC = SwapVocabulary(
+    groups={"entity": (SHAPES,),
+            "attribute": (COLOURS, SIZE_CLASSES + tuple(SIZE_SYNONYMS)),
+            "relation": (tuple(POSITION_PHRASES.values()),)},
+    plurals=SHAPE_PLURALS, numbers=("two", "three"), synonyms=SIZE_SYNONYMS)
+
+# A modest list for COCO-style English; swaps stay within a group (animal for animal).
+_GENERIC_ENTITIES = (
+    ("man", "woman", "boy", "girl", "person", "child", "player"),
+    ("dog", "cat", "horse", "cow", "sheep", "bird", "elephant", "giraffe", "zebra", "bear"),
+    ("car", "bus", "truck", "train", "motorcycle", "bicycle", "boat", "airplane"),
+    ("pizza", "sandwich", "cake", "banana", "apple", "donut"),
+    ("table", "chair", "couch", "bed", "bench", "desk"),
+    ("umbrella", "kite", "frisbee", "ball", "laptop", "phone", "clock", "bag", "surfboard",
+     "skateboard"),
+    ("street", "beach", "field", "park", "kitchen", "room", "road"),
+)
+GENERIC_ENGLISH = SwapVocabulary(
+    groups={
+        "entity": _GENERIC_ENTITIES,
+        "attribute": (("red", "blue", "green", "yellow", "white", "black", "brown", "pink",
+                       "purple", "gray", "grey"),
+                      ("large", "small", "big", "little", "tall")),
+        "relation": (("on", "under", "next to", "behind", "in front of", "near", "above",
+                      "below", "beside", "on top of", "inside"),),
+        "action": (("riding", "holding", "eating", "sitting", "standing", "walking", "playing",
+                    "flying", "carrying", "looking", "running", "lying"),),
+    },
+    plurals={noun: _plural(noun) for group in _GENERIC_ENTITIES for noun in group},
+    numbers=("two", "three", "four", "five"),
+    synonyms={"grey": "gray", "big": "large", "little": "small", "beside": "next to"})
+
+_ARTICLES = ("a", "an")
+_MAX_LOOKAHEAD = 4  # tokens between a count word and its noun ("a large red circle")
+
+
+@dataclass(frozen=True)
+class _Element:
+    kind: str
+    first: int  # token range [first, last]
+    last: int
+    options: tuple[str, ...]  # replacements for the whole element (count) or its phrase
+
+
+def _elements(tokens: list[str], vocab: SwapVocabulary) -> list[_Element]:
+    """Every perturbable element of a tokenised caption, with its replacement options."""
+    def meaning(phrase: str) -> str:
+        return vocab.synonyms.get(phrase, phrase)
+
+    singular = {plural: noun for noun, plural in vocab.plurals.items()}
+    phrases: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
+    for kind, groups in vocab.groups.items():
+        for group in groups:
+            for phrase in group:
+                others = tuple(p for p in group if meaning(p) != meaning(phrase))
+                phrases[tuple(phrase.split())] = (kind, others)
+                if kind == "entity":
+                    phrases[(vocab.plurals[phrase],)] = (kind, tuple(vocab.plurals[p] for p in others))
+    longest = max(len(p) for p in phrases)
+    found = []
+    i = 0
+    while i < len(tokens):
+        for length in range(min(longest, len(tokens) - i), 0, -1):
+            hit = phrases.get(tuple(tokens[i:i + length]))
+            if hit:
+                found.append(_Element(hit[0], i, i + length - 1, hit[1]))
+                i += length
+                break
+        else:
+            i += 1
+    # Counts: a count word agreeing with an entity noun a few tokens on.
+    counts = _ARTICLES + vocab.numbers
+    for i, token in enumerate(tokens):
+        if token not in counts:
+            continue
+        for j in range(i + 1, min(i + 1 + _MAX_LOOKAHEAD, len(tokens))):
+            if not tokens[j].isalpha() or tokens[j] in counts:
+                break
+            is_singular, is_plural = tokens[j] in vocab.plurals, tokens[j] in singular
+            if is_singular or is_plural:
+                if is_singular == (token in _ARTICLES):
+                    current = "a" if token == "an" else token
+                    options = tuple(n for n in ("a",) + vocab.numbers if n != current)
+                    found.append(_Element("count", i, j, options))
+                break
+    return found
+
+
+def _max_disjoint(elements: list[_Element]) -> int:
+    """Most pairwise non-overlapping elements (interval scheduling, earliest end first)."""
+    count, end = 0, -1
+    for e in sorted(elements, key=lambda e: e.last):
+        if e.first > end:
+            count, end = count + 1, e.last
+    return count
+
+
+def _overlaps(a: _Element, b: _Element) -> bool:
+    return a.first <= b.last and b.first <= a.last
+
+
+def _match_case(old: str, new: str) -> str:
+    return new[:1].upper() + new[1:] if old[:1].isupper() else new
+
+
+def perturb_caption(caption: str, rng: np.random.Generator, num_changes: Optional[int] = None,
+                    vocab: Optional[SwapVocabulary] = None) -> Perturbation:
+    """Perturb ``num_changes`` elements of ``caption`` (drawn from 0-3 when None).
+
+    ``vocab`` defaults to :data:`SYNTHETIC` for captions made only of synthetic-world
+    words and to :data:`GENERIC_ENGLISH` otherwise. Fewer elements change when the
+    caption has fewer non-overlapping perturbable elements; text outside the changed
+    spans is kept byte for byte, and zero changes return ``caption`` itself.
+    """
+    if num_changes is None:
+        num_changes = int(rng.integers(0, 4))
+    if num_changes < 0:
+        raise ValueError(f"perturb_caption: num_changes must be >= 0, got {num_changes}")
+    spans = token_spans(caption)
+    tokens = [t for t, _, _ in spans]
+    if vocab is None:
+        vocab = SYNTHETIC if set(tokens) <= set(vocabulary()) else GENERIC_ENGLISH
+    available = _elements(tokens, vocab)
+    target = min(num_changes, _max_disjoint(available))
+    chosen: list[_Element] = []
+    while len(chosen) < target:
+        # Only picks that still leave room for the remaining changes; kinds equally likely.
+        need = target - len(chosen) - 1
+        feasible = [e for e in available
+                    if _max_disjoint([o for o in available if not _overlaps(o, e)]) >= need]
+        kinds = sorted({e.kind for e in feasible})
+        kind = kinds[int(rng.integers(len(kinds)))]
+        options = [e for e in feasible if e.kind == kind]
+        pick = options[int(rng.integers(len(options)))]
+        chosen.append(pick)
+        available = [e for e in available if not _overlaps(e, pick)]
+    changes = [_apply(caption, spans, e, rng, vocab) for e in sorted(chosen, key=lambda e: e.first)]
+    text = caption
+    for change in reversed(changes):
+        text = text[:change.start] + change.new + text[change.end:]
+    return Perturbation(text, tuple(changes))
+
+
+def _apply(caption: str, spans: list[tuple[str, int, int]], element: _Element,
+           rng: np.random.Generator, vocab: SwapVocabulary) -> Change:
+    start, end = spans[element.first][1], spans[element.last][2]
+    new = element.options[int(rng.integers(len(element.options)))]
+    if element.kind == "count":
+        noun = spans[element.last][0]
+        singular = {plural: n for n, plural in vocab.plurals.items()}.get(noun, noun)
+        article, new = new, caption[spans[element.first][2]:spans[element.last][1]] + (
+            singular if new == "a" else vocab.plurals[singular])
+    elif element.first > 0 and spans[element.first - 1][0] in _ARTICLES:
+        # Take the article along, so "an apple" may become "a cake".
+        before = spans[element.first - 1]
+        article, new = before[0], caption[before[2]:start] + new
+        start = before[1]
+    else:
+        article = ""
+    if article in _ARTICLES:
+        article = "an" if new.lstrip()[:1] in tuple("aeiou") else "a"
+    old = caption[start:end]
+    return Change(element.kind, old, _match_case(old, article + new), start, end)
