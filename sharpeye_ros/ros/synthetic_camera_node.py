@@ -1,0 +1,149 @@
+"""``synthetic_camera``: a camera node that shows scenes of the synthetic world.
+
+Publishes ``image`` (sensor_msgs/Image, any raw encoding the conversion module encodes)
+and, when ``publish_compressed`` is true, ``image/compressed`` (JPEG), both with
+sensor-data QoS, at ``rate`` Hz of the node's clock (so it follows ``/clock`` under
+``use_sim_time``). Stamps are the clock's "now"; the scene changes every ``scene_period``
+seconds. The current scene's ground truth goes to ``ground_truth`` (std_msgs/String JSON,
+see :mod:`sharpeye_ros.ros.scene_feed`), latched with transient-local QoS.
+
+Example::
+
+    ros2 run sharpeye_ros synthetic_camera --ros-args -p rate:=5.0 -p encoding:=bgr8 \\
+        -r image:=/camera/image_raw
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+from typing import Any, Optional
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from sharpeye_ros.ros.image_conversion import ImageConversionError, fill_image_msg, rgb_to_compressed
+from sharpeye_ros.ros.scene_feed import SceneFeed, ground_truth_json, scene_number
+
+# name: (default, description). Floats are dynamically typed so "rate:=5" works too.
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "rate": (5.0, "frames per second, on the node's clock"),
+    "scene_period": (5.0, "seconds each scene is shown before the next one"),
+    "split": ("test", "synthetic-world split: train, val, test or small"),
+    "start_index": (0, "index of the first scene in the split"),
+    "num_scenes": (0, "cycle through this many scenes; 0 = never repeat"),
+    "width": (640, "image width in pixels"),
+    "height": (480, "image height in pixels"),
+    "seed": (0, "world seed (a different world of the same kind)"),
+    "encoding": ("rgb8", "raw encoding of 'image' (rgb8, bgr8, mono8, yuv422, bayer_rggb8, ...)"),
+    "frame_id": ("camera_optical_frame", "header.frame_id of the images"),
+    "publish_compressed": (False, "also publish JPEG on 'image/compressed'"),
+    "jpeg_quality": (90, "JPEG quality 0..100 of 'image/compressed'"),
+}
+_FLOATS = ("rate", "scene_period")
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class SyntheticCamera(Node):
+    """Publishes the synthetic world as a camera stream. Raises ValueError on bad parameters."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("synthetic_camera", **kwargs)
+        for name, (default, text) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=text, dynamic_typing=name in _FLOATS))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        for name in _FLOATS:
+            if isinstance(p[name], bool) or not isinstance(p[name], (int, float)) or not p[name] > 0:
+                raise ValueError(f"parameter '{name}' must be a number > 0, got {p[name]!r}")
+            p[name] = float(p[name])
+        if p["num_scenes"] < 0:
+            raise ValueError(f"parameter 'num_scenes' must be >= 0, got {p['num_scenes']}")
+        if not 0 <= p["jpeg_quality"] <= 100:
+            raise ValueError(f"parameter 'jpeg_quality' must be in 0..100, got {p['jpeg_quality']}")
+        self.params = p
+        self.feed = SceneFeed(p["split"], p["start_index"], p["width"], p["height"], p["seed"])
+        self._image = Image()
+        self._image.header.frame_id = p["frame_id"]
+        self._compressed: Optional[CompressedImage] = None
+        if p["publish_compressed"]:
+            self._compressed = CompressedImage()
+            self._compressed.header.frame_id = p["frame_id"]
+            self._compressed.format = f"{p['encoding']}; jpeg compressed bgr8"  # image_transport style
+        try:  # check the encoding now rather than at the first frame
+            fill_image_msg(self._image, self.feed.scene(0).image, p["encoding"])
+        except ImageConversionError as err:
+            raise ValueError(f"parameter 'encoding' = {p['encoding']!r} rejected: {err}") from None
+
+        self._image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
+        self._compressed_pub = (self.create_publisher(CompressedImage, "image/compressed",
+                                                      qos_profile_sensor_data)
+                                if self._compressed is not None else None)
+        self._truth_pub = self.create_publisher(String, "ground_truth", LATCHED)
+        self._start_ns: Optional[int] = None
+        self._number: Optional[int] = None
+        self._timer = self.create_timer(1.0 / p["rate"], self._tick)
+        self.get_logger().info(
+            f"publishing {p['split']} scenes from {p['start_index']} at {p['rate']:g} Hz, "
+            f"{p['width']}x{p['height']} {p['encoding']}, new scene every {p['scene_period']:g} s")
+
+    def _tick(self) -> None:
+        now = self.get_clock().now().nanoseconds
+        if now == 0:  # sim time before the first /clock message: no meaningful stamp yet
+            return
+        if self._start_ns is None or now < self._start_ns:  # first frame, or the clock jumped back
+            self._start_ns, self._number = now, None
+        number = scene_number((now - self._start_ns) / 1e9, self.params["scene_period"])
+        if self.params["num_scenes"]:
+            number %= self.params["num_scenes"]
+        if number != self._number:
+            self._show(number, now)
+        stamp = Time(nanoseconds=now).to_msg()
+        self._image.header.stamp = stamp
+        self._image_pub.publish(self._image)
+        if self._compressed is not None and self._compressed_pub is not None:
+            self._compressed.header.stamp = stamp
+            self._compressed_pub.publish(self._compressed)
+
+    def _show(self, number: int, now_ns: int) -> None:
+        """Switch to scene ``number``: encode it once, announce its ground truth."""
+        scene = self.feed.scene(number)
+        fill_image_msg(self._image, scene.image, self.params["encoding"])
+        if self._compressed is not None:
+            data = array.array("B")
+            data.frombytes(rgb_to_compressed(scene.image, "jpeg", self.params["jpeg_quality"]))
+            self._compressed.data = data
+        self._truth_pub.publish(String(data=ground_truth_json(scene, now_ns)))
+        self._number = number
+        self.get_logger().info(f"scene {scene.split}/{scene.index}: {scene.captions[0]}")
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    """Run the node until SIGINT/SIGTERM; exit code 2 on bad parameters."""
+    rclpy.init(args=args)
+    try:
+        node = SyntheticCamera()
+    except (ValueError, ParameterException) as err:
+        print(f"synthetic_camera: {err}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # rclpy turns SIGINT and SIGTERM into a context shutdown: a normal exit
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
