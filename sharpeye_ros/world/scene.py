@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from sharpeye_ros.world.captions import (
-    COLOURS, POSITIONS, SHAPES, SIZE_CLASSES, canonical_order, reference_captions,
+    COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZE_CLASSES, canonical_order, reference_captions,
 )
 
 SPLITS = ("train", "val", "test", "small")
@@ -115,9 +115,10 @@ class WorldObject:
         if missing:
             raise ValueError(f"object metadata lacks {sorted(missing)}: {dict(data)}")
         if data["shape"] not in SHAPES or data["colour"] not in COLOURS \
-                or data["size_class"] not in SIZE_CLASSES or len(data["box"]) != 4:
-            raise ValueError(f"object metadata has an unknown shape, colour, size class "
-                             f"or a box without 4 numbers: {dict(data)}")
+                or data["size_class"] not in SIZE_CLASSES or len(data["box"]) != 4 \
+                or data["position"] not in POSITION_PHRASES:
+            raise ValueError(f"object metadata has an unknown shape, colour, size class or "
+                             f"position, or a box without 4 numbers: {dict(data)}")
         box = tuple(float(v) for v in data["box"])
         return cls(data["shape"], data["colour"], data["size_class"], float(data["size"]),
                    box, data["position"])  # type: ignore[arg-type]

@@ -33,6 +33,12 @@ def test_read_objects_explains_bad_files(tmp_path):
     coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png"}], "annotations": []}))
     with pytest.raises(ValueError, match="coco.json.*no 'objects'"):
         read_objects(coco)
+    bad_object = {"shape": "ring", "colour": "red", "size_class": "large", "size": 70.0,
+                  "box": [0, 0, 70, 70], "position": "top left"}
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"images": [{"id": 1, "objects": [bad_object]}], "annotations": []}))
+    with pytest.raises(ValueError, match="unknown shape"):
+        read_objects(odd)
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     with pytest.raises(ValueError, match="broken.json"):
