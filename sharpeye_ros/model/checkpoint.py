@@ -1,0 +1,202 @@
+"""Our checkpoint format: a directory with ``config.json``, ``model.safetensors`` and the
+tokenizer files. Loading is safe (safetensors only, no remote code) and every failure
+is one :class:`CheckpointError` naming the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Union
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from sharpeye_ros.model.config import SharpEyesConfig
+
+if TYPE_CHECKING:
+    from sharpeye_ros.model.sharpeyes import SharpEyes
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_KEY = "sharpeye_format"
+FORMAT_VERSION = 1
+PACKAGE = "sharpeye_ros"
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, unreadable or does not match its config."""
+
+
+def default_model_path() -> Path:
+    """The shipped demo model: ``share/sharpeye_ros/models/demo`` of the ROS install if
+    there is one, else ``models/demo`` in this source tree (it may not exist yet)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        share = Path(get_package_share_directory(PACKAGE)) / "models" / "demo"
+        if share.is_dir():
+            return share
+    except Exception:  # no ROS, or the package is not installed: use the source tree
+        pass
+    return Path(__file__).resolve().parents[2] / "models" / "demo"
+
+
+def save_checkpoint(model: "SharpEyes", directory: Union[str, os.PathLike]) -> Path:
+    """Write ``model`` to ``directory`` (created if needed). The config holds the towers'
+    configs inline, so the directory loads on its own."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = model.config.to_dict()
+    cfg["vision"].update(name_or_path=None, config=model.vision.model.config.to_dict())
+    cfg["lm"].update(name_or_path=None, config=model.lm.model.config.to_dict(), tokenizer=None, vocab_words=None)
+    with open(directory / CONFIG_NAME, "w") as f:
+        json.dump({FORMAT_KEY: FORMAT_VERSION, **cfg}, f, indent=2, sort_keys=False)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    for key in model.tied_keys():
+        state.pop(key, None)  # safetensors stores no shared tensors; ties are restored on load
+    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    model.lm.tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def read_config(directory: Union[str, os.PathLike]) -> SharpEyesConfig:
+    """The :class:`SharpEyesConfig` in ``directory/config.json``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such model directory")
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (a model directory holds {CONFIG_NAME}, {WEIGHTS_NAME} and tokenizer files)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict) or data.pop(FORMAT_KEY, None) != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not a sharpeye_ros model config ('{FORMAT_KEY}': {FORMAT_VERSION} missing)")
+    try:
+        cfg = SharpEyesConfig.from_dict(data)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    if cfg.vision.config is None or cfg.lm.config is None:
+        raise CheckpointError(f"{path}: vision.config and lm.config must be inline in a saved model")
+    return cfg
+
+
+def read_weights(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, or a CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for truncated headers/data
+        raise CheckpointError(f"{path}: cannot be read, truncated or corrupt ({e})") from e
+
+
+def read_torch_bin(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
+    """A PyTorch ``.bin`` state dict, loaded with ``weights_only=True`` (no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be read safely, truncated or corrupt ({e})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_tokenizer(source: Union[str, os.PathLike]):
+    """A tokenizer from a directory (or a hub name), never running remote code."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
+    except Exception as e:
+        raise CheckpointError(f"{source}: cannot load the tokenizer ({e})") from e
+
+
+def load_pretrained(cls, name_or_path: str, what: str):
+    """``cls.from_pretrained`` of a local directory or a Hugging Face name, with a clear error."""
+    try:
+        return cls.from_pretrained(name_or_path)
+    except Exception as e:
+        where = "directory" if Path(name_or_path).is_dir() else "name (needs hub access unless cached)"
+        raise CheckpointError(f"{name_or_path}: cannot load the {what} from this {where} ({e})") from e
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                     optional: tuple[str, ...] = ()) -> None:
+    """Raise CheckpointError unless ``state`` has exactly ``model``'s keys and shapes
+    (keys in ``optional`` may be absent)."""
+    expected = model.state_dict()
+    missing = sorted(k for k in expected if k not in state and k not in optional)
+    unexpected = sorted(k for k in state if k not in expected)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+    for k, v in state.items():
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape):
+            problems.append(f"'{k}' has shape {tuple(v.shape)}, the config expects {tuple(expected[k].shape)}")
+            break
+    if problems:
+        raise CheckpointError(f"{source}: does not match the model config: " + "; ".join(problems))
+
+
+def load_checkpoint(
+    directory: Union[str, os.PathLike],
+    device: Union[str, torch.device] = "cpu",
+    dtype: Optional[torch.dtype] = torch.float32,
+) -> "SharpEyes":
+    """Load a model saved by :func:`save_checkpoint`."""
+    from sharpeye_ros.model.sharpeyes import SharpEyes
+
+    directory = Path(directory)
+    cfg = read_config(directory)
+    state = read_weights(directory / WEIGHTS_NAME)
+    tokenizer = load_tokenizer(directory)
+    model = build_from_state(cfg, state, str(directory / WEIGHTS_NAME), tokenizer)
+    model.model_id = str(directory)
+    return model.to(device=device, dtype=dtype)
+
+
+def build_from_state(cfg: SharpEyesConfig, state: dict[str, torch.Tensor], source: str, tokenizer) -> "SharpEyes":
+    """A model of config ``cfg`` holding the weights ``state`` (checked first).
+
+    The model is built on the meta device, so no time goes into random initialisation.
+    """
+    from sharpeye_ros.model.sharpeyes import SharpEyes
+
+    try:
+        with torch.device("meta"):
+            model = SharpEyes.from_config(cfg, tokenizer=tokenizer)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{source}: cannot build the model its config describes ({e})") from e
+    check_state_dict(model, state, source, optional=tuple(model.tied_keys()))
+    model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    if not _materialise_buffers(model):
+        # An unknown non-persistent buffer: build normally (slower) and copy the weights in.
+        model = SharpEyes.from_config(cfg, tokenizer=tokenizer)
+        model.load_state_dict(state, strict=False)
+        model.tie_weights()
+    return model
+
+
+def _materialise_buffers(model: torch.nn.Module) -> bool:
+    """Re-create non-persistent buffers left on the meta device; False if one is unknown."""
+    for module in model.modules():
+        for name, buf in list(module.named_buffers(recurse=False)):
+            if not buf.is_meta:
+                continue
+            if name != "position_ids":  # the only one CLIP/OPT have: arange(n) as (1, n)
+                return False
+            module.register_buffer(name, torch.arange(buf.shape[-1]).expand(buf.shape).clone(), persistent=False)
+    return all(not p.is_meta for p in model.parameters())

@@ -1,0 +1,231 @@
+"""Load the authors' released LLaVA-OPT checkpoint and convert it to our format.
+
+The checkpoint is a LLaVA directory: ``config.json`` (an OPT config plus ``mm_*``
+fields), weights (``model.safetensors`` / ``pytorch_model.bin``, maybe sharded with an
+index), tokenizer files. Key names:
+
+- ``model.mm_projector.{0,2,4,5}.*`` -> our ``connector.*``
+- ``model.decoder.*`` and ``lm_head.weight`` (tied, may be absent) -> our ``lm.model.*``
+- ``model.vision_tower.vision_tower.vision_model.*`` (stock CLIP; may be absent, then
+  the tower comes from ``--vision-tower`` or the config's ``mm_vision_tower``)
+
+That model never learned to emit EOS, so the converted config stops at the end of the
+first sentence or a newline. Command::
+
+    sharpeye-convert-llava LLAVA_DIR OUT_DIR [--vision-tower CLIP_DIR] [--add-deeplens]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from sharpeye_ros.model.checkpoint import (
+    CheckpointError, build_from_state, load_tokenizer, read_torch_bin, read_weights,
+)
+from sharpeye_ros.model.config import (
+    ConnectorConfig, DeepLensConfig, GenerationConfig, LMConfig, SharpEyesConfig, VisionConfig,
+)
+
+PROJECTOR = "model.mm_projector."
+DECODER = "model.decoder."
+VISION = "model.vision_tower.vision_tower."
+LM_HEAD = "lm_head.weight"
+# The published CLIP ViT-L/14-336 config, for checkpoints that carry the tower's weights
+# but whose tower config cannot be fetched (no hub access).
+KNOWN_VISION_CONFIGS = {
+    "openai/clip-vit-large-patch14-336": dict(
+        model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+        num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+    ),
+}
+PAPER_DEEPLENS_LAYERS = (13, 18, 23)  # of 24 vision layers
+
+
+def read_llava_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """All weights of a (possibly sharded) LLaVA checkpoint, safetensors preferred."""
+    for index_name, reader in (("model.safetensors.index.json", read_weights),
+                               ("pytorch_model.bin.index.json", read_torch_bin)):
+        index = directory / index_name
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (OSError, ValueError, KeyError, AttributeError) as e:
+                raise CheckpointError(f"{index}: not a valid shard index ({e})") from e
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(reader(directory / shard))
+            return state
+    if (directory / "model.safetensors").is_file():
+        return read_weights(directory / "model.safetensors")
+    if (directory / "pytorch_model.bin").is_file():
+        return read_torch_bin(directory / "pytorch_model.bin")
+    raise CheckpointError(f"{directory}: no weights (model.safetensors, pytorch_model.bin or a shard index)")
+
+
+def _vision_config(llava_cfg: dict, vision_tower: Optional[str], source: Path,
+                   have_weights: bool) -> tuple[dict, Optional[str]]:
+    """(CLIP vision config dict, directory/name to load tower weights from if needed)."""
+    from transformers import CLIPVisionConfig
+
+    name = vision_tower or llava_cfg.get("mm_vision_tower")
+    if name is None:
+        raise CheckpointError(f"{source}: config.json has no mm_vision_tower; pass --vision-tower")
+    if have_weights and name in KNOWN_VISION_CONFIGS and not Path(name).is_dir():
+        return dict(KNOWN_VISION_CONFIGS[name]), None  # no need to ask the hub
+    try:
+        return CLIPVisionConfig.from_pretrained(name).to_dict(), name
+    except Exception as e:
+        raise CheckpointError(f"{name}: cannot read the vision tower's config ({e}); pass --vision-tower DIR") from e
+
+
+def _vision_state(target_keys: set[str], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stock-CLIP keys (``vision_model.*``) -> this transformers version's CLIPVisionModel keys."""
+    out = {}
+    for key, value in state.items():
+        bare = key[len("vision_model."):] if key.startswith("vision_model.") else key
+        for candidate in ("vision.model.vision_model." + bare, "vision.model." + bare):
+            if candidate in target_keys:
+                out[candidate] = value
+                break
+        else:
+            out["vision.model." + key] = value  # reported as unexpected by the check
+    return out
+
+
+def scaled_deeplens_layers(depth: int) -> tuple[int, ...]:
+    """The paper's DeepLens layers {13, 18, 23} of 24, scaled to a tower of ``depth`` layers."""
+    return tuple(sorted({min(depth, max(1, round(depth * i / 24))) for i in PAPER_DEEPLENS_LAYERS}))
+
+
+def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = False):
+    """A :class:`SharpEyes` holding the LLaVA-OPT checkpoint at ``path``.
+
+    ``vision_tower``: where the CLIP tower's config (and its weights, if the
+    checkpoint has none) come from; default: the config's ``mm_vision_tower``.
+    ``add_deeplens``: attach a freshly initialised DeepLens (for stage-2 training).
+    """
+    from sharpeye_ros.model.deeplens import DeepLens
+    from sharpeye_ros.model.sharpeyes import SharpEyes
+
+    source = Path(path)
+    config_path = source / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path}: missing (not a LLaVA checkpoint directory)")
+    try:
+        llava_cfg = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_path}: not valid JSON ({e})") from e
+    for key in ("mm_projector_type", "mm_hidden_size"):
+        if key not in llava_cfg:
+            raise CheckpointError(f"{config_path}: no '{key}'; not a LLaVA config")
+    if llava_cfg.get("image_aspect_ratio", "pad") != "pad":
+        raise CheckpointError(f"{config_path}: image_aspect_ratio '{llava_cfg['image_aspect_ratio']}' is not supported "
+                              "(only 'pad')")
+    if llava_cfg.get("mm_vision_select_feature", "patch") != "patch":
+        raise CheckpointError(f"{config_path}: only mm_vision_select_feature 'patch' is supported")
+    try:
+        select_layer = int(llava_cfg.get("mm_vision_select_layer", -2))  # stored as the string "-2"
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{config_path}: mm_vision_select_layer is not an integer ({e})") from e
+
+    state = read_llava_weights(source)
+    have_vision = any(k.startswith(VISION) for k in state)
+    vision_cfg, vision_source = _vision_config(llava_cfg, vision_tower, source, have_vision)
+    if int(vision_cfg["hidden_size"]) != int(llava_cfg["mm_hidden_size"]):
+        raise CheckpointError(f"{config_path}: mm_hidden_size {llava_cfg['mm_hidden_size']} does not match the "
+                              f"vision tower's hidden_size {vision_cfg['hidden_size']}")
+    opt_cfg = {k: v for k, v in llava_cfg.items()
+               if not k.startswith("mm_") and k not in _LLAVA_ONLY_KEYS}
+    opt_cfg["model_type"] = "opt"
+    deeplens = None
+    if add_deeplens:
+        deeplens = DeepLensConfig(layers=scaled_deeplens_layers(int(vision_cfg["num_hidden_layers"])),
+                                  hidden_size=int(opt_cfg.get("hidden_size", 768)),
+                                  num_heads=int(opt_cfg.get("num_attention_heads", 12)))
+    cfg = SharpEyesConfig(
+        vision=VisionConfig(config=vision_cfg, select_layer=select_layer),
+        connector=ConnectorConfig(type=llava_cfg["mm_projector_type"]),
+        lm=LMConfig(config=opt_cfg),
+        deeplens=deeplens,
+        generation=GenerationConfig(num_beams=3, max_new_tokens=77, length_penalty=0.0, early_stopping=True,
+                                    stop=("eos", "sentence", "newline")),
+        refine=False,
+    )
+    tokenizer = load_tokenizer(source)
+
+    with torch.device("meta"):
+        skeleton = SharpEyes.from_config(cfg, tokenizer=tokenizer)
+    target_keys = set(skeleton.state_dict())
+    ours: dict[str, torch.Tensor] = {}
+    vision_part: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        if key.startswith(PROJECTOR):
+            ours["connector." + key[len(PROJECTOR):]] = value
+        elif key.startswith(DECODER):
+            ours["lm.model.model.decoder." + key[len(DECODER):]] = value
+        elif key == LM_HEAD:
+            ours["lm.model.lm_head.weight"] = value
+        elif key.startswith(VISION):
+            vision_part[key[len(VISION):]] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(f"{source}: unexpected weight(s) for LLaVA-OPT, e.g. {sorted(unknown)[:3]}")
+    if not vision_part:
+        if vision_source is None:
+            raise CheckpointError(f"{source}: the checkpoint has no vision-tower weights; pass --vision-tower DIR")
+        from transformers import CLIPVisionModel
+
+        from sharpeye_ros.model.checkpoint import load_pretrained
+
+        tower = load_pretrained(CLIPVisionModel, vision_source, "vision tower")
+        vision_part = {"vision_model." + k if not k.startswith("vision_model.") else k: v
+                       for k, v in tower.state_dict().items()}
+    ours.update(_vision_state(target_keys, vision_part))
+    if add_deeplens:
+        fresh = DeepLens(cfg.deeplens, int(vision_cfg["hidden_size"]), skeleton.lm.hidden_size,
+                         skeleton.vision.grid, cfg.zoom.pool)
+        ours.update({"deeplens." + k: v for k, v in fresh.state_dict().items()})
+    model = build_from_state(cfg, ours, str(source), tokenizer)
+    model.model_id = str(source)
+    return model.eval()
+
+
+# LLaVA training flags that are not part of an OPT config.
+_LLAVA_ONLY_KEYS = {
+    "image_aspect_ratio", "image_grid_pinpoints", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter",
+    "use_mm_proj", "architectures", "tokenizer_model_max_length", "tokenizer_padding_side",
+    "unfreeze_mm_vision_tower", "mm_use_im_start_end", "mm_use_im_patch_token",
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``sharpeye-convert-llava SRC DST``: convert a LLaVA-OPT checkpoint to our format."""
+    parser = argparse.ArgumentParser(prog="sharpeye-convert-llava", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="LLaVA-OPT checkpoint directory")
+    parser.add_argument("output", help="directory to write config.json, model.safetensors and tokenizer files to")
+    parser.add_argument("--vision-tower", help="CLIP directory or name (default: the config's mm_vision_tower)")
+    parser.add_argument("--add-deeplens", action="store_true", help="attach a freshly initialised DeepLens")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                        help="weight dtype to store")
+    args = parser.parse_args(argv)
+    try:
+        model = load_llava(args.source, vision_tower=args.vision_tower, add_deeplens=args.add_deeplens)
+        model.to(getattr(torch, args.dtype)).save_pretrained(args.output)
+    except CheckpointError as e:
+        print(f"sharpeye-convert-llava: {e}", file=sys.stderr)
+        return 1
+    print(f"sharpeye-convert-llava: wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

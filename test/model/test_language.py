@@ -1,0 +1,168 @@
+"""The LM wrapper: our decode loop against transformers' generate, padding, stop rules,
+the attention probe against eager attention, and the loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import OPTConfig, OPTForCausalLM
+
+from sharpeye_ros.model.language import LanguageModel, Prompt
+
+
+def make_lm(tokenizer, seed: int = 0, **kw) -> LanguageModel:
+    torch.manual_seed(seed)
+    kw.setdefault("max_position_embeddings", 256)
+    cfg = OPTConfig(**_OPT, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **kw)
+    return LanguageModel(OPTForCausalLM(cfg).eval(), tokenizer)
+
+
+_OPT = dict(hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4, word_embed_proj_dim=32,
+            dropout=0.0)
+
+
+def plain_prompt(lm: LanguageModel, ids: torch.Tensor, num_visual: int = 4) -> Prompt:
+    """A prompt of plain token ids, whose positions 1..num_visual play the visual tokens."""
+    batch, length = ids.shape
+    mask = torch.ones_like(ids)
+    pos = torch.arange(length).expand(batch, -1)
+    return Prompt(lm.embed(ids), mask, pos, torch.arange(1, 1 + num_visual).expand(batch, -1), length)
+
+
+@pytest.mark.parametrize("num_beams, eos_boost", [(1, 2.0), (3, 1.0)])
+def test_decode_matches_transformers_generate(word_tokenizer, num_beams, eos_boost):
+    lm = make_lm(word_tokenizer, seed=3)
+    # Make EOS likely enough that some (not all) samples end early: stopping logic matters.
+    with torch.no_grad():
+        lm.model.get_input_embeddings().weight[lm.eos_id] *= eos_boost
+    torch.manual_seed(1)
+    ids = torch.randint(4, len(word_tokenizer), (6, 7))
+    ids[:, 0] = lm.bos_id
+    ours = lm.generate(plain_prompt(lm, ids), max_new_tokens=10, num_beams=num_beams, stop=("eos",))
+    ref = lm.model.generate(ids, attention_mask=torch.ones_like(ids), num_beams=num_beams, do_sample=False,
+                            max_new_tokens=10, length_penalty=0.0, early_stopping=True,
+                            eos_token_id=lm.eos_id, pad_token_id=lm.pad_id)
+    ended = 0
+    for b, gen in enumerate(ours):
+        expected = ref[b, ids.shape[1]:].tolist()
+        if lm.eos_id in expected:
+            expected = expected[:expected.index(lm.eos_id) + 1]
+            ended += 1
+        assert gen.ids == expected, f"sample {b}"
+    assert 0 < ended < len(ours), "the test needs both stopped and length-capped samples"
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_left_padded_batch_equals_single(word_tokenizer, num_beams):
+    lm = make_lm(word_tokenizer, seed=4)
+    visual = torch.randn(3, 5, lm.hidden_size)
+    captions = ["a red circle", "a blue star and a green square on the left", "the"]
+    batch = lm.build_prompt("USER: <image>first glance: {caption} assistant:", visual, captions=captions)
+    assert batch.attention_mask[2, 0] == 0 and batch.attention_mask[1].all()  # left padding
+    together = lm.generate(batch, 8, num_beams, attention_layers=[-1])
+    for b in range(3):
+        alone = lm.generate(lm.build_prompt("USER: <image>first glance: {caption} assistant:", visual[b:b + 1],
+                                            captions=captions[b:b + 1]), 8, num_beams, attention_layers=[-1])[0]
+        assert together[b].ids == alone.ids
+        torch.testing.assert_close(together[b].attention, alone.attention, atol=1e-5, rtol=1e-4)
+
+
+def test_visual_tokens_are_spliced_at_the_image_tag(word_tokenizer):
+    lm = make_lm(word_tokenizer)
+    visual = torch.randn(2, 3, lm.hidden_size)
+    p = lm.build_prompt("USER: <image>what is in the photo? assistant:", visual, targets=[[5, 6], [7]])
+    head = 1 + len(lm.text_ids("USER: "))
+    assert p.visual_index[0].tolist() == [head, head + 1, head + 2]
+    torch.testing.assert_close(p.embeds[1, p.visual_index[1]], visual[1])
+    assert p.embeds[0, 0].tolist() == lm.embed(torch.tensor([lm.bos_id]))[0].tolist()
+    # Targets follow the prompt, EOS appended, right-padded with -100 labels.
+    assert p.labels.tolist() == [[5, 6, lm.eos_id], [7, lm.eos_id, -100]]
+    assert p.attention_mask[1].tolist()[-1] == 0 and p.position_ids[0, -1] == p.attention_mask[0].sum() - 1
+
+
+def test_loss_matches_manual_cross_entropy(word_tokenizer):
+    lm = make_lm(word_tokenizer)
+    visual = torch.randn(2, 3, lm.hidden_size)
+    p = lm.build_prompt("USER: <image>what? assistant:", visual, targets=[[5, 6, 7], [8]])
+    logits = lm.model(inputs_embeds=p.embeds, attention_mask=p.attention_mask, position_ids=p.position_ids).logits
+    full = torch.full(p.attention_mask.shape, -100)
+    full[:, p.prompt_len:] = p.labels
+    expected = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), full[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(lm.loss(p), expected)
+
+
+def test_attention_probe_matches_eager_attention(word_tokenizer):
+    lm = make_lm(word_tokenizer, seed=5)
+    visual = torch.randn(2, 6, lm.hidden_size)
+    p = lm.build_prompt("USER: <image>what is in the photo? assistant:", visual, targets=[[5, 6, 7], [9, 10]])
+    maps = lm.target_attention(p, layers=[0, -1])
+    lm.model.set_attn_implementation("eager")
+    try:
+        out = lm.model(inputs_embeds=p.embeds, attention_mask=p.attention_mask, position_ids=p.position_ids,
+                       output_attentions=True)
+    finally:
+        lm.model.set_attn_implementation("sdpa")
+    for b, lengths in enumerate((4, 3)):  # targets + EOS
+        assert maps[b].shape == (lengths, 6)
+        expected = 0
+        for layer in (0, 1):
+            att = out.attentions[layer][b]                                     # (H, T, T)
+            q = att[:, p.prompt_len - 1:p.prompt_len - 1 + lengths, :p.prompt_len]  # over prompt keys
+            q = q / q.sum(-1, keepdim=True)
+            expected = expected + q[:, :, p.visual_index[b]].mean(0) / 2
+        torch.testing.assert_close(maps[b], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_generation_attention_matches_teacher_forcing(word_tokenizer):
+    lm = make_lm(word_tokenizer, seed=6)
+    visual = torch.randn(1, 4, lm.hidden_size)
+    prompt = lm.build_prompt("USER: <image>what? assistant:", visual)
+    gen = lm.generate(prompt, 6, num_beams=3, attention_layers=[-1])[0]
+    ids = gen.ids[:-1] if gen.ids[-1] == lm.eos_id else gen.ids
+    tf = lm.target_attention(lm.build_prompt("USER: <image>what? assistant:", visual, targets=[ids]), [-1])[0]
+    torch.testing.assert_close(gen.attention, tf[:len(gen.ids)], atol=1e-5, rtol=1e-4)
+
+
+def test_stop_rules_and_decode(bpe_tokenizer):
+    lm = make_lm(bpe_tokenizer)
+    sentence = lm.stop_ids(("sentence",))
+    newline = lm.stop_ids(("newline",))
+    dot = lm.text_ids(".")
+    assert dot and dot[-1] in sentence and lm.eos_id not in sentence
+    assert lm.text_ids("\n")[0] in newline and dot[-1] not in newline
+    assert lm.eos_id in lm.stop_ids(("eos",))
+    ids = lm.text_ids(" A red circle. A dog\nmore") + [lm.eos_id]
+    text, spans = lm.decode(ids, ("sentence", "newline"))
+    assert text == "A red circle."
+    assert len(spans) == len(ids)
+    covered = "".join(text[s:e] for s, e in spans)
+    assert covered == text  # spans tile the caption, then run out (empty) past the cut
+    assert lm.decode(lm.text_ids(" two green squares\nA cat."), ("newline",))[0] == "two green squares"
+
+
+def test_generation_stops_at_first_sentence(bpe_tokenizer):
+    lm = make_lm(bpe_tokenizer, seed=2)
+    stops = lm.stop_ids(("sentence",))
+    with torch.no_grad():  # make "." likely (the LM head is tied to the embeddings)
+        lm.model.get_input_embeddings().weight[lm.text_ids(".")[-1]] *= 3
+    prompt = lm.build_prompt("USER: <image>What is in the photo? ASSISTANT:", torch.randn(3, 3, lm.hidden_size))
+    for beams in (1, 2):
+        gens = lm.generate(prompt, 20, beams, stop=("sentence",))
+        assert any(len(g.ids) < 20 for g in gens)
+        for gen in gens:
+            assert len(gen.ids) == 20 or gen.ids[-1] in stops
+            assert not any(i in stops for i in gen.ids[:-1])
+
+
+def test_prompt_longer_than_position_table_is_an_error(word_tokenizer):
+    lm = make_lm(word_tokenizer, max_position_embeddings=16)
+    prompt = lm.build_prompt("USER: <image>what?", torch.randn(1, 20, lm.hidden_size))
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        lm.generate(prompt, 5)
+
+
+def test_tokenizer_larger_than_vocab_is_an_error(word_tokenizer):
+    with pytest.raises(ValueError, match="vocab_size"):
+        LanguageModel(OPTForCausalLM(OPTConfig(**_OPT, vocab_size=5)), word_tokenizer)
