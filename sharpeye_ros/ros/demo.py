@@ -1,0 +1,363 @@
+"""``demo``: watch the captioner caption the synthetic camera, without ``ros2 launch``.
+
+Starts the installed ``synthetic_camera`` and ``captioner`` executables as child processes
+on a private ROS domain (a random ROS_DOMAIN_ID and localhost-only discovery, unless the
+environment already sets them), prints every caption (first glance -> refined, attended
+regions with their phrases and boxes, latency) next to the scene's ground truth, saves
+the annotated frames from ``caption_image`` as PNG files, and shuts everything down after
+``--captions`` captions or ``--timeout`` seconds. Exit code 0 when at least one caption
+arrived, 1 otherwise (the captioner's last log lines say why), 2 on bad arguments.
+
+    ros2 run sharpeye_ros demo --output runs/demo --captions 5
+    scripts/demo                      # from a source checkout: set-up, build, run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import cv2
+
+from sharpeye_ros.ros.image_conversion import ImageConversionError, image_msg_to_rgb
+from sharpeye_ros.ros.scene_feed import parse_ground_truth
+
+IMAGE_TOPIC = "/camera/image_raw"
+STOP_TIMEOUT = 10.0  # seconds a child gets to exit after SIGINT, then SIGTERM, then SIGKILL
+IMAGE_GRACE = 3.0  # seconds to wait for the annotated image of the last caption
+LOG_TAIL_LINES = 15
+
+
+def ros_environment(env: dict[str, str], rng: Optional[random.Random] = None) -> dict[str, str]:
+    """``env`` plus a private DDS set-up: a random ROS_DOMAIN_ID (1..100) and localhost-only
+    discovery, each only where the user has not chosen one."""
+    out = dict(env)
+    if not out.get("ROS_DOMAIN_ID"):
+        out["ROS_DOMAIN_ID"] = str((rng or random.SystemRandom()).randint(1, 100))
+    if not out.get("ROS_AUTOMATIC_DISCOVERY_RANGE") and not out.get("ROS_LOCALHOST_ONLY"):
+        out["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and newer
+        if out.get("ROS_DISTRO") == "humble":
+            out["ROS_LOCALHOST_ONLY"] = "1"
+    return out
+
+
+def format_region(region: Any) -> str:
+    """``"small red star" 0.62 [x0, y0, x1, y1]`` for a CaptionRegion-like object."""
+    roi = region.roi
+    box = [roi.x_offset, roi.y_offset, roi.x_offset + roi.width, roi.y_offset + roi.height]
+    return f'"{region.phrase}" {region.score:.2f} [{", ".join(str(int(v)) for v in box)}]'
+
+
+def format_caption(number: int, msg: Any, truth: Optional[str] = None) -> str:
+    """The lines the demo prints for caption ``number`` (a sharpeye_ros/Caption)."""
+    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    timing = f"glance {msg.glance_seconds:.2f} s"
+    if msg.refined:
+        timing += f", refine {msg.refine_seconds:.2f} s" + (" with zoom" if msg.zoomed else "")
+    lines = [f"[{number}] frame {stamp:.3f} ({msg.image_width}x{msg.image_height}), "
+             f"latency {msg.latency_seconds:.2f} s ({timing})"]
+    if truth:
+        lines.append(f"    truth:   {truth}")
+    if msg.refined:
+        lines.append(f"    glance:  {msg.initial_caption}")
+        lines.append(f"    refined: {msg.caption}")
+    else:
+        lines.append(f"    caption: {msg.caption}")
+    if msg.regions:
+        lines.append("    regions: " + "; ".join(format_region(r) for r in msg.regions))
+    return "\n".join(lines)
+
+
+def find_executable(name: str) -> Path:
+    """The installed executable ``name`` of this package; FileNotFoundError if it is missing."""
+    candidates = []
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+        try:
+            candidates.append(Path(get_package_prefix("sharpeye_ros")) / "lib" / "sharpeye_ros" / name)
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    candidates.append(Path(sys.argv[0]).resolve().parent / name)  # next to the demo launcher
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"executable '{name}' of sharpeye_ros not found (looked in "
+                            f"{', '.join(str(c.parent) for c in candidates)}); build with scripts/setup "
+                            "and source scripts/env.sh (or install/setup.bash)")
+
+
+def params_file() -> Optional[Path]:
+    """The installed config/captioner.yaml, or None when it cannot be found."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        path = Path(get_package_share_directory("sharpeye_ros")) / "config" / "captioner.yaml"
+    except Exception:  # no ament index: the node's own defaults apply
+        return None
+    return path if path.is_file() else None
+
+
+def _float_arg(value: float) -> str:
+    return repr(float(value))  # "2.0", never "2": the nodes want doubles
+
+
+def camera_command(args: argparse.Namespace) -> list[str]:
+    """The synthetic camera's command line."""
+    return [sys.executable, str(find_executable("synthetic_camera")), "--ros-args",
+            "-p", f"rate:={_float_arg(args.rate)}", "-p", f"scene_period:={_float_arg(args.scene_period)}",
+            "-p", f"split:={args.split}", "-p", f"start_index:={args.start_index}",
+            "-p", f"publish_compressed:={str(args.image_transport == 'compressed').lower()}",
+            "-r", f"image:={IMAGE_TOPIC}", "-r", f"image/compressed:={IMAGE_TOPIC}/compressed"]
+
+
+def captioner_command(args: argparse.Namespace) -> list[str]:
+    """The captioner's command line: the installed params file, then the demo's overrides."""
+    cmd = [sys.executable, str(find_executable("captioner")), "--ros-args"]
+    config = params_file()
+    if config is not None and config.stat().st_size > 0:
+        cmd += ["--params-file", str(config)]
+    cmd += ["-p", f"image_transport:={args.image_transport}",
+            "-r", f"image:={IMAGE_TOPIC}", "-r", f"image/compressed:={IMAGE_TOPIC}/compressed"]
+    if args.model_path:
+        cmd += ["-p", f"model_path:={Path(args.model_path).expanduser().resolve()}"]
+    if args.device:
+        cmd += ["-p", f"device:={args.device}"]
+    if args.max_rate is not None:
+        cmd += ["-p", f"max_rate:={_float_arg(args.max_rate)}"]
+    return cmd
+
+
+@dataclass
+class Child:
+    """A node started by the demo, its output going to a log file."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines of its log."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def start_child(name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> Child:
+    """Start ``cmd`` in its own process group (so a terminal's Ctrl-C reaches only the demo,
+    which then stops the children in order)."""
+    log = log_dir / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    return Child(name, process, log)
+
+
+def stop_children(children: Sequence[Child], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGINT to every child's process group, then wait; SIGTERM, then SIGKILL, the stragglers."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        alive = [c for c in children if c.process.poll() is None]
+        if not alive:
+            return
+        for child in alive:
+            try:
+                os.killpg(child.process.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for child in alive:
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@dataclass
+class Collected:
+    """What the demo has received so far."""
+
+    captions: list[Any] = field(default_factory=list)
+    images: dict[int, Any] = field(default_factory=dict)  # header stamp (ns) -> caption_image msg
+    truths: list[tuple[int, str]] = field(default_factory=list)  # (first stamp ns, caption)
+
+    def truth_at(self, stamp_ns: int) -> Optional[str]:
+        """The reference caption of the scene shown at ``stamp_ns``."""
+        shown = [caption for start, caption in sorted(self.truths) if start <= stamp_ns]
+        return shown[-1] if shown else None
+
+
+def _stamp_ns(msg: Any) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def save_png(msg: Any, path: Path) -> None:
+    """Write an RGB-convertible Image message as PNG; ImageConversionError or OSError on failure."""
+    rgb = image_msg_to_rgb(msg)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; the exit code of :func:`main`."""
+    os.environ.update(ros_environment(dict(os.environ)))  # our own node joins the same domain
+    output = Path(args.output).expanduser().resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    for stale in output.glob("caption_*.png"):  # frames of an earlier run would mislead
+        stale.unlink()
+    try:
+        commands = {"synthetic_camera": camera_command(args), "captioner": captioner_command(args)}
+    except FileNotFoundError as err:
+        print(f"demo: {err}", file=sys.stderr)
+        return 1
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from sharpeye_ros.msg import Caption
+
+    stop = {"signal": None}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("sharpeye_demo", context=context)
+    got = Collected()
+    node.create_subscription(Caption, "/caption", got.captions.append, 10)
+    node.create_subscription(Image, "/caption_image", lambda m: got.images.__setitem__(_stamp_ns(m), m), 5)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    node.create_subscription(String, "/ground_truth", lambda m: _add_truth(got, m.data), latched)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    print(f"demo: ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, "
+          f"model: {args.model_path or 'the shipped demo model'}; logs and frames in {output}", flush=True)
+    children: list[Child] = []
+    saved: list[Path] = []
+    printed = 0
+    failure = ""
+    try:
+        for name, cmd in commands.items():
+            children.append(start_child(name, cmd, dict(os.environ), output))
+        print(f"demo: started synthetic_camera and captioner; waiting for {args.captions} captions "
+              f"(at most {args.timeout:g} s) ...", flush=True)
+        deadline = time.monotonic() + args.timeout
+        last_caption_time: Optional[float] = None
+        while stop["signal"] is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+            while printed < min(len(got.captions), args.captions):
+                msg = got.captions[printed]
+                printed += 1
+                last_caption_time = time.monotonic()
+                print(format_caption(printed, msg, got.truth_at(_stamp_ns(msg))), flush=True)
+            saved += _save_ready(got, output, printed)
+            if printed >= args.captions and (len(saved) >= printed or
+                                             time.monotonic() - last_caption_time > IMAGE_GRACE):
+                break
+            dead = [c for c in children if c.process.poll() is not None]
+            if dead:
+                failure = (f"{dead[0].name} exited with code {dead[0].process.returncode}; "
+                           f"its last log lines ({dead[0].log}):\n{dead[0].tail()}")
+                break
+        else:
+            if stop["signal"] is None and printed < args.captions:
+                print(f"demo: timed out after {args.timeout:g} s with {printed} caption(s)", flush=True)
+    finally:
+        stop_children(children)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    if stop["signal"] is not None:
+        print(f"demo: stopped by {signal.Signals(stop['signal']).name}", flush=True)
+    if failure:
+        print(f"demo: {failure}", file=sys.stderr, flush=True)
+    if printed == 0:
+        if not failure:
+            captioner = next((c for c in children if c.name == "captioner"), None)
+            tail = captioner.tail() if captioner else ""
+            print("demo: no caption arrived" + (f"; the captioner's last log lines:\n{tail}" if tail else ""),
+                  file=sys.stderr, flush=True)
+        return 1
+    print(f"demo: {printed} caption(s); {len(saved)} annotated frame(s) saved in {output}", flush=True)
+    return 0
+
+
+def _add_truth(got: Collected, text: str) -> None:
+    try:
+        doc, _ = parse_ground_truth(text)
+        got.truths.append((doc["stamp"]["sec"] * 1_000_000_000 + doc["stamp"]["nanosec"], doc["caption"]))
+    except (ValueError, KeyError, TypeError):
+        pass  # ground truth is only shown alongside; a bad document is not worth stopping for
+
+
+def _save_ready(got: Collected, output: Path, printed: int) -> list[Path]:
+    """Save the annotated frames of printed captions whose caption_image has arrived."""
+    saved = []
+    for number, msg in enumerate(got.captions[:printed], start=1):
+        path = output / f"caption_{number:03d}.png"
+        image = got.images.pop(_stamp_ns(msg), None)
+        if image is None:
+            continue
+        try:
+            save_png(image, path)
+            saved.append(path)
+            print(f"    saved {path}", flush=True)
+        except (ImageConversionError, OSError) as err:
+            print(f"    could not save frame {number}: {err}", file=sys.stderr, flush=True)
+    return saved
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--output", default="runs/demo", help="folder for annotated frames and node logs "
+                   "(default %(default)s)")
+    p.add_argument("--captions", type=int, default=5, help="stop after this many captions (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=180.0, help="stop after this many seconds (default %(default)s)")
+    p.add_argument("--model-path", default="", help="captioner checkpoint directory (default: the shipped demo model)")
+    p.add_argument("--device", default="", help="captioner device: auto, cpu, cuda, cuda:N")
+    p.add_argument("--max-rate", type=float, default=None, help="captions per second (default: the params file's)")
+    p.add_argument("--image-transport", choices=("raw", "compressed"), default="raw")
+    p.add_argument("--rate", type=float, default=5.0, help="camera frames per second (default %(default)s)")
+    p.add_argument("--scene-period", type=float, default=4.0, help="seconds per scene (default %(default)s)")
+    p.add_argument("--split", default="test", help="synthetic-world split (default %(default)s)")
+    p.add_argument("--start-index", type=int, default=0, help="first scene (default %(default)s)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point (``ros2 run sharpeye_ros demo``)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name in ("captions", "timeout", "rate", "scene_period"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.max_rate is not None and not args.max_rate > 0:
+        parser.error(f"--max-rate must be > 0, got {args.max_rate}")
+    if args.model_path and not Path(args.model_path).expanduser().is_dir():
+        parser.error(f"--model-path {args.model_path}: no such directory")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
