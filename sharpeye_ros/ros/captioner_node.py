@@ -1,0 +1,345 @@
+"""``captioner``: the ROS 2 node that captions a camera stream with the Sharp-Eyes specialist.
+
+Subscribes ``image`` (sensor_msgs/Image), or ``image/compressed`` (CompressedImage) with
+``image_transport:=compressed``, with sensor-data QoS of depth 1. The callback only hands the
+frame to a :class:`~sharpeye_ros.ros.frame_gate.FrameGate`, which keeps the newest frame and
+limits captions to ``max_rate`` Hz on the frames' stamps; a worker thread converts, captions
+and publishes, so the executor stays free for parameters and shutdown. Publishes:
+
+- ``caption`` (sharpeye_ros/Caption): header copied from the frame, attended regions in pixels;
+- ``caption_image`` (sensor_msgs/Image): the frame with regions and caption drawn, only while
+  someone subscribes;
+- ``caption_markers`` (visualization_msgs/MarkerArray): the caption as text in the camera's
+  frame, only while someone subscribes;
+- ``/diagnostics`` (diagnostic_msgs/DiagnosticArray): rates, latency, drops and errors.
+
+Example::
+
+    ros2 run sharpeye_ros captioner --ros-args -r image:=/camera/image_raw \\
+        --params-file config/captioner.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from visualization_msgs.msg import MarkerArray
+
+from sharpeye_ros.msg import Caption
+from sharpeye_ros.ros import diagnostics
+from sharpeye_ros.ros.caption_messages import (annotated_image_msg, caption_markers_msg, caption_msg,
+                                               select_regions)
+from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSettings, ParamSpec, validate
+from sharpeye_ros.ros.diagnostics import CONVERSION, INFERENCE, PUBLISH, CaptionerHealth, LogThrottle
+from sharpeye_ros.ros.frame_gate import NS_PER_S, FrameGate, GatedFrame
+from sharpeye_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
+
+NODE_NAME = "captioner"
+ERROR_LOG_PERIOD = 5.0  # seconds between two error lines of one kind; the rest are counted
+NO_INPUT_WARN = 5.0  # seconds without a frame before diagnostics warn
+WORKER_JOIN_TIMEOUT = 3.0  # seconds shutdown waits for a caption in progress
+_LEVELS = {diagnostics.OK: DiagnosticStatus.OK, diagnostics.WARN: DiagnosticStatus.WARN,
+           diagnostics.ERROR: DiagnosticStatus.ERROR}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad parameter, model that does not load); the message says why."""
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; StartupError for an unusable CUDA device."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise StartupError(f"parameter 'device' is {device!r} but CUDA is not available "
+                               "(use device:=cpu or auto)")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise StartupError(f"parameter 'device' is {device!r} but only {torch.cuda.device_count()} "
+                               "CUDA device(s) exist")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto`` -> float16 on CUDA, float32 elsewhere; else the named dtype."""
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return _DTYPES[dtype]
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+    elif spec.constraints:
+        descriptor.additional_constraints = spec.constraints
+    if spec.limits is not None and isinstance(spec.default, float):
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.limits[0]), to_value=float(spec.limits[1]), step=0.0)]
+    elif spec.limits is not None:
+        descriptor.integer_range = [IntegerRange(
+            from_value=int(spec.limits[0]), to_value=int(spec.limits[1]), step=1)]
+    return descriptor
+
+
+def _ints_as_doubles(params: list[Parameter]) -> list[Parameter]:
+    """Let ``ros2 param set /captioner max_rate 5`` mean 5.0 (an integer would be refused)."""
+    doubles = {spec.name for spec in PARAMETERS if isinstance(spec.default, float)}
+    return [Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
+            if p.name in doubles and p.type_ == Parameter.Type.INTEGER else p for p in params]
+
+
+def _stamp_ns(stamp: Any) -> int:
+    return stamp.sec * NS_PER_S + stamp.nanosec
+
+
+class CaptionerNode(Node):
+    """The captioner. ``model``: an already loaded model to use instead of ``model_path``
+    (embedding and tests); other keyword arguments go to :class:`rclpy.node.Node`.
+
+    Raises :class:`StartupError` for bad parameters or a model that does not load.
+    """
+
+    def __init__(self, *, model: Any = None, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._settings = self._declare_parameters()
+        s = self._settings
+        if model is None:
+            model = self._load_model(s)
+        self._model = model
+        self._device = str(getattr(model, "device", "unknown"))
+        self._dtype = str(getattr(model, "dtype", "unknown")).replace("torch.", "")
+        self._model_id = str(getattr(self._model, "model_id", "") or s.model_path)
+        self._can_refine = getattr(self._model, "deeplens", True) is not None
+        if s.refine and not self._can_refine:
+            self.get_logger().warning("this model has no DeepLens refinement: running with refine=false")
+            self.set_parameters([Parameter("refine", value=False)])
+            s = self._settings = self._settings.updated({"refine": False})
+
+        self._gate: FrameGate[Any] = FrameGate(s.max_rate)
+        self._health = CaptionerHealth(time.monotonic(), no_input_warn=NO_INPUT_WARN)
+        self._log_throttle = LogThrottle(ERROR_LOG_PERIOD)
+        self._log_lock = threading.Lock()
+        self._zero_stamp_warned = False
+
+        reliability = (ReliabilityPolicy.RELIABLE if s.reliability == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability,
+                                durability=DurabilityPolicy.VOLATILE)
+        if s.image_transport == "compressed":
+            self._convert = compressed_msg_to_rgb
+            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, sensor_qos)
+        else:
+            self._convert = image_msg_to_rgb
+            self._sub = self.create_subscription(Image, "image", self._on_image, sensor_qos)
+        # Reliable publishers match both reliable (RViz's default) and best-effort subscribers.
+        self._caption_pub = self.create_publisher(Caption, "caption", 10)
+        self._image_pub = self.create_publisher(Image, "caption_image", 1)
+        self._marker_pub = self.create_publisher(MarkerArray, "caption_markers", 1)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Diagnostics on the steady clock: they must keep coming while sim time is paused.
+        self._diag_timer = self.create_timer(s.diagnostics_period, self.publish_diagnostics,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
+        if hasattr(self, "add_pre_set_parameters_callback"):  # Jazzy and newer
+            self.add_pre_set_parameters_callback(_ints_as_doubles)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._worker = threading.Thread(target=self._run_worker, name="captioner-worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"captioning '{self._sub.topic_name}' ({s.image_transport}, {s.reliability}) at up to "
+            f"{s.max_rate:g} Hz with {self._model_id} on {self._device} ({self._dtype})")
+
+    # ---- start-up ------------------------------------------------------------------
+    def _declare_parameters(self) -> CaptionerSettings:
+        values = {}
+        for spec in PARAMETERS:
+            try:
+                values[spec.name] = self.declare_parameter(spec.name, spec.default, _descriptor(spec)).value
+            except ParameterException as err:
+                hint = " (write a double, e.g. 2.0)" if isinstance(spec.default, float) else ""
+                raise StartupError(f"parameter '{spec.name}' rejected: {err}{hint}") from None
+        for name, value in values.items():
+            reason = validate(name, value)
+            if reason is not None:
+                raise StartupError(reason)
+        return CaptionerSettings.from_values(values)
+
+    def _load_model(self, s: CaptionerSettings) -> Any:
+        from sharpeye_ros.model import SharpEyes, default_model_path
+
+        path = s.model_path or str(default_model_path())
+        try:
+            device = resolve_device(s.device)
+            dtype = resolve_dtype(s.dtype, device)
+            model = SharpEyes.from_pretrained(path, device=device, dtype=dtype)
+        except Exception as err:  # any failure to load is one clear message, never a traceback
+            raise StartupError(f"cannot load model '{path}': {err}") from None
+        if not s.model_path:
+            self.get_logger().warning(
+                f"model_path is empty: using the shipped demo model ({path}). It only knows the "
+                "synthetic world of coloured shapes; set model_path to caption real camera images.")
+        return model
+
+    # ---- parameters ----------------------------------------------------------------
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        changes = {}
+        for p in params:
+            if p.name not in SPECS:
+                continue  # use_sim_time and friends: rclpy's own business
+            reason = validate(p.name, p.value)
+            if reason is None and p.name == "refine" and p.value and not self._can_refine:
+                reason = "parameter 'refine' cannot be true: this model has no DeepLens refinement"
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+            changes[p.name] = p.value
+        if changes:
+            self._settings = self._settings.updated(changes)
+            if "max_rate" in changes:
+                self._gate.set_max_rate(self._settings.max_rate)
+            self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+        return SetParametersResult(successful=True)
+
+    @property
+    def settings(self) -> CaptionerSettings:
+        """The parameters' current values."""
+        return self._settings
+
+    # ---- input ---------------------------------------------------------------------
+    def _on_image(self, msg: Any) -> None:
+        # O(1): no decoding here, the worker converts the frame it actually captions.
+        self._health.record_input(time.monotonic())
+        stamp = _stamp_ns(msg.header.stamp)
+        if stamp == 0:  # an unstamped driver: throttle on arrival time instead
+            stamp = self.get_clock().now().nanoseconds
+            if not self._zero_stamp_warned:
+                self._zero_stamp_warned = True
+                self.get_logger().warning("frames have header.stamp = 0: throttling on arrival time")
+        self._gate.offer(msg, stamp)
+
+    # ---- worker --------------------------------------------------------------------
+    def _run_worker(self) -> None:
+        while True:
+            item = self._gate.take()
+            if item is None:  # the gate was closed: shutting down
+                return
+            try:
+                self._caption(item)
+            except Exception as err:  # never let one frame kill the worker
+                if self._gate.closed:
+                    return  # the node is being destroyed under us; nothing to report
+                self._error(PUBLISH, f"cannot publish the caption: {type(err).__name__}: {err}")
+
+    def _caption(self, item: GatedFrame[Any]) -> None:
+        msg, s = item.frame, self._settings
+        start = time.perf_counter()
+        try:
+            rgb = self._convert(msg, max_pixels=s.max_image_pixels)
+        except ImageConversionError as err:
+            self._error(CONVERSION, f"frame dropped: {err}")
+            return
+        model_start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                result = self._model.caption([rgb], refine=s.refine, zoom=s.zoom, num_regions=s.num_regions)[0]
+        except Exception as err:
+            self._error(INFERENCE, f"captioning failed: {type(err).__name__}: {err}")
+            return
+        model_seconds = time.perf_counter() - model_start
+        if self._gate.closed:
+            return
+        regions = select_regions(result.regions, s.min_region_score, s.num_regions)
+        height, width = rgb.shape[:2]
+        latency = (self.get_clock().now().nanoseconds - item.stamp_ns) / NS_PER_S
+        self._caption_pub.publish(caption_msg(result, regions, msg.header, width, height, self._model_id, latency))
+        overhead = time.perf_counter() - start - model_seconds
+        self._health.record_caption(time.monotonic(), latency, model_seconds, overhead)
+        # Drawing and markers only for someone who listens (RViz), never on the caption's path.
+        if self._image_pub.get_subscription_count() > 0:
+            self._image_pub.publish(annotated_image_msg(rgb, result, regions, msg.header))
+        if self._marker_pub.get_subscription_count() > 0:
+            lifetime = max(2.0, 3.0 / s.max_rate)
+            self._marker_pub.publish(caption_markers_msg(result.caption, msg.header, lifetime))
+
+    def _error(self, kind: str, text: str) -> None:
+        now = time.monotonic()
+        self._health.record_error(kind, text, now)
+        with self._log_lock:
+            suppressed = self._log_throttle.allow(kind, now)
+        if suppressed is not None:
+            more = f" ({suppressed} more {kind} errors since the last report)" if suppressed else ""
+            self.get_logger().error(text + more)
+
+    # ---- diagnostics ---------------------------------------------------------------
+    def health_report(self) -> diagnostics.HealthReport:
+        """The node's current health, as published on /diagnostics."""
+        s = self._settings
+        extra = (("model_id", self._model_id), ("device", self._device), ("dtype", self._dtype),
+                 ("image_topic", self._sub.topic_name), ("image_transport", s.image_transport),
+                 ("max_rate_hz", f"{s.max_rate:g}"), ("refine", str(s.refine).lower()),
+                 ("zoom", str(s.zoom).lower()))
+        return self._health.report(time.monotonic(), self._gate.counters(), extra)
+
+    @property
+    def diagnostic_name(self) -> str:
+        """The name of this node's status on /diagnostics: '<namespace>/captioner: captioner'."""
+        return f"{self.get_fully_qualified_name()}: captioner"
+
+    def publish_diagnostics(self) -> None:
+        """Publish one DiagnosticArray with the node's status on /diagnostics."""
+        report = self.health_report()
+        status = DiagnosticStatus(level=_LEVELS[report.level], name=self.diagnostic_name,
+                                  message=report.message, hardware_id=self._device,
+                                  values=[KeyValue(key=k, value=v) for k, v in report.values])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+    # ---- shutdown ------------------------------------------------------------------
+    def destroy_node(self) -> None:
+        """Stop the worker (waiting briefly for a caption in progress), then destroy the node."""
+        self._gate.close()
+        if self._worker.is_alive():
+            self._worker.join(WORKER_JOIN_TIMEOUT)
+        super().destroy_node()
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    """Run the captioner until SIGINT or SIGTERM (exit 0); exit 1 when it cannot start."""
+    rclpy.init(args=args)
+    node: Optional[CaptionerNode] = None
+    try:
+        node = CaptionerNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except StartupError as err:
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # rclpy turns SIGINT and SIGTERM into a context shutdown: a normal exit
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The captioner node's parameters: names, defaults, ranges, descriptions and validation.
+
+Pure Python (no rclpy): the node turns :data:`PARAMETERS` into ``declare_parameter`` calls
+with ``ParameterDescriptor`` ranges, and calls :func:`validate` from its set-parameters
+callback, so a bad value is refused with the reason returned here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Optional
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+RELIABILITIES = ("best_effort", "reliable")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter. ``limits``: inclusive (low, high) of a number; ``choices``: allowed strings."""
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    limits: Optional[tuple[float, float]] = None
+    choices: Optional[tuple[str, ...]] = None
+    constraints: str = ""
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model_path", "", "Checkpoint directory of the captioning model; empty: the shipped "
+              "demo model, which only knows synthetic scenes of coloured shapes.", read_only=True),
+    ParamSpec("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda or "
+              "cuda:N.", read_only=True, constraints="auto, cpu, cuda or cuda:N"),
+    ParamSpec("dtype", "auto", "Model weights' dtype; auto: float16 on CUDA, float32 on CPU.",
+              read_only=True, choices=DTYPES),
+    ParamSpec("image_transport", "raw", "raw: subscribe to sensor_msgs/Image on 'image'; "
+              "compressed: sensor_msgs/CompressedImage on 'image/compressed'.", read_only=True,
+              choices=IMAGE_TRANSPORTS),
+    ParamSpec("reliability", "best_effort", "QoS reliability of the image subscription (sensor "
+              "data QoS, depth 1); 'reliable' only matches reliable publishers.", read_only=True,
+              choices=RELIABILITIES),
+    ParamSpec("max_rate", 2.0, "Maximum caption rate in Hz, measured on the frames' header.stamp "
+              "(so rosbag playback behaves as live).", limits=(0.01, 100.0)),
+    ParamSpec("refine", True, "Run Sharp-Eyed Refinement (a second, sharper look) after the first "
+              "glance."),
+    ParamSpec("zoom", True, "During refinement, also re-encode zoomed crops of the attended "
+              "regions."),
+    ParamSpec("num_regions", 3, "Maximum number of attended regions published per caption.",
+              limits=(0, 16)),
+    ParamSpec("min_region_score", 0.05, "Regions whose attention share is below this are not "
+              "published.", limits=(0.0, 1.0)),
+    ParamSpec("max_image_pixels", 20_000_000, "Frames with more pixels (width*height) are rejected "
+              "before decoding.", limits=(1, 1_000_000_000)),
+    ParamSpec("diagnostics_period", 1.0, "Seconds between diagnostics on /diagnostics (wall "
+              "clock).", read_only=True, limits=(0.1, 60.0)),
+)
+
+SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "bool", int: "integer", float: "double", str: "string"}.get(type(value), type(value).__name__)
+
+
+def validate(name: str, value: Any) -> Optional[str]:
+    """Why ``value`` is not acceptable for parameter ``name``, or None when it is."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return f"unknown parameter '{name}'"
+    expected = type(spec.default)
+    if type(value) is not expected:  # exact: bool is an int subclass, but not a valid int here
+        return (f"parameter '{name}' must be a {_type_name(spec.default)}, got {_type_name(value)} "
+                f"{value!r}" + (f" (write {float(value)!r})" if expected is float and type(value) is int else ""))
+    if expected is float and not math.isfinite(value):
+        return f"parameter '{name}' must be finite, got {value!r}"
+    if spec.limits is not None and not spec.limits[0] <= value <= spec.limits[1]:
+        low, high = spec.limits
+        return f"parameter '{name}' must be in [{low:g}, {high:g}], got {value!r}"
+    if spec.choices is not None and value not in spec.choices:
+        return f"parameter '{name}' must be one of {', '.join(spec.choices)}; got {value!r}"
+    if name == "device" and not DEVICE_PATTERN.match(value):
+        return f"parameter 'device' must be auto, cpu, cuda or cuda:N; got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class CaptionerSettings:
+    """The values of all parameters, validated; replaced as a whole when one changes."""
+
+    model_path: str = SPECS["model_path"].default
+    device: str = SPECS["device"].default
+    dtype: str = SPECS["dtype"].default
+    image_transport: str = SPECS["image_transport"].default
+    reliability: str = SPECS["reliability"].default
+    max_rate: float = SPECS["max_rate"].default
+    refine: bool = SPECS["refine"].default
+    zoom: bool = SPECS["zoom"].default
+    num_regions: int = SPECS["num_regions"].default
+    min_region_score: float = SPECS["min_region_score"].default
+    max_image_pixels: int = SPECS["max_image_pixels"].default
+    diagnostics_period: float = SPECS["diagnostics_period"].default
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "CaptionerSettings":
+        """Settings from a full or partial name -> value mapping (missing: defaults)."""
+        return cls().updated(values)
+
+    def updated(self, changes: Mapping[str, Any]) -> "CaptionerSettings":
+        """A copy with ``changes`` applied; ValueError naming the first invalid one."""
+        for name, value in changes.items():
+            reason = validate(name, value)
+            if reason is not None:
+                raise ValueError(reason)
+        return replace(self, **dict(changes))
+
+
+__all__ = ["ParamSpec", "PARAMETERS", "SPECS", "validate", "CaptionerSettings",
+           "DTYPES", "IMAGE_TRANSPORTS", "RELIABILITIES"]

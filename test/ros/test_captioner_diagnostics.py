@@ -1,0 +1,129 @@
+"""Diagnostics statistics: rates, latency percentiles, log throttle, and the health levels."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sharpeye_ros.ros.diagnostics import (CONVERSION, ERROR, INFERENCE, OK, WARN, CaptionerHealth, LatencyWindow,
+                                          LogThrottle, RateMeter)
+from sharpeye_ros.ros.frame_gate import GateCounters
+
+
+def test_rate_meter_counts_a_sliding_window():
+    meter = RateMeter(window=2.0, start=0.0)
+    for i in range(40):  # 10 Hz for 4 s
+        meter.record(i * 0.1)
+    assert meter.rate(3.9) == pytest.approx(10.0)
+    assert meter.rate(5.05) == pytest.approx(9 / 2.0)  # the events at 3.1 .. 3.9 s only
+    assert meter.rate(10.0) == 0.0
+
+
+def test_rate_meter_before_a_full_window_uses_the_elapsed_time():
+    meter = RateMeter(window=10.0, start=100.0)
+    for i in range(5):
+        meter.record(100.0 + 0.2 * (i + 1))
+    assert meter.rate(101.0) == pytest.approx(5.0)
+    assert RateMeter(window=1.0, start=0.0).rate(0.0) == 0.0
+
+
+def test_rate_meter_memory_is_bounded():
+    meter = RateMeter(window=1e9, start=0.0, max_events=100)
+    for i in range(10_000):
+        meter.record(float(i))
+    assert meter.count(10_000.0) == 100
+
+
+def test_latency_window_last_mean_percentile():
+    window = LatencyWindow(size=100)
+    assert math.isnan(window.mean) and math.isnan(window.last) and math.isnan(window.percentile(95))
+    for v in range(1, 101):  # 1 .. 100
+        window.add(v / 100)
+    assert window.last == 1.0
+    assert window.mean == pytest.approx(0.505)
+    assert window.percentile(95) == pytest.approx(0.95)
+    assert window.percentile(50) == pytest.approx(0.50)
+    window.add(10.0)  # the oldest value (0.01) falls out
+    assert len(window) == 100 and window.percentile(100) == 10.0
+    with pytest.raises(ValueError):
+        window.percentile(0)
+
+
+def test_log_throttle_counts_suppressed_lines_per_key():
+    throttle = LogThrottle(period=5.0)
+    assert throttle.allow("conversion", 0.0) == 0
+    assert throttle.allow("conversion", 1.0) is None
+    assert throttle.allow("conversion", 2.0) is None
+    assert throttle.allow("inference", 2.0) == 0  # other kinds have their own budget
+    assert throttle.allow("conversion", 5.0) == 2
+    assert throttle.allow("conversion", 6.0) is None
+
+
+def gate(**counts) -> GateCounters:
+    return GateCounters(**counts)
+
+
+def test_health_ok_while_captioning():
+    health = CaptionerHealth(start=0.0, window=10.0, no_input_warn=5.0)
+    for i in range(20):
+        health.record_input((i + 1) * 0.5)
+        health.record_caption((i + 1) * 0.5, latency=0.2 + 0.01 * i, model_seconds=0.15, overhead=0.002)
+    report = health.report(10.0, gate(offered=20, taken=20))
+    assert report.level == OK and "captioning at 2.00 Hz" in report.message
+    assert report.value("input_rate_hz") == "2.00"
+    assert report.value("latency_last_s") == "0.390"
+    assert report.value("latency_p95_s") == "0.380"
+    assert report.value("frames_captioned") == "20"
+    assert report.value("errors_conversion") == "0"
+
+
+def test_health_waits_then_warns_without_input():
+    health = CaptionerHealth(start=0.0, no_input_warn=5.0)
+    assert health.report(1.0, gate()).level == OK
+    report = health.report(6.0, gate())
+    assert report.level == WARN and "no image received for 6.0 s" in report.message
+    health.record_input(7.0)
+    health.record_caption(7.1, 0.1, 0.1, 0.0)
+    assert health.report(8.0, gate(offered=1)).level == OK
+    report = health.report(20.0, gate(offered=1))  # the publisher vanished
+    assert report.level == WARN and "no image for 13.0 s" in report.message
+    assert report.value("seconds_since_last_image") == "13.0"
+
+
+def test_health_warns_on_some_errors_and_errors_when_nothing_gets_through():
+    health = CaptionerHealth(start=0.0, window=10.0)
+    health.record_input(1.0)
+    health.record_caption(1.0, 0.1, 0.1, 0.0)
+    health.record_error(CONVERSION, "unsupported image encoding 'x'", 1.5)
+    report = health.report(2.0, gate(offered=2, taken=2))
+    assert report.level == WARN and "1 conversion errors" in report.message
+    assert report.value("errors_conversion") == "1"
+    assert report.value("last_error_conversion") == "unsupported image encoding 'x'"
+
+    for t in range(12, 15):  # later every frame fails in the model
+        health.record_input(float(t))
+        health.record_error(INFERENCE, "out of memory", float(t))
+    report = health.report(15.0, gate(offered=5, taken=5))
+    assert report.level == ERROR and "3 inference errors" in report.message and "out of memory" in report.message
+    assert health.error_count(INFERENCE) == 3 and health.error_count(CONVERSION) == 1
+
+    # Errors age out of the window: counts stay, the level recovers.
+    health.record_input(30.0)
+    health.record_caption(30.0, 0.1, 0.1, 0.0)
+    assert health.report(30.0, gate()).level == OK
+
+
+def test_health_reports_gate_counts_and_extras():
+    health = CaptionerHealth(start=0.0)
+    report = health.report(1.0, gate(offered=9, taken=2, superseded=3, throttled=4), (("model_id", "tiny"),))
+    assert report.value("frames_received") == "9"
+    assert report.value("frames_dropped_superseded") == "3"
+    assert report.value("frames_dropped_throttled") == "4"
+    assert report.value("model_id") == "tiny"
+    assert report.value("latency_mean_s") == "n/a"
+
+
+def test_unknown_error_kind_rejected():
+    with pytest.raises(ValueError, match="unknown error kind"):
+        CaptionerHealth(start=0.0).record_error("cosmic rays", "", 0.0)

@@ -1,0 +1,98 @@
+"""Captioner start-up in-process: parameters from config/captioner.yaml, descriptors, and
+clear errors for bad parameters or a model that does not load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy")
+pytestmark = pytest.mark.ros
+
+from rclpy.parameter import Parameter  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "captioner.yaml"
+
+
+def make(context, **params):
+    from sharpeye_ros.ros.captioner_node import CaptionerNode
+
+    return CaptionerNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+
+
+def test_params_file_is_loaded(rclpy_context, tiny_model_dir):
+    from sharpeye_ros.ros.captioner_node import CaptionerNode
+
+    node = CaptionerNode(context=rclpy_context, cli_args=[
+        "--ros-args", "--params-file", str(CONFIG), "-p", f"model_path:={tiny_model_dir}"])
+    try:
+        expected = yaml.safe_load(CONFIG.read_text())["captioner"]["ros__parameters"]
+        expected["model_path"] = str(tiny_model_dir)
+        for name, value in expected.items():
+            assert node.get_parameter(name).value == value, name
+            assert getattr(node.settings, name) == value, name
+        assert node.health_report().value("model_id") == str(tiny_model_dir)
+        assert node.health_report().value("device") == "cpu"
+        assert node.health_report().value("dtype") == "float32"
+    finally:
+        node.destroy_node()
+
+
+def test_parameters_are_described_with_ranges(rclpy_context, tiny_model_dir):
+    node = make(rclpy_context, model_path=str(tiny_model_dir))
+    try:
+        rate = node.describe_parameter("max_rate")
+        assert "header.stamp" in rate.description and not rate.read_only
+        assert (rate.floating_point_range[0].from_value, rate.floating_point_range[0].to_value) == (0.01, 100.0)
+        regions = node.describe_parameter("num_regions")
+        assert (regions.integer_range[0].from_value, regions.integer_range[0].to_value) == (0, 16)
+        assert node.describe_parameter("model_path").read_only
+        assert "compressed" in node.describe_parameter("image_transport").additional_constraints
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"max_rate": -1.0}, "max_rate"),
+    ({"max_rate": 2}, "write a double"),
+    ({"num_regions": 99}, "num_regions"),
+    ({"device": "gpu"}, "'device' must be auto, cpu, cuda or cuda:N"),
+    ({"dtype": "float8"}, "'dtype' must be one of"),
+    ({"image_transport": "h264"}, "'image_transport' must be one of raw, compressed"),
+])
+def test_bad_start_parameters_stop_the_node_with_a_reason(rclpy_context, tiny_model_dir, params, message):
+    from sharpeye_ros.ros.captioner_node import StartupError
+
+    with pytest.raises(StartupError, match=message):
+        make(rclpy_context, model_path=str(tiny_model_dir), **params)
+
+
+def test_missing_or_corrupt_model_stops_the_node(rclpy_context, tmp_path):
+    from sharpeye_ros.ros.captioner_node import StartupError
+
+    missing = tmp_path / "no_such_model"
+    with pytest.raises(StartupError, match=f"cannot load model '{missing}': .*no such model directory"):
+        make(rclpy_context, model_path=str(missing))
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text("{ not json")
+    with pytest.raises(StartupError, match=f"cannot load model '{corrupt}': .*not valid JSON"):
+        make(rclpy_context, model_path=str(corrupt))
+
+
+def test_cuda_without_cuda_is_refused(rclpy_context, tiny_model_dir):
+    torch = pytest.importorskip("torch")
+    from sharpeye_ros.ros.captioner_node import StartupError, resolve_device, resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("auto", "cuda:0") == torch.float16
+    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert resolve_device("cpu") == "cpu"
+    if torch.cuda.is_available():
+        assert resolve_device("auto") == "cuda"
+    else:
+        assert resolve_device("auto") == "cpu"
+        with pytest.raises(StartupError, match="CUDA is not available"):
+            make(rclpy_context, model_path=str(tiny_model_dir), device="cuda")
