@@ -115,14 +115,15 @@ class ZoomConfig:
 class RegionsConfig:
     """Attended regions: LM attention of caption tokens over the visual tokens -> boxes.
 
-    ``attention_layers`` index the LM's decoder layers (negative: from the end).
+    ``attention_layers`` index the LM's decoder layers (negative: from the end); None
+    takes the middle third (layers 4-7 of OPT-125M's 12), where grounding is best.
     ``threshold``: a box is the connected area around a heat peak above this fraction of
     the peak. ``contrast``: subtract this fraction of the whole caption's mean map from
     each phrase map (removes tokens every word attends to).
     """
 
     num_regions: int = 3
-    attention_layers: tuple[int, ...] = (4, 5, 6, 7)
+    attention_layers: Optional[tuple[int, ...]] = None
     threshold: float = 0.5
     max_boxes_per_phrase: int = 1
     nms_iou: float = 0.5
@@ -151,8 +152,9 @@ class SharpEyesConfig:
     def paper(cls) -> "SharpEyesConfig":
         """CLIP ViT-L/14-336 + ``mlp4x_bott4x_gelu`` + OPT-125M (~453M), DeepLens ~47M.
 
-        The towers are inline configs (random weights); set ``vision.name_or_path`` /
-        ``lm.name_or_path`` to start from pretrained weights instead.
+        The towers are inline configs (random weights) and the tokenizer is the small word
+        list (OPT's BPE files cannot be fetched here); for real weights set
+        ``vision.name_or_path``, ``lm.name_or_path`` and ``lm.vocab_words`` None.
         """
         vision = dict(
             model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096,
@@ -165,7 +167,7 @@ class SharpEyesConfig:
             word_embed_proj_dim=768, do_layer_norm_before=True, pad_token_id=1,
             bos_token_id=2, eos_token_id=2, tie_word_embeddings=True,
         )
-        return cls(vision=VisionConfig(config=vision), lm=LMConfig(config=lm))
+        return cls(vision=VisionConfig(config=vision), lm=LMConfig(config=lm, vocab_words=list(TINY_VOCAB)))
 
     @classmethod
     def tiny(cls) -> "SharpEyesConfig":
@@ -247,7 +249,7 @@ class SharpEyesConfig:
         r = self.regions
         _check(r.num_regions >= 0, "regions.num_regions must be >= 0")
         _check(0.0 < r.threshold <= 1.0, "regions.threshold must be in (0, 1]")
-        _check(len(r.attention_layers) > 0, "regions.attention_layers must not be empty")
+        _check(r.attention_layers is None or len(r.attention_layers) > 0, "regions.attention_layers must not be empty")
         _check(r.max_boxes_per_phrase >= 1, "regions.max_boxes_per_phrase must be >= 1")
         z = self.zoom
         _check(z.num_crops >= 1, "zoom.num_crops must be >= 1")
@@ -287,9 +289,8 @@ def _section_from_dict(cls: type, value: Any, name: str) -> Any:
         raise ValueError(f"config.{name}: unknown field(s) {unknown}")
     kwargs = {}
     for key, v in value.items():
-        # JSON has no tuples: restore them where the dataclass default is a tuple.
-        default = known[key].default
-        if isinstance(v, list) and isinstance(default, tuple):
+        # JSON has no tuples: restore them where the field is annotated as one.
+        if isinstance(v, list) and "tuple" in str(known[key].type):
             v = tuple(v)
         kwargs[key] = v
     return cls(**kwargs)

@@ -95,13 +95,16 @@ def _vision_state(target_keys: set[str], state: dict[str, torch.Tensor]) -> dict
                 out[candidate] = value
                 break
         else:
+            if key.endswith("position_ids"):
+                continue  # a buffer old transformers versions saved; rebuilt on load
             out["vision.model." + key] = value  # reported as unexpected by the check
     return out
 
 
 def scaled_deeplens_layers(depth: int) -> tuple[int, ...]:
-    """The paper's DeepLens layers {13, 18, 23} of 24, scaled to a tower of ``depth`` layers."""
-    return tuple(sorted({min(depth, max(1, round(depth * i / 24))) for i in PAPER_DEEPLENS_LAYERS}))
+    """The paper's DeepLens layers {13, 18, 23} of 24, scaled to a tower of ``depth`` layers
+    by their distance from the top (23 stays the second-to-last layer)."""
+    return tuple(sorted({max(1, depth - max(1, round(depth * (24 - i) / 24))) for i in PAPER_DEEPLENS_LAYERS}))
 
 
 def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = False):

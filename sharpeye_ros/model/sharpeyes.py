@@ -71,6 +71,9 @@ class SharpEyes(nn.Module):
         v = config.vision
         self.processor = ImageProcessor(vision.image_size, tuple(v.pad_color), tuple(v.image_mean), tuple(v.image_std))
         self.deeplens_layers: tuple[int, ...] = ()
+        n = lm.num_layers
+        self.attention_layers: tuple[int, ...] = tuple(
+            config.regions.attention_layers or range(n // 3, max(n // 3 + 1, 2 * n // 3)))
         if config.deeplens is not None:
             self.deeplens_layers = tuple(
                 resolve_layer(i, vision.num_layers, "deeplens.layers") for i in config.deeplens.layers
@@ -205,7 +208,7 @@ class SharpEyes(nn.Module):
         prompt = self.lm.build_prompt(cfg.lm.prompt, embeds)
         g = cfg.generation
         generated = self.lm.generate(prompt, g.max_new_tokens, g.num_beams, g.stop, g.length_penalty,
-                                     g.early_stopping, cfg.regions.attention_layers if capture else None, timer)
+                                     g.early_stopping, self.attention_layers if capture else None, timer)
         with timer.stage("regions"):
             captions, spans, maps = [], [], []
             for gen in generated:
@@ -310,7 +313,7 @@ class SharpEyes(nn.Module):
         embeds, _ = self.encode(pixels)
         prompt = self.lm.build_prompt(self.config.lm.prompt, embeds,
                                       targets=[self.lm.caption_ids(c) for c in captions])
-        return self.lm.target_attention(prompt, self.config.regions.attention_layers)
+        return self.lm.target_attention(prompt, self.attention_layers)
 
     @torch.no_grad()
     def regions_for(self, images: Sequence[np.ndarray], captions: Sequence[str],
@@ -353,7 +356,7 @@ class SharpEyes(nn.Module):
         with torch.no_grad():
             prompt = self.lm.build_prompt(self.config.lm.prompt, embeds.detach(),
                                           targets=[self.lm.caption_ids(c) for c in initial])
-            maps = self.lm.target_attention(prompt, self.config.regions.attention_layers)
+            maps = self.lm.target_attention(prompt, self.attention_layers)
         regions: list[list[Region]] = [[] for _ in initial]
         if zoom:
             for b, (m, c, t) in enumerate(zip(maps, initial, transforms)):

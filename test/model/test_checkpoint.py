@@ -1,0 +1,137 @@
+"""Our checkpoint format: exact save/load round trips and one clear error per problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from sharpeye_ros.model import CheckpointError, SharpEyes, default_model_path
+from sharpeye_ros.model.checkpoint import read_torch_bin
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, helpers):
+    torch.manual_seed(0)
+    model = SharpEyes.from_config(helpers.small_config()).eval()
+    with torch.no_grad():  # a non-zero DeepLens output, so the refined caption depends on its weights
+        torch.nn.init.normal_(model.deeplens.out.weight, std=0.3)
+    directory = tmp_path_factory.mktemp("ckpt") / "model"
+    model.save_pretrained(directory)
+    return model, directory
+
+
+def test_save_and_load_give_identical_outputs(saved, images):
+    model, directory = saved
+    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json",
+                                                          "tokenizer_config.json"]
+    loaded = SharpEyes.from_pretrained(directory)
+    assert loaded.model_id == str(directory) and not loaded.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert loaded.lm.model.lm_head.weight is loaded.lm.model.get_input_embeddings().weight  # still tied
+    a = model.caption(images, refine=True, zoom=True)
+    b = loaded.caption(images, refine=True, zoom=True)
+    assert [(r.caption, r.initial_caption, r.regions) for r in a] == [(r.caption, r.initial_caption, r.regions)
+                                                                       for r in b]
+    assert loaded.config == model.config.override({}) or loaded.config.generation == model.config.generation
+
+
+def test_loading_in_half_precision(saved, images):
+    _, directory = saved
+    loaded = SharpEyes.from_pretrained(directory, dtype=torch.bfloat16)
+    assert loaded.dtype == torch.bfloat16
+    assert len(loaded.caption(images[:2], refine=True, zoom=True)) == 2
+
+
+def copy_dir(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_missing_directory_and_files(saved, tmp_path):
+    _, directory = saved
+    with pytest.raises(CheckpointError, match="no such model directory"):
+        SharpEyes.from_pretrained(tmp_path / "absent")
+    d = copy_dir(directory, tmp_path / "no_weights")
+    (d / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: missing"):
+        SharpEyes.from_pretrained(d)
+    d = copy_dir(directory, tmp_path / "no_config")
+    (d / "config.json").unlink()
+    with pytest.raises(CheckpointError, match=r"config\.json: missing"):
+        SharpEyes.from_pretrained(d)
+
+
+def test_truncated_weights(saved, tmp_path):
+    _, directory = saved
+    d = copy_dir(directory, tmp_path / "truncated")
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: cannot be read, truncated or corrupt"):
+        SharpEyes.from_pretrained(d)
+
+
+def test_bad_config(saved, tmp_path):
+    _, directory = saved
+    d = copy_dir(directory, tmp_path / "bad_json")
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"config\.json: not valid JSON"):
+        SharpEyes.from_pretrained(d)
+    d = copy_dir(directory, tmp_path / "bad_field")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["generation"]["num_beams"] = 0
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"config\.json: .*num_beams"):
+        SharpEyes.from_pretrained(d)
+    d = copy_dir(directory, tmp_path / "foreign")
+    (d / "config.json").write_text(json.dumps({"model_type": "opt"}))
+    with pytest.raises(CheckpointError, match="not a sharpeye_ros model config"):
+        SharpEyes.from_pretrained(d)
+
+
+def test_mismatched_weights(saved, tmp_path):
+    _, directory = saved
+    d = copy_dir(directory, tmp_path / "shape")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["deeplens"]["hidden_size"] = 64
+    cfg["deeplens"]["num_heads"] = 4
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: does not match the model config: .*shape"):
+        SharpEyes.from_pretrained(d)
+    d = copy_dir(directory, tmp_path / "keys")
+    state = load_file(str(d / "model.safetensors"))
+    state.pop("connector.0.weight")
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\), e\.g\. \['connector\.0\.weight'\]; "
+                                              r"1 unexpected key\(s\), e\.g\. \['extra\.weight'\]"):
+        SharpEyes.from_pretrained(d)
+
+
+def test_bin_files_load_weights_only(tmp_path):
+    good = tmp_path / "good.bin"
+    torch.save({"w": torch.arange(3)}, good)
+    assert torch.equal(read_torch_bin(good)["w"], torch.arange(3))
+
+    class Payload:  # a pickled object is refused: weights_only=True
+        def __reduce__(self):
+            return (print, ("pickled code ran",))
+
+    evil = tmp_path / "evil.bin"
+    torch.save({"w": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="evil.bin: cannot be read safely"):
+        read_torch_bin(evil)
+
+
+def test_default_model_path_points_at_the_demo_model():
+    path = default_model_path()
+    assert path.parts[-2:] == ("models", "demo")
+    if not path.is_dir():
+        with pytest.raises(CheckpointError, match="no such model directory"):
+            SharpEyes.from_pretrained(path)
