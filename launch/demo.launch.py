@@ -40,13 +40,17 @@ def _camera(context, *args, **kwargs):
     """The synthetic camera; JPEG is published only when the captioner asks for compressed."""
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     try:
-        params = {"rate": float(value["rate"]), "scene_period": float(value["scene_period"]),
-                  "start_index": int(value["start_index"])}
+        params = {
+            "rate": float(value["rate"]),
+            "scene_period": float(value["scene_period"]),
+            "start_index": int(value["start_index"]),
+            "split": value["split"],
+            "encoding": value["encoding"],
+            "publish_compressed": value["image_transport"] == "compressed",
+        }
     except ValueError as err:
         raise ValueError(f"launch arguments rate/scene_period must be numbers and start_index an "
                          f"integer ({err})") from None
-    params.update(split=value["split"], encoding=value["encoding"],
-                  publish_compressed=value["image_transport"] == "compressed")
     return [Node(
         package="sharpeye_ros",
         executable="synthetic_camera",

@@ -257,8 +257,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name, cmd in commands.items():
             children.append(start_child(name, cmd, dict(os.environ), output))
-        print(f"demo: started synthetic_camera and captioner; waiting for {args.captions} captions "
-              f"(at most {args.timeout:g} s) ...", flush=True)
+        pids = " and ".join(f"{c.name} (pid {c.process.pid})" for c in children)
+        print(f"demo: started {pids}; waiting for {args.captions} captions (at most {args.timeout:g} s) ...",
+              flush=True)
         deadline = time.monotonic() + args.timeout
         last_caption_time: Optional[float] = None
         while stop["signal"] is None and time.monotonic() < deadline:

@@ -1,0 +1,194 @@
+"""Fixtures for end-to-end tests: installed executables run as real processes, a tiny model
+on disk, and a rosbag player that replays a bag at its recorded timing with ``/clock``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+STOP_TIMEOUT = 10.0  # seconds a process gets to exit after SIGINT before SIGKILL
+
+
+def installed_executable(name: str) -> Path:
+    """``lib/sharpeye_ros/<name>`` of the install space on AMENT_PREFIX_PATH; fails the test if absent."""
+    for root in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        path = Path(root) / "lib" / "sharpeye_ros" / name
+        if root and path.is_file():
+            return path
+    pytest.fail(f"installed executable '{name}' not found on AMENT_PREFIX_PATH; run through scripts/test")
+
+
+@dataclass
+class Process:
+    """A process started by a test; its combined output goes to ``log``."""
+
+    process: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        """Everything it wrote so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGINT) -> Optional[int]:
+        """Signal its process group, wait, SIGKILL if it hangs; its exit code (None if killed)."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, sig)
+                return self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+                return None
+            except ProcessLookupError:
+                pass
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start commands in their own process groups, cwd=tmp_path (outside the source tree,
+    so it cannot shadow the installed package); every group is stopped at teardown, even
+    when the test failed."""
+    started: list[Process] = []
+
+    def start(cmd: list[str], name: str, env: Optional[dict[str, str]] = None) -> Process:
+        log = tmp_path / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        started.append(Process(proc, log))
+        return started[-1]
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SharpEyes checkpoint with random weights, saved like a trained one."""
+    torch = pytest.importorskip("torch")
+    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+
+    torch.manual_seed(0)
+    config = SharpEyesConfig.tiny()
+    config.generation.max_new_tokens = 8  # random weights never stop early: keep captions short
+    directory = tmp_path_factory.mktemp("tiny_model")
+    SharpEyes.from_config(config).save_pretrained(directory)
+    return directory
+
+
+def message_class(msgtype: str) -> Any:
+    """The rclpy message class of a ROS 2 type name such as ``sensor_msgs/msg/Image``."""
+    package, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{package}.{kind}"), name)
+
+
+class BagPlayer:
+    """Replays a rosbag2 folder into ROS at its recorded timing, publishing ``/clock``.
+
+    Like ``ros2 bag play --clock``: bag time advances with the wall clock (times ``rate``),
+    ``/clock`` is published every ``1 / clock_hz`` seconds of bag time (and just before any
+    message, so a node's clock is never behind a stamp it receives), and messages go out
+    as their recorded CDR bytes when bag time reaches their timestamp.
+    """
+
+    def __init__(self, node: Any, path: Path, clock_hz: float = 100.0, rate: float = 1.0) -> None:
+        from rosbags.rosbag2 import Reader
+        from rosgraph_msgs.msg import Clock
+
+        self.node, self.clock_hz, self.rate = node, clock_hz, rate
+        self._clock_type = Clock
+        self.clock_pub = node.create_publisher(Clock, "/clock", 10)
+        self.publishers: dict[str, Any] = {}
+        self.messages: list[tuple[int, str, bytes]] = []
+        with Reader(path) as reader:
+            for conn in reader.connections:
+                self.publishers[conn.topic] = node.create_publisher(message_class(conn.msgtype), conn.topic, 10)
+            for conn, stamp, raw in reader.messages():
+                self.messages.append((stamp, conn.topic, bytes(raw)))
+            self.start_ns, self.end_ns = reader.start_time, reader.end_time
+        self.messages.sort(key=lambda m: m[0])
+        self.clock_ns = self.start_ns
+
+    def publish_clock(self, stamp_ns: int) -> None:
+        """Publish ``/clock`` = ``stamp_ns``."""
+        from rclpy.time import Time
+
+        self.clock_ns = stamp_ns
+        self.clock_pub.publish(self._clock_type(clock=Time(nanoseconds=stamp_ns).to_msg()))
+
+    def wait_for_subscribers(self, executor: Any, topics: list[str], timeout: float,
+                             alive: Callable[[], bool] = lambda: True) -> None:
+        """Spin until every topic (and /clock) has a subscriber, publishing the start time."""
+        deadline = time.monotonic() + timeout
+        pubs = [self.publishers[t] for t in topics] + [self.clock_pub]
+        while not all(p.get_subscription_count() > 0 for p in pubs):
+            assert alive(), "the node under test exited while the player waited for it"
+            assert time.monotonic() < deadline, f"no subscriber on {topics} + /clock after {timeout} s"
+            self.publish_clock(self.start_ns)
+            executor.spin_once(timeout_sec=0.1)
+        # Give discovery a moment to finish both ways before the first frame goes out.
+        settle = time.monotonic() + 0.5
+        while time.monotonic() < settle:
+            self.publish_clock(self.start_ns)
+            executor.spin_once(timeout_sec=0.05)
+
+    def play(self, executor: Any, tail_seconds: float = 0.0, alive: Callable[[], bool] = lambda: True) -> None:
+        """Publish the whole bag in real time, then keep the clock running ``tail_seconds``
+        of bag time (captions of the last frames still arrive); spins ``executor`` throughout."""
+        step = round(1e9 / self.clock_hz)
+        stop_ns = self.end_ns + round(tail_seconds * 1e9)
+        wall0, next_clock, index = time.monotonic(), self.start_ns, 0
+        while True:
+            now = self.start_ns + round((time.monotonic() - wall0) * self.rate * 1e9)
+            while index < len(self.messages) and self.messages[index][0] <= now:
+                stamp, topic, raw = self.messages[index]
+                if stamp > self.clock_ns:
+                    self.publish_clock(stamp)
+                self.publishers[topic].publish(raw)  # serialized CDR, exactly as recorded
+                index += 1
+            if now >= next_clock:
+                self.publish_clock(max(now, self.clock_ns))
+                next_clock = now + step
+            if index >= len(self.messages) and now >= stop_ns:
+                return
+            assert alive(), "the node under test exited during playback"
+            executor.spin_once(timeout_sec=min(0.005, step / 1e9))
+
+
+@pytest.fixture
+def installed() -> Callable[[str], Path]:
+    """:func:`installed_executable`, for test modules (they cannot import this conftest)."""
+    return installed_executable
+
+
+@pytest.fixture
+def bag_player(ros_node: tuple[Any, Any]) -> Callable[..., BagPlayer]:
+    """Make a :class:`BagPlayer` on the test node: ``bag_player(path, clock_hz=100.0, rate=1.0)``."""
+    return lambda path, **kwargs: BagPlayer(ros_node[0], path, **kwargs)
+
+
+@pytest.fixture
+def ros_node(rclpy_context: Any) -> Iterator[tuple[Any, Any]]:
+    """A test node and an executor spinning it, in a fresh rclpy context."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    node = rclpy.create_node("integration_test", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
