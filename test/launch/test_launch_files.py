@@ -3,7 +3,7 @@
 launch and launch_ros are not installable everywhere (not on PyPI), so these tests read the
 files instead of running them: they compile, import only real launch API, declare the
 documented arguments, start installed executables with parameters those nodes declare,
-and point at files that exist. test_*_launch.py run them for real where launch_pytest is.
+and point at files that exist. test_sharpeye_launch.py runs them where launch_pytest is.
 """
 
 from __future__ import annotations
@@ -195,3 +195,18 @@ def test_rviz_config_is_valid_and_shows_the_captioner_topics() -> None:
     for panel in config["Panels"]:
         assert panel["Class"].startswith("rviz_common/")
     assert manager["Views"]["Current"]["Class"].startswith("rviz_default_plugins/")
+
+
+def test_params_file_applies_in_any_namespace() -> None:
+    # captioner.launch.py namespace:=<ns> runs /<ns>/captioner; rcl applies a params file
+    # section only to the node it names, so a bare "captioner:" key would silently be
+    # ignored there. "/**/captioner" (or "/**") matches the node in every namespace.
+    config = yaml.safe_load((REPO / "config" / "captioner.yaml").read_text())
+    assert isinstance(config, dict) and config, "config/captioner.yaml holds no parameters"
+    for key, section in config.items():
+        assert key in ("/**/captioner", "/**"), f"params file section {key!r} does not match a namespaced node"
+        assert set(section) == {"ros__parameters"}
+    from sharpeye_ros.ros.captioner_parameters import SPECS
+
+    for section in config.values():
+        assert set(section["ros__parameters"]) <= set(SPECS), "unknown captioner parameters"
