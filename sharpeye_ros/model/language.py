@@ -250,13 +250,19 @@ class LanguageModel(nn.Module):
         attention_layers: Optional[Sequence[int]] = None,
         timer=None,
         stage_prefix: str = "",
+        drafts: Optional[Sequence[Sequence[int]]] = None,
     ) -> list[Generated]:
         """Greedy (``num_beams`` 1) or beam search from a prompt, one result per sample.
 
         ``attention_layers``: capture each generated token's attention over the visual
         tokens from these decoder layers. ``timer``: a :class:`~sharpeye_ros.model.timing.Timer`
-        that gets ``stage_prefix`` + "prefill" and + "decode".
+        that gets ``stage_prefix`` + "prefill" and + "decode". ``drafts`` (greedy only,
+        no attention capture): per sample, token ids that probably recur in the output
+        (the initial caption, when refining); runs of them are checked in one forward
+        pass each, so decoding takes fewer steps for the same greedy result.
         """
+        if drafts is not None and (num_beams != 1 or attention_layers):
+            raise ValueError("generate: drafts need greedy decoding (num_beams=1) without attention capture")
         room = int(self.model.config.max_position_embeddings) - prompt.embeds.shape[1]
         if room < 1:
             raise ValueError(f"generate: the prompt has {prompt.embeds.shape[1]} tokens, the LM's "
@@ -275,6 +281,8 @@ class LanguageModel(nn.Module):
                     att = probe.maps(slice(-1, None))[:, 0]
             with timer.stage(stage_prefix + "decode") if timer else nullcontext():
                 state = _DecodeState(self, cache, prompt.attention_mask, prompt.position_ids[:, -1:], probe)
+                if drafts is not None:
+                    return self._greedy_draft(state, logp, max_new_tokens, stop_ids, drafts)
                 if num_beams == 1:
                     return self._greedy(state, logp, att, max_new_tokens, stop_ids)
                 return self._beam_search(state, logp, att, max_new_tokens, num_beams, stop_ids,
@@ -300,6 +308,54 @@ class LanguageModel(nn.Module):
         for r in results:
             if r.attention is not None:
                 r.attention = torch.stack(r.attention)
+        return results
+
+    def _greedy_draft(self, state, logp, max_new_tokens, stop_ids, drafts, width: int = 8) -> list[Generated]:
+        # Each step feeds every row its next token plus up to ``width`` draft tokens that
+        # follow the latest n-gram of its output in its draft. The LM's own argmax at each
+        # slot accepts the longest agreeing run; rejected and padding slots are masked out
+        # of the cache (so no cache surgery is needed) and positions count accepted tokens.
+        batch = logp.shape[0]
+        device = logp.device
+        max_pos = int(self.model.config.max_position_embeddings) - 1
+        results = [Generated([], 0.0) for _ in range(batch)]
+        done = [False] * batch
+        nxt = logp.argmax(-1).tolist()
+        last_pos = state.last_pos.view(-1).tolist()
+        while True:
+            feeds: list[list[int]] = []
+            for b in range(batch):
+                ids = results[b].ids
+                if not done[b]:
+                    ids.append(nxt[b])
+                    done[b] = nxt[b] in stop_ids or len(ids) >= max_new_tokens
+                room = min(width, max_new_tokens - len(ids))
+                feeds.append([] if done[b] else [nxt[b]] + _draft_lookup(ids, drafts[b], room))
+            if all(done):
+                break
+            span = max(len(f) for f in feeds)
+            tokens = torch.full((batch, span), self.pad_id, dtype=torch.long)
+            valid = torch.zeros((batch, span), dtype=state.mask.dtype)
+            for b, f in enumerate(feeds):
+                tokens[b, :len(f)] = torch.tensor(f, dtype=torch.long)
+                valid[b, :len(f)] = 1
+            positions = (torch.tensor(last_pos).view(-1, 1) + 1 + torch.arange(span)).clamp(max=max_pos)
+            state.mask = torch.cat([state.mask, valid.to(device)], dim=1)
+            hidden = self._decoder(self.embed(tokens.to(device)), state.mask, positions.to(device), state.cache)
+            pred = self.model.lm_head(hidden).argmax(-1).tolist()
+            for b, f in enumerate(feeds):
+                if not f:
+                    continue
+                ids, accepted = results[b].ids, 0
+                while accepted < len(f) - 1 and f[1 + accepted] == pred[b][accepted]:
+                    ids.append(f[1 + accepted])
+                    accepted += 1
+                    if ids[-1] in stop_ids or len(ids) >= max_new_tokens:
+                        done[b] = True
+                        break
+                nxt[b] = pred[b][accepted]
+                state.mask[b, state.mask.shape[1] - span + accepted + 1:] = 0
+                last_pos[b] += accepted + 1
         return results
 
     def _beam_search(self, state, logp, att, max_new_tokens, num_beams, stop_ids, length_penalty, early_stopping):
@@ -364,7 +420,9 @@ class LanguageModel(nn.Module):
             beam_scores = torch.tensor(new_scores, device=device).view(batch, k)
             if all(done) or step == max_new_tokens - 1:
                 break
-            logp, att = state.step(torch.tensor(tokens, device=device), torch.tensor(rows, device=device))
+            # Reordering copies the whole KV cache: skip it when every beam kept its row.
+            reorder = None if rows == list(range(len(rows))) else torch.tensor(rows, device=device)
+            logp, att = state.step(torch.tensor(tokens, device=device), reorder)
         results = []
         for b in range(batch):
             if not done[b]:
@@ -472,6 +530,21 @@ class AttentionProbe:
             total = visual if total is None else total + visual
         total = total / len(self.attn)
         return total.reshape(-1, total.shape[2], total.shape[3])
+
+
+def _draft_lookup(ids: Sequence[int], draft: Sequence[int], count: int) -> list[int]:
+    """Up to ``count`` draft tokens that follow the longest (<= 3) tail n-gram of ``ids``
+    found in ``draft`` (its first occurrence)."""
+    if count <= 0 or not draft:
+        return []
+    for n in (3, 2, 1):
+        if len(ids) < n:
+            continue
+        tail = list(ids[-n:])
+        for j in range(len(draft) - n):
+            if list(draft[j:j + n]) == tail:
+                return list(draft[j + n:j + n + count])
+    return []
 
 
 def _first_id(*args) -> int:

@@ -7,7 +7,7 @@ input pixels and the source image's pixels (undoing the pad and the resize).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -68,18 +68,21 @@ class ImageProcessor:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def __call__(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[ImageTransform]]:
-        """RGB uint8 HxWx3 arrays (sizes may differ) -> (float32 tensor Bx3xSxS, transforms)."""
+    def __call__(self, images: Sequence[np.ndarray], device: Optional[torch.device] = None
+                 ) -> tuple[torch.Tensor, list[ImageTransform]]:
+        """RGB uint8 HxWx3 arrays (sizes may differ) -> (float32 tensor Bx3xSxS, transforms).
+        The resize runs on ``device`` (default CPU), where the model will use the pixels."""
         if len(images) == 0:
             raise ValueError("preprocess: got an empty list of images")
         pixels, transforms = [], []
         for i, image in enumerate(images):
-            tensor, transform = self.one(image, name=f"images[{i}]")
+            tensor, transform = self.one(image, name=f"images[{i}]", device=device)
             pixels.append(tensor)
             transforms.append(transform)
         return torch.stack(pixels), transforms
 
-    def one(self, image: np.ndarray, name: str = "image") -> tuple[torch.Tensor, ImageTransform]:
+    def one(self, image: np.ndarray, name: str = "image", device: Optional[torch.device] = None
+            ) -> tuple[torch.Tensor, ImageTransform]:
         """One image -> (3xSxS float32 tensor, transform)."""
         image = check_image(image, name)
         h, w = image.shape[:2]
@@ -87,12 +90,12 @@ class ImageProcessor:
         canvas = np.empty((t.side, t.side, 3), dtype=np.uint8)
         canvas[...] = np.asarray(self.pad_color, dtype=np.uint8)
         canvas[t.pad_y:t.pad_y + h, t.pad_x:t.pad_x + w] = image
-        x = torch.from_numpy(canvas).permute(2, 0, 1).unsqueeze(0).float()
+        x = torch.from_numpy(canvas).to(device or "cpu").permute(2, 0, 1).unsqueeze(0).float()
         if t.side != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False)
         x = x.squeeze(0).clamp_(0.0, 255.0) / 255.0
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(3, 1, 1)
         return (x - mean) / std, t
 
 

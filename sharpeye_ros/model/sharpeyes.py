@@ -144,9 +144,11 @@ class SharpEyes(nn.Module):
             for p in params:
                 p.requires_grad_(name in groups)
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[ImageTransform]]:
-        """RGB uint8 HxWx3 images -> (float32 pixels (B, 3, S, S) on CPU, transforms)."""
-        return self.processor(images)
+    def preprocess(self, images: Sequence[np.ndarray], device: Optional[Union[str, torch.device]] = None
+                   ) -> tuple[torch.Tensor, list[ImageTransform]]:
+        """RGB uint8 HxWx3 images -> (float32 pixels (B, 3, S, S) on ``device``
+        (default CPU, e.g. for a dataset), transforms)."""
+        return self.processor(images, device=device)
 
     def encode(self, pixels: torch.Tensor, with_features: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Pixels -> (connector embeddings (B, N, D_lm), DeepLens-layer features or None).
@@ -198,8 +200,8 @@ class SharpEyes(nn.Module):
         num_regions = cfg.regions.num_regions if num_regions is None else num_regions
         want_regions = max(num_regions, min_regions)
         with timer.stage("preprocess"):
-            pixels, transforms = self.preprocess(images)
-            pixels = pixels.to(self.device, self.dtype)
+            pixels, transforms = self.preprocess(images, device=self.device)
+            pixels = pixels.to(self.dtype)
         with timer.stage("vision"):
             selected, features = self.vision(pixels, self.deeplens_layers if with_features else None)
         with timer.stage("connector"):
@@ -239,8 +241,10 @@ class SharpEyes(nn.Module):
                                            glance.captions, glance.token_maps, glance.regions, zoom, timer)
         g = self.config.generation
         prompt = self.lm.build_prompt(self.config.lm.refine_prompt, refined, captions=glance.captions)
-        generated = self.lm.generate(prompt, g.max_new_tokens, g.refine_num_beams or g.num_beams, g.stop,
-                                     g.length_penalty, g.early_stopping, None, timer, stage_prefix="refine_")
+        beams = g.refine_num_beams or g.num_beams
+        drafts = [self.lm.caption_ids(c) for c in glance.captions] if beams == 1 and g.draft else None
+        generated = self.lm.generate(prompt, g.max_new_tokens, beams, g.stop, g.length_penalty, g.early_stopping,
+                                     None, timer, stage_prefix="refine_", drafts=drafts)
         return [self.lm.decode(gen.ids, g.stop)[0] for gen in generated]
 
     def _refined_embeddings(self, images, transforms, embeds, features, captions, token_maps, regions,
@@ -296,7 +300,7 @@ class SharpEyes(nn.Module):
                 crop, crop_box = square_crop(image, box, z.margin, z.min_size)
                 crops.append(crop)
                 boxes.append(transform.to_model(crop_box) / transform.size)
-        pixels, _ = self.preprocess(crops)
+        pixels, _ = self.preprocess(crops, device=self.device)
         selected, features = self._vision(pixels, self.deeplens_layers)
         base = self.connector(selected)
         b, c = len(images), z.num_crops
@@ -320,7 +324,7 @@ class SharpEyes(nn.Module):
                     num_regions: Optional[int] = None) -> list[list[Region]]:
         """Attended regions of given captions (e.g. references), without generating."""
         num_regions = self.config.regions.num_regions if num_regions is None else num_regions
-        pixels, transforms = self.preprocess(images)
+        pixels, transforms = self.preprocess(images, device=self.device)
         maps = self.attention_maps(pixels, captions)
         out = []
         for m, c, t in zip(maps, captions, transforms):
@@ -333,7 +337,7 @@ class SharpEyes(nn.Module):
     def _pixels(self, images_or_pixels) -> torch.Tensor:
         if isinstance(images_or_pixels, torch.Tensor):
             return images_or_pixels.to(self.device, self.dtype)
-        return self.preprocess(images_or_pixels)[0].to(self.device, self.dtype)
+        return self.preprocess(images_or_pixels, device=self.device)[0].to(self.device, self.dtype)
 
     def glance_loss(self, images_or_pixels, captions: Sequence[str]) -> torch.Tensor:
         """Teacher-forced caption loss of the glance (connector pretraining, stage 1).
@@ -350,7 +354,7 @@ class SharpEyes(nn.Module):
         if self.deeplens is None:
             raise ValueError("refine_loss: this model has no DeepLens (config.deeplens is None)")
         zoom = self.config.zoom.enabled if zoom is None else zoom
-        pixels, transforms = self.preprocess(images)
+        pixels, transforms = self.preprocess(images, device=self.device)
         embeds, features = self.encode(pixels.to(self.device, self.dtype), with_features=True)
         initial = [c.strip() for c in initial_captions]
         with torch.no_grad():

@@ -166,3 +166,40 @@ def test_prompt_longer_than_position_table_is_an_error(word_tokenizer):
 def test_tokenizer_larger_than_vocab_is_an_error(word_tokenizer):
     with pytest.raises(ValueError, match="vocab_size"):
         LanguageModel(OPTForCausalLM(OPTConfig(**_OPT, vocab_size=5)), word_tokenizer)
+
+
+def test_draft_decoding_gives_the_greedy_result(word_tokenizer):
+    lm = make_lm(word_tokenizer, seed=7)
+    visual = torch.randn(3, 5, lm.hidden_size)
+    captions = ["a red circle", "a blue star and a green square", "left"]
+    prompt = lm.build_prompt("USER: <image>first glance: {caption} assistant:", visual, captions=captions)
+    plain = [g.ids for g in lm.generate(prompt, 12, 1)]
+    assert len({len(p) for p in plain}) >= 1
+    drafts = [
+        plain,                                                       # the exact answer: all accepted
+        [[5, 6, 7, 8]] * 3,                                          # unrelated: all rejected
+        [p[:3] + [9, 9] + p[3:] for p in plain],                     # an insertion to skip over
+        [p[2:6] for p in plain],                                     # a middle piece
+    ]
+    calls = []
+    hook = lm.model.model.decoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for draft in drafts:
+            calls.clear()
+            got = [g.ids for g in lm.generate(prompt, 12, 1, drafts=draft)]
+            assert got == plain
+            if draft is plain:  # the whole answer verified in a pass or two (plus the prefill)
+                assert len(calls) <= 1 + 2 + max(len(p) for p in plain) // 9
+    finally:
+        hook.remove()
+    with pytest.raises(ValueError, match="greedy"):
+        lm.generate(prompt, 4, 2, drafts=plain)
+
+
+def test_draft_lookup_follows_the_longest_tail_match():
+    from sharpeye_ros.model.language import _draft_lookup
+
+    draft = [1, 2, 3, 4, 2, 5, 6]
+    assert _draft_lookup([9, 2], draft, 3) == [3, 4, 2]       # first occurrence of the 1-gram
+    assert _draft_lookup([4, 2], draft, 3) == [5, 6]          # the 2-gram wins over the 1-gram
+    assert _draft_lookup([7], draft, 3) == [] and _draft_lookup([1], draft, 0) == []

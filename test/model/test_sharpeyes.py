@@ -175,3 +175,18 @@ def test_towers_load_from_local_directories(helpers, tmp_path, images, word_toke
 def test_bad_caption_input_is_a_clear_error(small_model):
     with pytest.raises(ValueError, match=r"images\[1\].*uint8"):
         small_model.caption([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.float64)])
+
+
+def test_refinement_with_and_without_draft_decoding_agree(small_model, images):
+    m = small_model
+    assert m.config.generation.draft and (m.config.generation.refine_num_beams or m.config.generation.num_beams) == 1
+    with torch.no_grad():
+        torch.nn.init.normal_(m.deeplens.out.weight, std=0.2)
+    try:
+        with_draft = m.caption(images, refine=True, zoom=True)
+        m.config.generation.draft = False
+        without = m.caption(images, refine=True, zoom=True)
+    finally:
+        m.config.generation.draft = True
+        torch.nn.init.zeros_(m.deeplens.out.weight)
+    assert [r.caption for r in with_draft] == [r.caption for r in without]
