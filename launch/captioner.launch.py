@@ -47,7 +47,8 @@ def _captioner(context, *args, **kwargs):
         try:  # the node wants a double: "1" must arrive as 1.0
             overrides["max_rate"] = float(value["max_rate"])
         except ValueError:
-            raise ValueError(f"launch argument max_rate must be a number, got {value['max_rate']!r}") from None
+            raise ValueError(f"launch argument max_rate must be a number, got {value['max_rate']!r}") \
+                from None
     topic = value["image_topic"].rstrip("/")
     if not topic:
         raise ValueError("launch argument image_topic must not be empty")

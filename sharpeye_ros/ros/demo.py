@@ -160,8 +160,8 @@ def start_child(name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -
     which then stops the children in order)."""
     log = log_dir / f"{name}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
     return Child(name, process, log)
 
 
@@ -224,12 +224,12 @@ def run(args: argparse.Namespace) -> int:
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
     from sharpeye_ros.msg import Caption
+    from sharpeye_ros.ros.synthetic_camera_node import LATCHED
 
     stop = {"signal": None}
 
@@ -243,8 +243,7 @@ def run(args: argparse.Namespace) -> int:
     got = Collected()
     node.create_subscription(Caption, "/caption", got.captions.append, 10)
     node.create_subscription(Image, "/caption_image", lambda m: got.images.__setitem__(_stamp_ns(m), m), 5)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    node.create_subscription(String, "/ground_truth", lambda m: _add_truth(got, m.data), latched)
+    node.create_subscription(String, "/ground_truth", lambda m: _add_truth(got, m.data), LATCHED)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
 
@@ -333,11 +332,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--output", default="runs/demo", help="folder for annotated frames and node logs "
                    "(default %(default)s)")
-    p.add_argument("--captions", type=int, default=5, help="stop after this many captions (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=180.0, help="stop after this many seconds (default %(default)s)")
-    p.add_argument("--model-path", default="", help="captioner checkpoint directory (default: the shipped demo model)")
+    p.add_argument("--captions", type=int, default=5,
+                   help="stop after this many captions (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=180.0,
+                   help="stop after this many seconds (default %(default)s)")
+    p.add_argument("--model-path", default="",
+                   help="captioner checkpoint directory (default: the shipped demo model)")
     p.add_argument("--device", default="", help="captioner device: auto, cpu, cuda, cuda:N")
-    p.add_argument("--max-rate", type=float, default=None, help="captions per second (default: the params file's)")
+    p.add_argument("--max-rate", type=float, default=None,
+                   help="captions per second (default: the params file's)")
     p.add_argument("--image-transport", choices=("raw", "compressed"), default="raw")
     p.add_argument("--rate", type=float, default=5.0, help="camera frames per second (default %(default)s)")
     p.add_argument("--scene-period", type=float, default=4.0, help="seconds per scene (default %(default)s)")

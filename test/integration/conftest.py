@@ -113,7 +113,8 @@ class BagPlayer:
         self.messages: list[tuple[int, str, bytes]] = []
         with Reader(path) as reader:
             for conn in reader.connections:
-                self.publishers[conn.topic] = node.create_publisher(message_class(conn.msgtype), conn.topic, 10)
+                msg_class = message_class(conn.msgtype)
+                self.publishers[conn.topic] = node.create_publisher(msg_class, conn.topic, 10)
             for conn, stamp, raw in reader.messages():
                 self.messages.append((stamp, conn.topic, bytes(raw)))
             self.start_ns, self.end_ns = reader.start_time, reader.end_time
@@ -143,7 +144,8 @@ class BagPlayer:
             self.publish_clock(self.start_ns)
             executor.spin_once(timeout_sec=0.05)
 
-    def play(self, executor: Any, tail_seconds: float = 0.0, alive: Callable[[], bool] = lambda: True) -> None:
+    def play(self, executor: Any, tail_seconds: float = 0.0,
+             alive: Callable[[], bool] = lambda: True) -> None:
         """Publish the whole bag in real time, then keep the clock running ``tail_seconds``
         of bag time (captions of the last frames still arrive); spins ``executor`` throughout."""
         step = round(1e9 / self.clock_hz)

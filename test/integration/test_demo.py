@@ -85,7 +85,8 @@ def test_demo_captions_saves_frames_and_stops_cleanly_on_sigint(
     assert demo.process.wait(30) == 0, demo.output()
     text = demo.output()
     assert "stopped by SIGINT" in text and "Traceback" not in text
-    assert re.search(r"demo: (\d+) caption\(s\); \d+ annotated frame\(s\) saved in " + re.escape(str(out)), text)
+    summary = r"demo: (\d+) caption\(s\); \d+ annotated frame\(s\) saved in "
+    assert re.search(summary + re.escape(str(out)), text)
     assert all(_gone(pid) for pid in pids), "the demo must stop its camera and captioner"
     assert re.search(r"\[1\] frame \d+\.\d{3} \(640x480\), latency", text)
     assert "truth:   a " in text  # the scene's reference caption from /ground_truth
@@ -104,8 +105,8 @@ def test_demo_fails_clearly_when_the_model_does_not_load(tmp_path: Path, start_p
     pytest.importorskip("rclpy")
     broken = tmp_path / "not_a_model"
     broken.mkdir()
-    demo = start_process([str(installed("demo")), "--model-path", str(broken), "--output", str(tmp_path / "out"),
-                          "--timeout", "90"], "demo")
+    demo = start_process([str(installed("demo")), "--model-path", str(broken),
+                          "--output", str(tmp_path / "out"), "--timeout", "90"], "demo")
     assert demo.process.wait(120) == 1
     text = demo.output()
     assert "captioner exited with code 1" in text and "cannot load model" in text, text

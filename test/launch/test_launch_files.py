@@ -204,7 +204,8 @@ def test_params_file_applies_in_any_namespace() -> None:
     config = yaml.safe_load((REPO / "config" / "captioner.yaml").read_text())
     assert isinstance(config, dict) and config, "config/captioner.yaml holds no parameters"
     for key, section in config.items():
-        assert key in ("/**/captioner", "/**"), f"params file section {key!r} does not match a namespaced node"
+        assert key in ("/**/captioner", "/**"), \
+            f"params file section {key!r} does not match a namespaced captioner"
         assert set(section) == {"ros__parameters"}
     from sharpeye_ros.ros.captioner_parameters import SPECS
 

@@ -37,7 +37,8 @@ def _include(name: str, arguments: dict[str, str]) -> IncludeLaunchDescription:
     if os.environ.get("SHARPEYE_LAUNCH_TEST_MODEL"):
         arguments = {**arguments, "model_path": os.environ["SHARPEYE_LAUNCH_TEST_MODEL"]}
     path = Path(get_package_share_directory("sharpeye_ros")) / "launch" / name
-    return IncludeLaunchDescription(PythonLaunchDescriptionSource(str(path)), launch_arguments=arguments.items())
+    return IncludeLaunchDescription(PythonLaunchDescriptionSource(str(path)),
+                                    launch_arguments=arguments.items())
 
 
 @launch_pytest.fixture
@@ -109,18 +110,17 @@ def test_captioner_launch_captions_the_remapped_topic(rclpy_context: Any) -> Non
 @pytest.mark.ros
 @pytest.mark.launch(fixture=demo_launch)
 def test_demo_launch_captions_the_synthetic_camera(rclpy_context: Any) -> None:
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
     from sharpeye_ros.msg import Caption
+    from sharpeye_ros.ros.synthetic_camera_node import LATCHED
 
     captions: list[Any] = []
     truths: list[Any] = []
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
     def subscribe(node: Any) -> Callable[[], bool]:
         node.create_subscription(Caption, "/caption", captions.append, 10)
-        node.create_subscription(String, "/ground_truth", truths.append, latched)
+        node.create_subscription(String, "/ground_truth", truths.append, LATCHED)
         return lambda: len(captions) >= 3 and bool(truths)
 
     node = _spin(rclpy_context, subscribe)

@@ -59,7 +59,8 @@ def test_round_trip_with_rosbags(tmp_path: Path, storage: str) -> None:
         assert stamp == expected_stamps[i] and "jpeg" in msg.format
         decoded = compressed_msg_to_rgb(msg).astype(int)
         assert np.abs(decoded - _scene_image(7 + i // 4)).mean() < 4.0  # JPEG q90 is close
-    truths = [parse_ground_truth(store.deserialize_cdr(raw, t).data) for _, raw, t in messages["/ground_truth"]]
+    truths = [parse_ground_truth(store.deserialize_cdr(raw, t).data)
+              for _, raw, t in messages["/ground_truth"]]
     assert [t for t, _, _ in messages["/ground_truth"]] == expected_stamps[::4]
     for k, (doc, objects) in enumerate(truths):
         scene = generate_scene("val", 7 + k, SceneConfig(width=128, height=96))
@@ -70,7 +71,8 @@ def test_round_trip_with_rosbags(tmp_path: Path, storage: str) -> None:
 
 @pytest.mark.parametrize("encoding", ["bgr8", "mono16", "yuv422", "bayer_grbg8"])
 def test_every_encoding_stores_the_encoder_output(tmp_path: Path, encoding: str) -> None:
-    record_bag(tmp_path / "bag", RecordConfig(encoding=encoding, **{**SMALL, "scenes": 1, "frames_per_scene": 1}))
+    one_frame = {**SMALL, "scenes": 1, "frames_per_scene": 1}
+    record_bag(tmp_path / "bag", RecordConfig(encoding=encoding, **one_frame))
     from rosbags.typesys import Stores, get_typestore
     (_, raw, msgtype), = _read(tmp_path / "bag")["/camera/image_raw"]
     msg = get_typestore(Stores.ROS2_JAZZY).deserialize_cdr(raw, msgtype)
@@ -89,7 +91,8 @@ def test_rclpy_deserializes_both_storages(tmp_path: Path) -> None:
     types = {"/camera/image_raw": Image, "/camera/image_raw/compressed": CompressedImage,
              "/ground_truth": String}
     for storage in ("sqlite3", "mcap"):
-        record_bag(tmp_path / storage, RecordConfig(storage=storage, compressed=True, encoding="bgr8", **SMALL))
+        config = RecordConfig(storage=storage, compressed=True, encoding="bgr8", **SMALL)
+        record_bag(tmp_path / storage, config)
         messages = _read(tmp_path / storage)
         images = [deserialize_message(raw, Image) for _, raw, _ in messages["/camera/image_raw"]]
         for i, (msg, (stamp, _, _)) in enumerate(zip(images, messages["/camera/image_raw"])):
@@ -117,7 +120,8 @@ def test_mcap_reads_with_the_independent_mcap_ros2_decoder(tmp_path: Path) -> No
     for i, (schema, message, image) in enumerate(by_topic["/camera/image_raw"]):
         assert schema.name == "sensor_msgs/msg/Image"
         stamp = image.header.stamp
-        assert stamp.sec * 10**9 + stamp.nanosec == message.log_time == frame_stamp(round(START * 1e9), i, 8.0)
+        expected = frame_stamp(round(START * 1e9), i, 8.0)
+        assert stamp.sec * 10**9 + stamp.nanosec == message.log_time == expected
         pixels = np.frombuffer(bytes(image.data), np.uint8).reshape(96, 128, 3)
         np.testing.assert_array_equal(pixels, _scene_image(7 + i // 4))
     assert json.loads(by_topic["/ground_truth"][2][2].data)["index"] == 9
@@ -135,7 +139,8 @@ def test_cli_writes_a_bag_and_reports_it(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_cli_rejects_bad_input_with_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bag"
-    assert main([str(out), "--scenes", "1", "--frames-per-scene", "1", "--width", "96", "--height", "64"]) == 0
+    small = ["--width", "96", "--height", "64"]
+    assert main([str(out), "--scenes", "1", "--frames-per-scene", "1", *small]) == 0
     capsys.readouterr()
     cases = [
         ([str(out)], "already exists; pass --overwrite"),
@@ -158,8 +163,7 @@ def test_cli_rejects_bad_input_with_clear_errors(tmp_path: Path, capsys: pytest.
     assert main([str(tmp_path / "notabag"), "--overwrite"]) == 2
     assert "not a rosbag2 folder" in capsys.readouterr().err
     assert (tmp_path / "notabag" / "keep.txt").exists()
-    assert main([str(out), "--overwrite", "--scenes", "1", "--frames-per-scene", "2", "--width", "96",
-                 "--height", "64"]) == 0
+    assert main([str(out), "--overwrite", "--scenes", "1", "--frames-per-scene", "2", *small]) == 0
     assert len(_read(out)["/camera/image_raw"]) == 2
 
 
