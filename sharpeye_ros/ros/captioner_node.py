@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -319,11 +320,18 @@ class CaptionerNode(Node):
             self._worker.join(WORKER_JOIN_TIMEOUT)
         super().destroy_node()
 
+    @property
+    def worker_running(self) -> bool:
+        """True while the worker thread is alive (after :meth:`destroy_node`: a caption outlived
+        the join timeout)."""
+        return self._worker.is_alive()
+
 
 def main(args: Optional[list[str]] = None) -> int:
     """Run the captioner until SIGINT or SIGTERM (exit 0); exit 1 when it cannot start."""
     rclpy.init(args=args)
     node: Optional[CaptionerNode] = None
+    code = 0
     try:
         node = CaptionerNode()
         executor = SingleThreadedExecutor()
@@ -331,14 +339,26 @@ def main(args: Optional[list[str]] = None) -> int:
         executor.spin()
     except StartupError as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
-        return 1
+        code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # rclpy turns SIGINT and SIGTERM into a context shutdown: a normal exit
+    except Exception:
+        # A signal between two spins can make the executor fail with RCLError ("context is
+        # not valid") instead of ExternalShutdownException; only a live context means a bug.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    if node is not None and node.worker_running:
+        # A caption is still running in torch. Interpreter shutdown would end that thread
+        # inside C++ code and abort the process ("terminate called ..."), so leave now.
+        node.get_logger().warning(f"exiting during a caption that took over {WORKER_JOIN_TIMEOUT:g} s")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -96,3 +96,19 @@ def test_cuda_without_cuda_is_refused(rclpy_context, tiny_model_dir):
         assert resolve_device("auto") == "cpu"
         with pytest.raises(StartupError, match="CUDA is not available"):
             make(rclpy_context, model_path=str(tiny_model_dir), device="cuda")
+
+
+def test_shipped_demo_model_is_used_with_one_warning(rclpy_context, tiny_model_dir, monkeypatch, capfd):
+    import sharpeye_ros.model
+
+    monkeypatch.setattr(sharpeye_ros.model, "default_model_path", lambda: tiny_model_dir)
+    node = make(rclpy_context)  # model_path "" (the default)
+    try:
+        assert node.health_report().value("model_id") == str(tiny_model_dir)
+        err = capfd.readouterr().err
+        assert err.count("shipped demo model") == 1 and "only knows the synthetic world" in err, err
+    finally:
+        node.destroy_node()
+    node = make(rclpy_context, model_path=str(tiny_model_dir))
+    node.destroy_node()
+    assert "shipped demo model" not in capfd.readouterr().err

@@ -1,0 +1,175 @@
+"""The installed ``captioner`` executable as a process: clean exit on SIGINT/SIGTERM while
+captioning, and one clear message (exit code 1) when it cannot start.
+
+Each process pays for importing torch and transformers (5-10 s on 2 cores), so SIGINT is
+tested while captions flow and SIGTERM in the middle of a long caption, not both twice
+(rclpy handles the two signals the same way)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+def installed(relative: str) -> Path:
+    """A file of the installed package, found through AMENT_PREFIX_PATH."""
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        path = Path(prefix) / relative
+        if prefix and path.exists():
+            return path
+    pytest.fail(f"{relative} not found under AMENT_PREFIX_PATH; run through scripts/test")
+
+
+def start(tmp_path: Path, *ros_args: str) -> tuple[subprocess.Popen, Path]:
+    """Start the captioner; its output goes to the returned log file."""
+    log = tmp_path / "captioner.log"
+    with log.open("wb") as out:  # cwd outside the repository: the source tree must not shadow install/
+        process = subprocess.Popen([str(installed("lib/sharpeye_ros/captioner")), "--ros-args", *ros_args],
+                                   cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    return process, log
+
+
+@contextmanager
+def camera(context: Any, namespace: str) -> Iterator[tuple[Any, Callable[[], None]]]:
+    """A spinning test node in ``namespace`` and a function publishing one stamped frame on ``image``."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from sharpeye_ros.ros.image_conversion import fill_image_msg
+
+    node = Node("process_tester", context=context, namespace=namespace)
+    pub = node.create_publisher(Image, "image", qos_profile_sensor_data)
+    image = fill_image_msg(Image(), np.full((120, 160, 3), 90, np.uint8))
+
+    def publish() -> None:
+        image.header.stamp = node.get_clock().now().to_msg()
+        pub.publish(image)
+
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        yield node, publish
+    finally:
+        executor.shutdown(timeout_sec=5)
+        node.destroy_node()
+
+
+def feed_until(event: threading.Event, publish: Callable[[], None], process: subprocess.Popen, log: Path) -> None:
+    """Publish frames until ``event`` is set (fail after 60 s or if the process dies)."""
+    deadline = time.monotonic() + 60
+    while not event.is_set() and time.monotonic() < deadline and process.poll() is None:
+        publish()
+        event.wait(0.1)
+    assert event.is_set(), f"the captioner process did not get there; its output:\n{log.read_text()}"
+
+
+def stop(process: subprocess.Popen, sig: int) -> tuple[int, float]:
+    """Send ``sig``; return the exit code and the seconds the process took to exit."""
+    process.send_signal(sig)
+    signalled = time.monotonic()
+    try:
+        code = process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return code, time.monotonic() - signalled
+
+
+def test_sigint_while_captions_flow_exits_cleanly(rclpy_context, tiny_model_dir, tmp_path):
+    from sharpeye_ros.msg import Caption
+
+    namespace = "/sigint_test"
+    config = installed("share/sharpeye_ros/config/captioner.yaml")
+    process, log = start(tmp_path, "--params-file", str(config), "-p", f"model_path:={tiny_model_dir}",
+                         "-p", "max_rate:=50.0", "-r", f"__ns:={namespace}")
+    captioned = threading.Event()
+    with camera(rclpy_context, namespace) as (node, publish):
+        node.create_subscription(Caption, "caption", lambda msg: captioned.set(), 10)
+        feed_until(captioned, publish, process, log)
+        for _ in range(3):  # keep it busy, so the signal likely lands during a caption
+            publish()
+            time.sleep(0.05)
+        code, seconds = stop(process, signal.SIGINT)
+    output = log.read_text()
+    assert code == 0 and "Traceback" not in output, output
+    assert "at up to 50 Hz" in output, output  # the -p override on top of the params file
+    assert seconds < 5.0, output  # before `ros2 launch` would escalate to SIGTERM
+
+
+@pytest.fixture
+def endless_model_dir(tmp_path: Path) -> Path:
+    """A tiny model that always writes 2000 tokens: its captions take many seconds."""
+    torch = pytest.importorskip("torch")
+    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+
+    torch.manual_seed(0)
+    config = SharpEyesConfig.tiny()
+    config.generation.max_new_tokens = 2000
+    config.generation.stop = ()  # no early stop
+    config.lm.config["max_position_embeddings"] = 2200
+    SharpEyes.from_config(config).save_pretrained(tmp_path / "endless_model")
+    return tmp_path / "endless_model"
+
+
+def test_sigterm_in_the_middle_of_a_long_caption_exits_cleanly(rclpy_context, endless_model_dir, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    namespace = "/sigterm_test"
+    process, log = start(tmp_path, "-p", f"model_path:={endless_model_dir}", "-p", "diagnostics_period:=0.2",
+                         "-r", f"__ns:={namespace}")
+    busy = threading.Event()
+
+    def on_diagnostics(msg: Any) -> None:
+        for status in msg.status:
+            values = {v.key: v.value for v in status.values}
+            if status.name.startswith(namespace) and values["frames_received"] != "0" \
+                    and values["frames_captioned"] == "0":
+                busy.set()  # a frame arrived and its caption is still being written
+
+    with camera(rclpy_context, namespace) as (node, publish):
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+        feed_until(busy, publish, process, log)
+        code, seconds = stop(process, signal.SIGTERM)
+    output = log.read_text()
+    assert code == 0 and "Traceback" not in output and "terminate called" not in output, output
+    assert "exiting during a caption" in output, output
+    assert seconds < 5.0, output
+
+
+def test_model_that_does_not_load_stops_with_one_message(tmp_path):
+    # (test_captioner_startup checks the messages for missing and corrupt models in-process.)
+    model = tmp_path / "no_model_here"
+    process, log = start(tmp_path, "-p", f"model_path:={model}")
+    code = process.wait(timeout=60)
+    output = log.read_text()
+    assert code == 1, output
+    assert output.count(f"cannot load model '{model}'") == 1 and "Traceback" not in output, output
+    assert len(output.strip().splitlines()) == 1, output  # that message and nothing else
+
+
+def test_bad_parameter_in_a_params_file_stops_with_one_message(tmp_path, tiny_model_dir):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"captioner:\n  ros__parameters:\n    model_path: '{tiny_model_dir}'\n    max_rate: 2\n")
+    process, log = start(tmp_path, "--params-file", str(params))
+    code = process.wait(timeout=60)
+    output = log.read_text()
+    assert code == 1, output
+    assert "parameter 'max_rate'" in output and "write a double" in output and "Traceback" not in output, output
+    assert len(output.strip().splitlines()) == 1, output
