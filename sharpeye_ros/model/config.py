@@ -200,6 +200,19 @@ class SharpEyesConfig:
             zoom=ZoomConfig(num_crops=2, min_size=48, pool=1),
         )
 
+    @classmethod
+    def micro(cls) -> "SharpEyesConfig":
+        """The tiny preset made smaller still (64 px glance, 4x4 patch grid, 32 wide), for
+        tests and smoke runs that take seconds."""
+        return cls.tiny().override({
+            "vision.config": dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=4, num_attention_heads=4, image_size=64, patch_size=16),
+            "lm.config": dict(model_type="opt", hidden_size=32, num_hidden_layers=2, ffn_dim=64,
+                              num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=32, dropout=0.0),
+            "deeplens.hidden_size": 32, "deeplens.num_heads": 4, "deeplens.pool": 2,
+            "zoom.pool": 1, "zoom.min_size": 24, "generation.max_new_tokens": 12,
+        })
+
     # ---- dict / JSON ---------------------------------------------------------------
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples become lists)."""

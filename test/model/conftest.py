@@ -44,15 +44,8 @@ def make_images(seed: int = 0) -> list[np.ndarray]:
 
 
 def small_config() -> SharpEyesConfig:
-    """The tiny preset made smaller still, for fast tests (64 px, 4x4 patches grid)."""
-    return SharpEyesConfig.tiny().override({
-        "vision.config": dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
-                              num_hidden_layers=4, num_attention_heads=4, image_size=64, patch_size=16),
-        "lm.config": dict(model_type="opt", hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
-                          max_position_embeddings=256, word_embed_proj_dim=32, dropout=0.0),
-        "deeplens.hidden_size": 32, "deeplens.num_heads": 4, "deeplens.pool": 2,
-        "zoom.pool": 1, "zoom.min_size": 24, "generation.max_new_tokens": 12,
-    })
+    """The micro preset (64 px, 4x4 patches grid), for fast tests."""
+    return SharpEyesConfig.micro()
 
 
 @pytest.fixture(scope="session")
