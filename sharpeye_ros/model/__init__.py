@@ -1,8 +1,8 @@
 """The Sharp-Eyes captioning model: pure PyTorch, no ROS.
 
-    from sharpeye_ros.model import SharpEyes
-    model = SharpEyes.from_pretrained(path)          # or SharpEyes.from_config(SharpEyesConfig.tiny())
-    results = model.caption([rgb_uint8_image])       # list[CaptionResult]
+from sharpeye_ros.model import SharpEyes
+model = SharpEyes.from_pretrained(path)          # or SharpEyes.from_config(SharpEyesConfig.tiny())
+results = model.caption([rgb_uint8_image])       # list[CaptionResult]
 """
 
 from sharpeye_ros.model.checkpoint import CheckpointError, default_model_path
@@ -12,6 +12,12 @@ from sharpeye_ros.model.regions import Region
 from sharpeye_ros.model.sharpeyes import CaptionResult, Glance, SharpEyes
 
 __all__ = [
-    "CaptionResult", "CheckpointError", "Glance", "ImageTransform", "Region", "SharpEyes",
-    "SharpEyesConfig", "default_model_path",
+    "CaptionResult",
+    "CheckpointError",
+    "Glance",
+    "ImageTransform",
+    "Region",
+    "SharpEyes",
+    "SharpEyesConfig",
+    "default_model_path",
 ]

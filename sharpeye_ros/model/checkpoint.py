@@ -51,7 +51,9 @@ def save_checkpoint(model: "SharpEyes", directory: Union[str, os.PathLike]) -> P
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config.to_dict()
     cfg["vision"].update(name_or_path=None, config=model.vision.model.config.to_dict())
-    cfg["lm"].update(name_or_path=None, config=model.lm.model.config.to_dict(), tokenizer=None, vocab_words=None)
+    cfg["lm"].update(
+        name_or_path=None, config=model.lm.model.config.to_dict(), tokenizer=None, vocab_words=None
+    )
     with open(directory / CONFIG_NAME, "w") as f:
         json.dump({FORMAT_KEY: FORMAT_VERSION, **cfg}, f, indent=2, sort_keys=False)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -69,13 +71,17 @@ def read_config(directory: Union[str, os.PathLike]) -> SharpEyesConfig:
         raise CheckpointError(f"{directory}: no such model directory")
     path = directory / CONFIG_NAME
     if not path.is_file():
-        raise CheckpointError(f"{path}: missing (a model directory holds {CONFIG_NAME}, {WEIGHTS_NAME} and tokenizer files)")
+        raise CheckpointError(
+            f"{path}: missing (a model directory holds {CONFIG_NAME}, {WEIGHTS_NAME} and tokenizer files)"
+        )
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(data, dict) or data.pop(FORMAT_KEY, None) != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: not a sharpeye_ros model config ('{FORMAT_KEY}': {FORMAT_VERSION} missing)")
+        raise CheckpointError(
+            f"{path}: not a sharpeye_ros model config ('{FORMAT_KEY}': {FORMAT_VERSION} missing)"
+        )
     try:
         cfg = SharpEyesConfig.from_dict(data)
     except (ValueError, TypeError) as e:
@@ -130,8 +136,9 @@ def load_pretrained(cls, name_or_path: str, what: str):
         raise CheckpointError(f"{name_or_path}: cannot load the {what} from this {where} ({e})") from e
 
 
-def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
-                     optional: tuple[str, ...] = ()) -> None:
+def check_state_dict(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, optional: tuple[str, ...] = ()
+) -> None:
     """Raise CheckpointError unless ``state`` has exactly ``model``'s keys and shapes
     (keys in ``optional`` may be absent)."""
     expected = model.state_dict()
@@ -144,7 +151,9 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
         problems.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
     for k, v in state.items():
         if k in expected and tuple(v.shape) != tuple(expected[k].shape):
-            problems.append(f"'{k}' has shape {tuple(v.shape)}, the config expects {tuple(expected[k].shape)}")
+            problems.append(
+                f"'{k}' has shape {tuple(v.shape)}, the config expects {tuple(expected[k].shape)}"
+            )
             break
     if problems:
         raise CheckpointError(f"{source}: does not match the model config: " + "; ".join(problems))
@@ -167,7 +176,9 @@ def load_checkpoint(
     return model.to(device=device, dtype=dtype)
 
 
-def build_from_state(cfg: SharpEyesConfig, state: dict[str, torch.Tensor], source: str, tokenizer) -> "SharpEyes":
+def build_from_state(
+    cfg: SharpEyesConfig, state: dict[str, torch.Tensor], source: str, tokenizer
+) -> "SharpEyes":
     """A model of config ``cfg`` holding the weights ``state`` (checked first).
 
     The model is built on the meta device, so no time goes into random initialisation.
@@ -198,5 +209,7 @@ def _materialise_buffers(model: torch.nn.Module) -> bool:
                 continue
             if name != "position_ids":  # the only one CLIP/OPT have: arange(n) as (1, n)
                 return False
-            module.register_buffer(name, torch.arange(buf.shape[-1]).expand(buf.shape).clone(), persistent=False)
+            module.register_buffer(
+                name, torch.arange(buf.shape[-1]).expand(buf.shape).clone(), persistent=False
+            )
     return all(not p.is_meta for p in model.parameters())

@@ -20,12 +20,70 @@ STOP_RULES = ("eos", "sentence", "newline")
 # Words that never start or continue a grounded phrase: articles, conjunctions,
 # prepositions and spatial words (a position is not a thing one can box).
 FUNCTION_WORDS = (
-    "a", "an", "the", "and", "or", "with", "on", "in", "of", "at", "near", "is", "are",
-    "there", "to", "by", "for", "from", "its", "it", "this", "that", "some", "two", "three",
-    "one", "four", "five", "several", "many", "next", "behind", "above", "below", "under",
-    "over", "front", "top", "bottom", "left", "right", "middle", "center", "centre",
-    "corner", "side", "while", "as", "his", "her", "their", "be", "has", "have", "up",
-    "down", "into", "onto", "other", "each", "another", "photo", "picture", "image",
+    "a",
+    "an",
+    "the",
+    "and",
+    "or",
+    "with",
+    "on",
+    "in",
+    "of",
+    "at",
+    "near",
+    "is",
+    "are",
+    "there",
+    "to",
+    "by",
+    "for",
+    "from",
+    "its",
+    "it",
+    "this",
+    "that",
+    "some",
+    "two",
+    "three",
+    "one",
+    "four",
+    "five",
+    "several",
+    "many",
+    "next",
+    "behind",
+    "above",
+    "below",
+    "under",
+    "over",
+    "front",
+    "top",
+    "bottom",
+    "left",
+    "right",
+    "middle",
+    "center",
+    "centre",
+    "corner",
+    "side",
+    "while",
+    "as",
+    "his",
+    "her",
+    "their",
+    "be",
+    "has",
+    "have",
+    "up",
+    "down",
+    "into",
+    "onto",
+    "other",
+    "each",
+    "another",
+    "photo",
+    "picture",
+    "image",
 )
 
 
@@ -163,33 +221,64 @@ class SharpEyesConfig:
         ``vision.name_or_path``, ``lm.name_or_path`` and ``lm.vocab_words`` None.
         """
         vision = dict(
-            model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096,
-            num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14,
-            projection_dim=768, hidden_act="quick_gelu",
+            model_type="clip_vision_model",
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+            projection_dim=768,
+            hidden_act="quick_gelu",
         )
         lm = dict(
-            model_type="opt", vocab_size=50272, hidden_size=768, num_hidden_layers=12,
-            ffn_dim=3072, num_attention_heads=12, max_position_embeddings=2048,
-            word_embed_proj_dim=768, do_layer_norm_before=True, pad_token_id=1,
-            bos_token_id=2, eos_token_id=2, tie_word_embeddings=True,
+            model_type="opt",
+            vocab_size=50272,
+            hidden_size=768,
+            num_hidden_layers=12,
+            ffn_dim=3072,
+            num_attention_heads=12,
+            max_position_embeddings=2048,
+            word_embed_proj_dim=768,
+            do_layer_norm_before=True,
+            pad_token_id=1,
+            bos_token_id=2,
+            eos_token_id=2,
+            tie_word_embeddings=True,
         )
         # The refined caption is decoded greedily with the initial caption as a draft (the
         # paper used 3 beams for both): this keeps refinement within +25% of the glance.
-        return cls(vision=VisionConfig(config=vision), lm=LMConfig(config=lm, vocab_words=list(TINY_VOCAB)),
-                   generation=GenerationConfig(refine_num_beams=1))
+        return cls(
+            vision=VisionConfig(config=vision),
+            lm=LMConfig(config=lm, vocab_words=list(TINY_VOCAB)),
+            generation=GenerationConfig(refine_num_beams=1),
+        )
 
     @classmethod
     def tiny(cls) -> "SharpEyesConfig":
         """A ~2M-parameter model for tests and the demo (128 px glance, 8x8 patches grid)."""
         vision = dict(
-            model_type="clip_vision_model", hidden_size=64, intermediate_size=256,
-            num_hidden_layers=4, num_attention_heads=4, image_size=128, patch_size=16,
-            projection_dim=64, hidden_act="quick_gelu",
+            model_type="clip_vision_model",
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=128,
+            patch_size=16,
+            projection_dim=64,
+            hidden_act="quick_gelu",
         )
         lm = dict(
-            model_type="opt", hidden_size=128, num_hidden_layers=3, ffn_dim=512,
-            num_attention_heads=4, max_position_embeddings=512, word_embed_proj_dim=128,
-            do_layer_norm_before=True, dropout=0.0, tie_word_embeddings=True,
+            model_type="opt",
+            hidden_size=128,
+            num_hidden_layers=3,
+            ffn_dim=512,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            word_embed_proj_dim=128,
+            do_layer_norm_before=True,
+            dropout=0.0,
+            tie_word_embeddings=True,
         )
         return cls(
             vision=VisionConfig(config=vision),
@@ -204,14 +293,35 @@ class SharpEyesConfig:
     def micro(cls) -> "SharpEyesConfig":
         """The tiny preset made smaller still (64 px glance, 4x4 patch grid, 32 wide), for
         tests and smoke runs that take seconds."""
-        return cls.tiny().override({
-            "vision.config": dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
-                                  num_hidden_layers=4, num_attention_heads=4, image_size=64, patch_size=16),
-            "lm.config": dict(model_type="opt", hidden_size=32, num_hidden_layers=2, ffn_dim=64,
-                              num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=32, dropout=0.0),
-            "deeplens.hidden_size": 32, "deeplens.num_heads": 4, "deeplens.pool": 2,
-            "zoom.pool": 1, "zoom.min_size": 24, "generation.max_new_tokens": 12,
-        })
+        return cls.tiny().override(
+            {
+                "vision.config": dict(
+                    model_type="clip_vision_model",
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=4,
+                    num_attention_heads=4,
+                    image_size=64,
+                    patch_size=16,
+                ),
+                "lm.config": dict(
+                    model_type="opt",
+                    hidden_size=32,
+                    num_hidden_layers=2,
+                    ffn_dim=64,
+                    num_attention_heads=4,
+                    max_position_embeddings=256,
+                    word_embed_proj_dim=32,
+                    dropout=0.0,
+                ),
+                "deeplens.hidden_size": 32,
+                "deeplens.num_heads": 4,
+                "deeplens.pool": 2,
+                "zoom.pool": 1,
+                "zoom.min_size": 24,
+                "generation.max_new_tokens": 12,
+            }
+        )
 
     # ---- dict / JSON ---------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -261,17 +371,24 @@ class SharpEyesConfig:
                 raise ValueError(f"config.{name}: give exactly one of name_or_path and config")
         g = self.generation
         _check(g.num_beams >= 1, "generation.num_beams must be >= 1")
-        _check(g.refine_num_beams is None or g.refine_num_beams >= 1, "generation.refine_num_beams must be >= 1")
+        _check(
+            g.refine_num_beams is None or g.refine_num_beams >= 1, "generation.refine_num_beams must be >= 1"
+        )
         _check(g.max_new_tokens >= 1, "generation.max_new_tokens must be >= 1")
         bad = [s for s in g.stop if s not in STOP_RULES]
         _check(not bad, f"generation.stop: unknown rule(s) {bad}; known: {list(STOP_RULES)}")
         for name in ("prompt", "refine_prompt"):
-            _check(getattr(self.lm, name).count(IMAGE_TOKEN) == 1, f"lm.{name} must hold '{IMAGE_TOKEN}' once")
+            _check(
+                getattr(self.lm, name).count(IMAGE_TOKEN) == 1, f"lm.{name} must hold '{IMAGE_TOKEN}' once"
+            )
         _check("{caption}" in self.lm.refine_prompt, "lm.refine_prompt must hold '{caption}'")
         r = self.regions
         _check(r.num_regions >= 0, "regions.num_regions must be >= 0")
         _check(0.0 < r.threshold <= 1.0, "regions.threshold must be in (0, 1]")
-        _check(r.attention_layers is None or len(r.attention_layers) > 0, "regions.attention_layers must not be empty")
+        _check(
+            r.attention_layers is None or len(r.attention_layers) > 0,
+            "regions.attention_layers must not be empty",
+        )
         _check(r.max_boxes_per_phrase >= 1, "regions.max_boxes_per_phrase must be >= 1")
         z = self.zoom
         _check(z.num_crops >= 1, "zoom.num_crops must be >= 1")
@@ -287,18 +404,75 @@ class SharpEyesConfig:
 # A word list covering the prompts and simple scene captions, for the tiny preset's
 # word-level tokenizer (the demo overrides it with its world's vocabulary).
 TINY_VOCAB = (
-    "user", "assistant", ":", "what", "is", "in", "the", "photo", "?", "first", "glance",
-    ".", ",", "a", "an", "and", "there", "are", "with", "on", "at", "of", "to", "near",
-    "red", "yellow", "green", "cyan", "blue", "purple", "white", "black", "orange", "pink",
-    "circle", "circles", "square", "squares", "triangle", "triangles", "star", "stars",
-    "cross", "crosses", "diamond", "diamonds", "large", "medium", "small", "big", "tiny",
-    "top", "bottom", "left", "right", "middle", "one", "two", "three",
+    "user",
+    "assistant",
+    ":",
+    "what",
+    "is",
+    "in",
+    "the",
+    "photo",
+    "?",
+    "first",
+    "glance",
+    ".",
+    ",",
+    "a",
+    "an",
+    "and",
+    "there",
+    "are",
+    "with",
+    "on",
+    "at",
+    "of",
+    "to",
+    "near",
+    "red",
+    "yellow",
+    "green",
+    "cyan",
+    "blue",
+    "purple",
+    "white",
+    "black",
+    "orange",
+    "pink",
+    "circle",
+    "circles",
+    "square",
+    "squares",
+    "triangle",
+    "triangles",
+    "star",
+    "stars",
+    "cross",
+    "crosses",
+    "diamond",
+    "diamonds",
+    "large",
+    "medium",
+    "small",
+    "big",
+    "tiny",
+    "top",
+    "bottom",
+    "left",
+    "right",
+    "middle",
+    "one",
+    "two",
+    "three",
 )
 
 _SECTIONS = {
-    "vision": VisionConfig, "connector": ConnectorConfig, "lm": LMConfig,
-    "deeplens": DeepLensConfig, "generation": GenerationConfig,
-    "regions": RegionsConfig, "zoom": ZoomConfig,
+    "vision": VisionConfig,
+    "connector": ConnectorConfig,
+    "lm": LMConfig,
+    "deeplens": DeepLensConfig,
+    "generation": GenerationConfig,
+    "regions": RegionsConfig,
+    "zoom": ZoomConfig,
 }
 
 

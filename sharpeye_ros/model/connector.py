@@ -18,8 +18,10 @@ def build_connector(kind: str, vision_size: int, lm_size: int) -> nn.Sequential:
     if kind == "mlp4x_bott4x_gelu":
         wide = 4 * lm_size
         return nn.Sequential(
-            nn.Linear(vision_size, wide), nn.GELU(),
-            nn.Linear(wide, wide), nn.GELU(),
+            nn.Linear(vision_size, wide),
+            nn.GELU(),
+            nn.Linear(wide, wide),
+            nn.GELU(),
             nn.Linear(wide, wide),
             nn.Linear(wide, lm_size),
         )
@@ -31,4 +33,6 @@ def build_connector(kind: str, vision_size: int, lm_size: int) -> nn.Sequential:
         for _ in range(int(match.group(1)) - 1):
             layers += [nn.GELU(), nn.Linear(lm_size, lm_size)]
         return nn.Sequential(*layers)
-    raise ValueError(f"connector.type: unknown projector '{kind}' (known: mlp4x_bott4x_gelu, mlpNx_gelu, linear)")
+    raise ValueError(
+        f"connector.type: unknown projector '{kind}' (known: mlp4x_bott4x_gelu, mlpNx_gelu, linear)"
+    )

@@ -26,10 +26,19 @@ from typing import Optional, Sequence
 import torch
 
 from sharpeye_ros.model.checkpoint import (
-    CheckpointError, build_from_state, load_tokenizer, read_torch_bin, read_weights,
+    CheckpointError,
+    build_from_state,
+    load_tokenizer,
+    read_torch_bin,
+    read_weights,
 )
 from sharpeye_ros.model.config import (
-    ConnectorConfig, DeepLensConfig, GenerationConfig, LMConfig, SharpEyesConfig, VisionConfig,
+    ConnectorConfig,
+    DeepLensConfig,
+    GenerationConfig,
+    LMConfig,
+    SharpEyesConfig,
+    VisionConfig,
 )
 
 PROJECTOR = "model.mm_projector."
@@ -40,8 +49,15 @@ LM_HEAD = "lm_head.weight"
 # but whose tower config cannot be fetched (no hub access).
 KNOWN_VISION_CONFIGS = {
     "openai/clip-vit-large-patch14-336": dict(
-        model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-        num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
+        model_type="clip_vision_model",
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+        hidden_act="quick_gelu",
         layer_norm_eps=1e-5,
     ),
 }
@@ -50,8 +66,10 @@ PAPER_DEEPLENS_LAYERS = (13, 18, 23)  # of 24 vision layers
 
 def read_llava_weights(directory: Path) -> dict[str, torch.Tensor]:
     """All weights of a (possibly sharded) LLaVA checkpoint, safetensors preferred."""
-    for index_name, reader in (("model.safetensors.index.json", read_weights),
-                               ("pytorch_model.bin.index.json", read_torch_bin)):
+    for index_name, reader in (
+        ("model.safetensors.index.json", read_weights),
+        ("pytorch_model.bin.index.json", read_torch_bin),
+    ):
         index = directory / index_name
         if index.is_file():
             try:
@@ -69,8 +87,9 @@ def read_llava_weights(directory: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{directory}: no weights (model.safetensors, pytorch_model.bin or a shard index)")
 
 
-def _vision_config(llava_cfg: dict, vision_tower: Optional[str], source: Path,
-                   have_weights: bool) -> tuple[dict, Optional[str]]:
+def _vision_config(
+    llava_cfg: dict, vision_tower: Optional[str], source: Path, have_weights: bool
+) -> tuple[dict, Optional[str]]:
     """(CLIP vision config dict, directory/name to load tower weights from if needed)."""
     from transformers import CLIPVisionConfig
 
@@ -82,14 +101,16 @@ def _vision_config(llava_cfg: dict, vision_tower: Optional[str], source: Path,
     try:
         return CLIPVisionConfig.from_pretrained(name).to_dict(), name
     except Exception as e:
-        raise CheckpointError(f"{name}: cannot read the vision tower's config ({e}); pass --vision-tower DIR") from e
+        raise CheckpointError(
+            f"{name}: cannot read the vision tower's config ({e}); pass --vision-tower DIR"
+        ) from e
 
 
 def _vision_state(target_keys: set[str], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Stock-CLIP keys (``vision_model.*``) -> this transformers version's CLIPVisionModel keys."""
     out = {}
     for key, value in state.items():
-        bare = key[len("vision_model."):] if key.startswith("vision_model.") else key
+        bare = key[len("vision_model.") :] if key.startswith("vision_model.") else key
         for candidate in ("vision.model.vision_model." + bare, "vision.model." + bare):
             if candidate in target_keys:
                 out[candidate] = value
@@ -104,7 +125,9 @@ def _vision_state(target_keys: set[str], state: dict[str, torch.Tensor]) -> dict
 def scaled_deeplens_layers(depth: int) -> tuple[int, ...]:
     """The paper's DeepLens layers {13, 18, 23} of 24, scaled to a tower of ``depth`` layers
     by their distance from the top (23 stays the second-to-last layer)."""
-    return tuple(sorted({max(1, depth - max(1, round(depth * (24 - i) / 24))) for i in PAPER_DEEPLENS_LAYERS}))
+    return tuple(
+        sorted({max(1, depth - max(1, round(depth * (24 - i) / 24))) for i in PAPER_DEEPLENS_LAYERS})
+    )
 
 
 def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = False):
@@ -129,8 +152,10 @@ def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = Fa
         if key not in llava_cfg:
             raise CheckpointError(f"{config_path}: no '{key}'; not a LLaVA config")
     if llava_cfg.get("image_aspect_ratio", "pad") != "pad":
-        raise CheckpointError(f"{config_path}: image_aspect_ratio '{llava_cfg['image_aspect_ratio']}' is not supported "
-                              "(only 'pad')")
+        raise CheckpointError(
+            f"{config_path}: image_aspect_ratio '{llava_cfg['image_aspect_ratio']}' is not supported "
+            "(only 'pad')"
+        )
     if llava_cfg.get("mm_vision_select_feature", "patch") != "patch":
         raise CheckpointError(f"{config_path}: only mm_vision_select_feature 'patch' is supported")
     try:
@@ -142,23 +167,31 @@ def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = Fa
     have_vision = any(k.startswith(VISION) for k in state)
     vision_cfg, vision_source = _vision_config(llava_cfg, vision_tower, source, have_vision)
     if int(vision_cfg["hidden_size"]) != int(llava_cfg["mm_hidden_size"]):
-        raise CheckpointError(f"{config_path}: mm_hidden_size {llava_cfg['mm_hidden_size']} does not match the "
-                              f"vision tower's hidden_size {vision_cfg['hidden_size']}")
-    opt_cfg = {k: v for k, v in llava_cfg.items()
-               if not k.startswith("mm_") and k not in _LLAVA_ONLY_KEYS}
+        raise CheckpointError(
+            f"{config_path}: mm_hidden_size {llava_cfg['mm_hidden_size']} does not match the "
+            f"vision tower's hidden_size {vision_cfg['hidden_size']}"
+        )
+    opt_cfg = {k: v for k, v in llava_cfg.items() if not k.startswith("mm_") and k not in _LLAVA_ONLY_KEYS}
     opt_cfg["model_type"] = "opt"
     deeplens = None
     if add_deeplens:
-        deeplens = DeepLensConfig(layers=scaled_deeplens_layers(int(vision_cfg["num_hidden_layers"])),
-                                  hidden_size=int(opt_cfg.get("hidden_size", 768)),
-                                  num_heads=int(opt_cfg.get("num_attention_heads", 12)))
+        deeplens = DeepLensConfig(
+            layers=scaled_deeplens_layers(int(vision_cfg["num_hidden_layers"])),
+            hidden_size=int(opt_cfg.get("hidden_size", 768)),
+            num_heads=int(opt_cfg.get("num_attention_heads", 12)),
+        )
     cfg = SharpEyesConfig(
         vision=VisionConfig(config=vision_cfg, select_layer=select_layer),
         connector=ConnectorConfig(type=llava_cfg["mm_projector_type"]),
         lm=LMConfig(config=opt_cfg),
         deeplens=deeplens,
-        generation=GenerationConfig(num_beams=3, max_new_tokens=77, length_penalty=0.0, early_stopping=True,
-                                    stop=("eos", "sentence", "newline")),
+        generation=GenerationConfig(
+            num_beams=3,
+            max_new_tokens=77,
+            length_penalty=0.0,
+            early_stopping=True,
+            stop=("eos", "sentence", "newline"),
+        ),
         refine=False,
     )
     tokenizer = load_tokenizer(source)
@@ -171,31 +204,40 @@ def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = Fa
     unknown = []
     for key, value in state.items():
         if key.startswith(PROJECTOR):
-            ours["connector." + key[len(PROJECTOR):]] = value
+            ours["connector." + key[len(PROJECTOR) :]] = value
         elif key.startswith(DECODER):
-            ours["lm.model.model.decoder." + key[len(DECODER):]] = value
+            ours["lm.model.model.decoder." + key[len(DECODER) :]] = value
         elif key == LM_HEAD:
             ours["lm.model.lm_head.weight"] = value
         elif key.startswith(VISION):
-            vision_part[key[len(VISION):]] = value
+            vision_part[key[len(VISION) :]] = value
         else:
             unknown.append(key)
     if unknown:
         raise CheckpointError(f"{source}: unexpected weight(s) for LLaVA-OPT, e.g. {sorted(unknown)[:3]}")
     if not vision_part:
         if vision_source is None:
-            raise CheckpointError(f"{source}: the checkpoint has no vision-tower weights; pass --vision-tower DIR")
+            raise CheckpointError(
+                f"{source}: the checkpoint has no vision-tower weights; pass --vision-tower DIR"
+            )
         from transformers import CLIPVisionModel
 
         from sharpeye_ros.model.checkpoint import load_pretrained
 
         tower = load_pretrained(CLIPVisionModel, vision_source, "vision tower")
-        vision_part = {"vision_model." + k if not k.startswith("vision_model.") else k: v
-                       for k, v in tower.state_dict().items()}
+        vision_part = {
+            "vision_model." + k if not k.startswith("vision_model.") else k: v
+            for k, v in tower.state_dict().items()
+        }
     ours.update(_vision_state(target_keys, vision_part))
     if add_deeplens:
-        fresh = DeepLens(cfg.deeplens, int(vision_cfg["hidden_size"]), skeleton.lm.hidden_size,
-                         skeleton.vision.grid, cfg.zoom.pool)
+        fresh = DeepLens(
+            cfg.deeplens,
+            int(vision_cfg["hidden_size"]),
+            skeleton.lm.hidden_size,
+            skeleton.vision.grid,
+            cfg.zoom.pool,
+        )
         ours.update({"deeplens." + k: v for k, v in fresh.state_dict().items()})
     model = build_from_state(cfg, ours, str(source), tokenizer)
     model.model_id = str(source)
@@ -204,9 +246,17 @@ def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = Fa
 
 # LLaVA training flags that are not part of an OPT config.
 _LLAVA_ONLY_KEYS = {
-    "image_aspect_ratio", "image_grid_pinpoints", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter",
-    "use_mm_proj", "architectures", "tokenizer_model_max_length", "tokenizer_padding_side",
-    "unfreeze_mm_vision_tower", "mm_use_im_start_end", "mm_use_im_patch_token",
+    "image_aspect_ratio",
+    "image_grid_pinpoints",
+    "tune_mm_mlp_adapter",
+    "freeze_mm_mlp_adapter",
+    "use_mm_proj",
+    "architectures",
+    "tokenizer_model_max_length",
+    "tokenizer_padding_side",
+    "unfreeze_mm_vision_tower",
+    "mm_use_im_start_end",
+    "mm_use_im_patch_token",
 }
 
 
@@ -214,11 +264,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``sharpeye-convert-llava SRC DST``: convert a LLaVA-OPT checkpoint to our format."""
     parser = argparse.ArgumentParser(prog="sharpeye-convert-llava", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="LLaVA-OPT checkpoint directory")
-    parser.add_argument("output", help="directory to write config.json, model.safetensors and tokenizer files to")
-    parser.add_argument("--vision-tower", help="CLIP directory or name (default: the config's mm_vision_tower)")
+    parser.add_argument(
+        "output", help="directory to write config.json, model.safetensors and tokenizer files to"
+    )
+    parser.add_argument(
+        "--vision-tower", help="CLIP directory or name (default: the config's mm_vision_tower)"
+    )
     parser.add_argument("--add-deeplens", action="store_true", help="attach a freshly initialised DeepLens")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                        help="weight dtype to store")
+    parser.add_argument(
+        "--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="weight dtype to store"
+    )
     args = parser.parse_args(argv)
     try:
         model = load_llava(args.source, vision_tower=args.vision_tower, add_deeplens=args.add_deeplens)

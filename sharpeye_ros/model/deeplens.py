@@ -42,7 +42,7 @@ def pool_grid(x: torch.Tensor, pool: int) -> torch.Tensor:
     if pool == 1:
         return x
     *lead, n, c = x.shape
-    side = int(round(n ** 0.5))
+    side = int(round(n**0.5))
     grid = x.reshape(-1, side, side, c).permute(0, 3, 1, 2)
     pooled = F.avg_pool2d(grid, pool)
     return pooled.permute(0, 2, 3, 1).reshape(*lead, -1, c)
@@ -78,11 +78,15 @@ class DeepLens(nn.Module):
         super().__init__()
         for name, pool in (("deeplens.pool", cfg.pool), ("zoom.pool", zoom_pool)):
             if grid % pool:
-                raise ValueError(f"{name}: {pool} does not divide the vision tower's {grid}x{grid} patch grid")
+                raise ValueError(
+                    f"{name}: {pool} does not divide the vision tower's {grid}x{grid} patch grid"
+                )
         d = cfg.hidden_size
         self.pool, self.zoom_pool = cfg.pool, zoom_pool
         self.max_caption_tokens = cfg.max_caption_tokens
-        self.feature_mlp = nn.Sequential(nn.Linear(len(cfg.layers) * vision_size, d), nn.GELU(), nn.Linear(d, d))
+        self.feature_mlp = nn.Sequential(
+            nn.Linear(len(cfg.layers) * vision_size, d), nn.GELU(), nn.Linear(d, d)
+        )
         self.caption_mlp = nn.Sequential(nn.Linear(lm_size, d), nn.GELU(), nn.Linear(d, d))
         self.heat_proj = nn.Linear(1, d)
         self.box_proj = nn.Linear(4, d)
@@ -90,7 +94,9 @@ class DeepLens(nn.Module):
         self.zoom_pos = nn.Parameter(torch.randn((grid // zoom_pool) ** 2, d) * 0.02)
         self.caption_pos = nn.Parameter(torch.randn(cfg.max_caption_tokens, d) * 0.02)
         self.type_embed = nn.Parameter(torch.randn(3, d) * 0.02)  # visual, zoom, caption
-        self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(
+            Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.num_layers)
+        )
         self.norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, lm_size)
         nn.init.zeros_(self.out.weight)
@@ -112,19 +118,26 @@ class DeepLens(nn.Module):
         per patch, in [0, 1]; ``caption`` (B, T, D_lm): initial-caption token embeddings
         with ``caption_mask`` (B, T) True on real tokens.
         """
-        caption, caption_mask = caption[:, :self.max_caption_tokens], caption_mask[:, :self.max_caption_tokens]
+        caption, caption_mask = (
+            caption[:, : self.max_caption_tokens],
+            caption_mask[:, : self.max_caption_tokens],
+        )
         heat = pool_grid(heat.unsqueeze(-1).to(features.dtype), self.pool)
         visual = self.feature_mlp(pool_grid(features, self.pool)) + self.visual_pos + self.type_embed[0]
         tokens = [visual + self.heat_proj(heat)]
         bases = [pool_grid(base, self.pool)]
         if zoom is not None:
             b, c = zoom.features.shape[:2]
-            z = self.feature_mlp(pool_grid(zoom.features, self.zoom_pool)) + self.zoom_pos + self.type_embed[1]
+            z = (
+                self.feature_mlp(pool_grid(zoom.features, self.zoom_pool))
+                + self.zoom_pos
+                + self.type_embed[1]
+            )
             z = z + self.box_proj(zoom.boxes.to(z.dtype)).unsqueeze(2)
             tokens.append(z.reshape(b, -1, z.shape[-1]))
             bases.append(pool_grid(zoom.base, self.zoom_pool).reshape(b, -1, zoom.base.shape[-1]))
         num_visual = sum(t.shape[1] for t in tokens)
-        tokens.append(self.caption_mlp(caption) + self.caption_pos[:caption.shape[1]] + self.type_embed[2])
+        tokens.append(self.caption_mlp(caption) + self.caption_pos[: caption.shape[1]] + self.type_embed[2])
         x = torch.cat(tokens, dim=1)
         key_mask = torch.cat([caption_mask.new_ones((x.shape[0], num_visual)), caption_mask.bool()], dim=1)
         for block in self.blocks:

@@ -62,7 +62,8 @@ class LanguageModel(nn.Module):
         self.tokenizer = tokenizer
         if len(tokenizer) > model.config.vocab_size:
             raise ValueError(
-                f"lm: the tokenizer has {len(tokenizer)} tokens but the LM's vocab_size is {model.config.vocab_size}"
+                f"lm: the tokenizer has {len(tokenizer)} tokens but the LM's vocab_size "
+                f"is {model.config.vocab_size}"
             )
         self.bos_id = _first_id(tokenizer.bos_token_id, model.config.bos_token_id, "bos")
         self.eos_id = _first_id(tokenizer.eos_token_id, model.config.eos_token_id, "eos")
@@ -93,8 +94,11 @@ class LanguageModel(nn.Module):
             data = dict(cfg.config)
             # Fill what the tokenizer decides when the inline config leaves it out.
             data.setdefault("vocab_size", len(tokenizer))
-            for key, value in (("bos_token_id", tokenizer.bos_token_id), ("eos_token_id", tokenizer.eos_token_id),
-                               ("pad_token_id", tokenizer.pad_token_id)):
+            for key, value in (
+                ("bos_token_id", tokenizer.bos_token_id),
+                ("eos_token_id", tokenizer.eos_token_id),
+                ("pad_token_id", tokenizer.pad_token_id),
+            ):
                 if value is not None:
                     data.setdefault(key, value)
             model = OPTForCausalLM(OPTConfig.from_dict(data))
@@ -144,7 +148,9 @@ class LanguageModel(nn.Module):
         num_visual = visual.shape[1]
         prompt_lens = [len(head) + num_visual + len(t) for t in tails]
         prompt_len = max(prompt_lens)
-        target_ids = [list(t) + [self.eos_id] for t in targets] if targets is not None else [[] for _ in range(batch)]
+        target_ids = (
+            [list(t) + [self.eos_id] for t in targets] if targets is not None else [[] for _ in range(batch)]
+        )
         target_len = max(len(t) for t in target_ids)
         total = prompt_len + target_len
 
@@ -155,22 +161,30 @@ class LanguageModel(nn.Module):
         for b in range(batch):
             start = prompt_len - prompt_lens[b]
             row = head + [self.pad_id] * num_visual + tails[b] + target_ids[b]
-            ids[b, start:start + len(row)] = torch.tensor(row)
-            mask[b, start:start + len(row)] = 1
+            ids[b, start : start + len(row)] = torch.tensor(row)
+            mask[b, start : start + len(row)] = 1
             visual_index[b] = torch.arange(num_visual) + start + len(head)
-            labels[b, :len(target_ids[b])] = torch.tensor(target_ids[b], dtype=torch.long)
+            labels[b, : len(target_ids[b])] = torch.tensor(target_ids[b], dtype=torch.long)
         device = visual.device
         ids, mask, visual_index = ids.to(device), mask.to(device), visual_index.to(device)
         embeds = self.embed(ids).to(visual.dtype)
         embeds = embeds.scatter(1, visual_index.unsqueeze(-1).expand(-1, -1, visual.shape[-1]), visual)
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-        return Prompt(embeds, mask, position_ids, visual_index, prompt_len,
-                      labels.to(device) if targets is not None else None)
+        return Prompt(
+            embeds,
+            mask,
+            position_ids,
+            visual_index,
+            prompt_len,
+            labels.to(device) if targets is not None else None,
+        )
 
     # ---- forward passes ------------------------------------------------------------
     def _decoder(self, embeds, mask, position_ids, cache=None) -> torch.Tensor:
         kwargs = {_CACHE_ARG: cache, "use_cache": cache is not None}
-        out = self.model.model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, **kwargs)
+        out = self.model.model.decoder(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, **kwargs
+        )
         return out.last_hidden_state
 
     def loss(self, prompt: Prompt) -> torch.Tensor:
@@ -180,8 +194,10 @@ class LanguageModel(nn.Module):
         hidden = self._decoder(prompt.embeds, prompt.attention_mask, prompt.position_ids)
         # Only the positions that predict targets go through the (large) LM head.
         start = prompt.prompt_len - 1
-        logits = self.model.lm_head(hidden[:, start:start + prompt.labels.shape[1]]).float()
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), prompt.labels.reshape(-1), ignore_index=-100)
+        logits = self.model.lm_head(hidden[:, start : start + prompt.labels.shape[1]]).float()
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), prompt.labels.reshape(-1), ignore_index=-100
+        )
 
     @torch.no_grad()
     def target_attention(self, prompt: Prompt, layers: Sequence[int]) -> list[torch.Tensor]:
@@ -192,7 +208,7 @@ class LanguageModel(nn.Module):
         probe = AttentionProbe(self.model, layers)
         with probe:
             self._decoder(prompt.embeds, prompt.attention_mask, prompt.position_ids)
-            probe.set_prompt(prompt.attention_mask[:, :prompt.prompt_len], prompt.visual_index)
+            probe.set_prompt(prompt.attention_mask[:, : prompt.prompt_len], prompt.visual_index)
             start = prompt.prompt_len - 1
             maps = probe.maps(slice(start, start + prompt.labels.shape[1]))
         lengths = (prompt.labels != -100).sum(1).tolist()
@@ -207,7 +223,9 @@ class LanguageModel(nn.Module):
             if "sentence" in rules or "newline" in rules:
                 texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
                 for i, text in enumerate(texts):
-                    if ("sentence" in rules and _SENTENCE_END.search(text)) or ("newline" in rules and "\n" in text):
+                    if ("sentence" in rules and _SENTENCE_END.search(text)) or (
+                        "newline" in rules and "\n" in text
+                    ):
                         ids.add(i)
             self._stop_cache[key] = frozenset(ids)
         return self._stop_cache[key]
@@ -221,7 +239,7 @@ class LanguageModel(nn.Module):
         """
         ids = list(ids)
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        ends = [len(self.tokenizer.decode(ids[:i + 1], skip_special_tokens=True)) for i in range(len(ids))]
+        ends = [len(self.tokenizer.decode(ids[: i + 1], skip_special_tokens=True)) for i in range(len(ids))]
         end = len(text)
         if "newline" in rules and "\n" in text:
             end = min(end, text.index("\n"))
@@ -265,8 +283,10 @@ class LanguageModel(nn.Module):
             raise ValueError("generate: drafts need greedy decoding (num_beams=1) without attention capture")
         room = int(self.model.config.max_position_embeddings) - prompt.embeds.shape[1]
         if room < 1:
-            raise ValueError(f"generate: the prompt has {prompt.embeds.shape[1]} tokens, the LM's "
-                             f"max_position_embeddings is {self.model.config.max_position_embeddings}")
+            raise ValueError(
+                f"generate: the prompt has {prompt.embeds.shape[1]} tokens, the LM's "
+                f"max_position_embeddings is {self.model.config.max_position_embeddings}"
+            )
         max_new_tokens = min(max_new_tokens, room)  # a caption cannot outgrow the position table
         stop_ids = self.stop_ids(stop)
         probe = AttentionProbe(self.model, attention_layers) if attention_layers else None
@@ -285,8 +305,9 @@ class LanguageModel(nn.Module):
                     return self._greedy_draft(state, logp, max_new_tokens, stop_ids, drafts)
                 if num_beams == 1:
                     return self._greedy(state, logp, att, max_new_tokens, stop_ids)
-                return self._beam_search(state, logp, att, max_new_tokens, num_beams, stop_ids,
-                                         length_penalty, early_stopping)
+                return self._beam_search(
+                    state, logp, att, max_new_tokens, num_beams, stop_ids, length_penalty, early_stopping
+                )
 
     def _greedy(self, state, logp, att, max_new_tokens, stop_ids) -> list[Generated]:
         batch = logp.shape[0]
@@ -337,11 +358,13 @@ class LanguageModel(nn.Module):
             tokens = torch.full((batch, span), self.pad_id, dtype=torch.long)
             valid = torch.zeros((batch, span), dtype=state.mask.dtype)
             for b, f in enumerate(feeds):
-                tokens[b, :len(f)] = torch.tensor(f, dtype=torch.long)
-                valid[b, :len(f)] = 1
+                tokens[b, : len(f)] = torch.tensor(f, dtype=torch.long)
+                valid[b, : len(f)] = 1
             positions = (torch.tensor(last_pos).view(-1, 1) + 1 + torch.arange(span)).clamp(max=max_pos)
             state.mask = torch.cat([state.mask, valid.to(device)], dim=1)
-            hidden = self._decoder(self.embed(tokens.to(device)), state.mask, positions.to(device), state.cache)
+            hidden = self._decoder(
+                self.embed(tokens.to(device)), state.mask, positions.to(device), state.cache
+            )
             pred = self.model.lm_head(hidden).argmax(-1).tolist()
             for b, f in enumerate(feeds):
                 if not f:
@@ -354,11 +377,13 @@ class LanguageModel(nn.Module):
                         done[b] = True
                         break
                 nxt[b] = pred[b][accepted]
-                state.mask[b, state.mask.shape[1] - span + accepted + 1:] = 0
+                state.mask[b, state.mask.shape[1] - span + accepted + 1 :] = 0
                 last_pos[b] += accepted + 1
         return results
 
-    def _beam_search(self, state, logp, att, max_new_tokens, num_beams, stop_ids, length_penalty, early_stopping):
+    def _beam_search(
+        self, state, logp, att, max_new_tokens, num_beams, stop_ids, length_penalty, early_stopping
+    ):
         # Beams of sample b are rows b*K .. b*K+K-1. A hypothesis ends when it picks a
         # stop token among its sample's K best candidates; the sample is done once K
         # hypotheses ended (early stopping) or no live beam can beat the worst of them.
@@ -403,7 +428,12 @@ class LanguageModel(nn.Module):
                 for score, index in zip(end_scores[b], end_index[b]):
                     parent, tok = b * k + index // vocab, index % vocab
                     if tok in stop_ids:
-                        add(b, seqs[parent] + [tok], hist[parent] + ([att[parent]] if att is not None else []), score)
+                        add(
+                            b,
+                            seqs[parent] + [tok],
+                            hist[parent] + ([att[parent]] if att is not None else []),
+                            score,
+                        )
                 for score, index in zip(live_scores[b], live_index[b]):
                     rows.append(b * k + index // vocab)
                     tokens.append(index % vocab)
@@ -503,6 +533,7 @@ class AttentionProbe:
     def _keep(store: dict, idx: int):
         def hook(module, inputs, output):
             store[idx] = output.detach()
+
         return hook
 
     def set_prompt(self, mask: torch.Tensor, visual_index: torch.Tensor) -> None:
@@ -511,7 +542,7 @@ class AttentionProbe:
         self.visual_index = visual_index
         self.keys = []
         for idx, attn in enumerate(self.attn):
-            k = self.k[idx][:, :mask.shape[1]]
+            k = self.k[idx][:, : mask.shape[1]]
             self.keys.append(k.view(k.shape[0], k.shape[1], attn.num_heads, attn.head_dim).transpose(1, 2))
 
     def maps(self, positions: slice, per_sample: int = 1) -> torch.Tensor:
@@ -522,7 +553,7 @@ class AttentionProbe:
             q = self.q[idx][:, positions].float()
             rows, nq = q.shape[0], q.shape[1]
             q = q.view(rows // per_sample, per_sample, nq, attn.num_heads, attn.head_dim)
-            logits = torch.einsum("bkqhd,bhtd->bkhqt", q, self.keys[idx].float()) * attn.head_dim ** -0.5
+            logits = torch.einsum("bkqhd,bhtd->bkhqt", q, self.keys[idx].float()) * attn.head_dim**-0.5
             logits = logits.masked_fill(~self.key_mask[:, None, :, None, :], float("-inf"))
             probs = logits.softmax(-1)
             index = self.visual_index[:, None, None, None, :].expand(-1, per_sample, attn.num_heads, nq, -1)
@@ -542,8 +573,8 @@ def _draft_lookup(ids: Sequence[int], draft: Sequence[int], count: int) -> list[
             continue
         tail = list(ids[-n:])
         for j in range(len(draft) - n):
-            if list(draft[j:j + n]) == tail:
-                return list(draft[j + n:j + n + count])
+            if list(draft[j : j + n]) == tail:
+                return list(draft[j + n : j + n + count])
     return []
 
 

@@ -68,8 +68,9 @@ class ImageProcessor:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def __call__(self, images: Sequence[np.ndarray], device: Optional[torch.device] = None
-                 ) -> tuple[torch.Tensor, list[ImageTransform]]:
+    def __call__(
+        self, images: Sequence[np.ndarray], device: Optional[torch.device] = None
+    ) -> tuple[torch.Tensor, list[ImageTransform]]:
         """RGB uint8 HxWx3 arrays (sizes may differ) -> (float32 tensor Bx3xSxS, transforms).
         The resize runs on ``device`` (default CPU), where the model will use the pixels."""
         if len(images) == 0:
@@ -81,18 +82,21 @@ class ImageProcessor:
             transforms.append(transform)
         return torch.stack(pixels), transforms
 
-    def one(self, image: np.ndarray, name: str = "image", device: Optional[torch.device] = None
-            ) -> tuple[torch.Tensor, ImageTransform]:
+    def one(
+        self, image: np.ndarray, name: str = "image", device: Optional[torch.device] = None
+    ) -> tuple[torch.Tensor, ImageTransform]:
         """One image -> (3xSxS float32 tensor, transform)."""
         image = check_image(image, name)
         h, w = image.shape[:2]
         t = ImageTransform.for_image(w, h, self.size)
         canvas = np.empty((t.side, t.side, 3), dtype=np.uint8)
         canvas[...] = np.asarray(self.pad_color, dtype=np.uint8)
-        canvas[t.pad_y:t.pad_y + h, t.pad_x:t.pad_x + w] = image
+        canvas[t.pad_y : t.pad_y + h, t.pad_x : t.pad_x + w] = image
         x = torch.from_numpy(canvas).to(device or "cpu").permute(2, 0, 1).unsqueeze(0).float()
         if t.side != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False
+            )
         x = x.squeeze(0).clamp_(0.0, 255.0) / 255.0
         mean = torch.tensor(self.mean, device=x.device).view(3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(3, 1, 1)
@@ -112,7 +116,9 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     return image
 
 
-def square_crop(image: np.ndarray, box: Sequence[float], margin: float, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+def square_crop(
+    image: np.ndarray, box: Sequence[float], margin: float, min_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """A square crop around ``box`` (source pixels) with context, from the full image.
 
     The side is the box's longer side plus ``margin`` of it on each side, at least

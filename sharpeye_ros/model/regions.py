@@ -61,7 +61,7 @@ def caption_phrases(caption: str, function_words: Sequence[str]) -> list[Phrase]
         if match.group().lower() in stop:
             close()
             continue
-        if run and caption[run[-1].end():match.start()].strip():
+        if run and caption[run[-1].end() : match.start()].strip():
             close()  # punctuation between the two words
         run.append(match)
     close()
@@ -74,7 +74,11 @@ def phrase_heatmaps(
     """(P, M): each phrase's mean token attention; tokens overlap the phrase's span."""
     maps = np.zeros((len(phrases), token_maps.shape[1]), dtype=np.float64)
     for p, phrase in enumerate(phrases):
-        rows = [i for i, (s, e) in enumerate(token_spans) if s < phrase.end and e > phrase.start and i < len(token_maps)]
+        rows = [
+            i
+            for i, (s, e) in enumerate(token_spans)
+            if s < phrase.end and e > phrase.start and i < len(token_maps)
+        ]
         if rows:
             maps[p] = token_maps[rows].mean(axis=0)
     return maps
@@ -116,8 +120,12 @@ def heat_boxes(
         _, labels = cv2.connectedComponents(hot, connectivity=4)
         area = labels == labels[r, c]
         rows, cols = np.nonzero(area)
-        boxes.append(((int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1),
-                      float(h[area].sum() / total)))
+        boxes.append(
+            (
+                (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1),
+                float(h[area].sum() / total),
+            )
+        )
         work[area] = 0.0
     return boxes
 
@@ -159,7 +167,9 @@ def find_regions(
     cell = transform.size / grid
     candidates = []
     for phrase, heat in zip(phrases, maps):
-        for (r0, c0, r1, c1), score in heat_boxes(heat.reshape(grid, grid), valid, threshold, max_boxes_per_phrase):
+        for (r0, c0, r1, c1), score in heat_boxes(
+            heat.reshape(grid, grid), valid, threshold, max_boxes_per_phrase
+        ):
             box = transform.to_source(np.array([c0 * cell, r0 * cell, c1 * cell, r1 * cell]))
             candidates.append((score, box, phrase.text))
     candidates.sort(key=lambda c: -c[0])

@@ -48,19 +48,26 @@ class Glance:
     """What the first look at a batch produced, kept for the refinement."""
 
     transforms: list[ImageTransform]
-    embeds: torch.Tensor                 # (B, N, D_lm) connector output
-    features: Optional[torch.Tensor]     # (B, N, L*Dv) DeepLens-layer hidden states
+    embeds: torch.Tensor  # (B, N, D_lm) connector output
+    features: Optional[torch.Tensor]  # (B, N, L*Dv) DeepLens-layer hidden states
     captions: list[str]
     token_maps: list[Optional[torch.Tensor]]  # per image (T, N) attention over patches
     token_spans: list[list[tuple[int, int]]]
-    regions: list[list[Region]]          # the zoom's candidates (at least num_crops)
+    regions: list[list[Region]]  # the zoom's candidates (at least num_crops)
 
 
 class SharpEyes(nn.Module):
     """Vision tower (``vision``), connector (``connector``), OPT (``lm``), DeepLens (``deeplens``)."""
 
-    def __init__(self, config: SharpEyesConfig, vision: VisionTower, connector: nn.Module,
-                 lm: LanguageModel, deeplens: Optional[DeepLens] = None, model_id: str = "") -> None:
+    def __init__(
+        self,
+        config: SharpEyesConfig,
+        vision: VisionTower,
+        connector: nn.Module,
+        lm: LanguageModel,
+        deeplens: Optional[DeepLens] = None,
+        model_id: str = "",
+    ) -> None:
         super().__init__()
         self.config = config
         self.vision = vision
@@ -69,11 +76,14 @@ class SharpEyes(nn.Module):
         self.deeplens = deeplens
         self.model_id = model_id
         v = config.vision
-        self.processor = ImageProcessor(vision.image_size, tuple(v.pad_color), tuple(v.image_mean), tuple(v.image_std))
+        self.processor = ImageProcessor(
+            vision.image_size, tuple(v.pad_color), tuple(v.image_mean), tuple(v.image_std)
+        )
         self.deeplens_layers: tuple[int, ...] = ()
         n = lm.num_layers
         self.attention_layers: tuple[int, ...] = tuple(
-            config.regions.attention_layers or range(n // 3, max(n // 3 + 1, 2 * n // 3)))
+            config.regions.attention_layers or range(n // 3, max(n // 3 + 1, 2 * n // 3))
+        )
         if config.deeplens is not None:
             self.deeplens_layers = tuple(
                 resolve_layer(i, vision.num_layers, "deeplens.layers") for i in config.deeplens.layers
@@ -90,13 +100,19 @@ class SharpEyes(nn.Module):
         connector = build_connector(config.connector.type, vision.hidden_size, lm.hidden_size)
         deeplens = None
         if config.deeplens is not None:
-            deeplens = DeepLens(config.deeplens, vision.hidden_size, lm.hidden_size, vision.grid, config.zoom.pool)
+            deeplens = DeepLens(
+                config.deeplens, vision.hidden_size, lm.hidden_size, vision.grid, config.zoom.pool
+            )
         model_id = config.vision.name_or_path or config.lm.name_or_path or "random-init"
         return cls(config, vision, connector, lm, deeplens, model_id=model_id)
 
     @classmethod
-    def from_pretrained(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
-                        dtype: Optional[torch.dtype] = torch.float32) -> "SharpEyes":
+    def from_pretrained(
+        cls,
+        path: Union[str, os.PathLike],
+        device: Union[str, torch.device] = "cpu",
+        dtype: Optional[torch.dtype] = torch.float32,
+    ) -> "SharpEyes":
         """Load a model directory in our format (see :mod:`sharpeye_ros.model.checkpoint`)."""
         from sharpeye_ros.model.checkpoint import load_checkpoint
 
@@ -132,8 +148,10 @@ class SharpEyes(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by group: vision, connector, lm, deeplens (empty without DeepLens)."""
-        return {name: list(getattr(self, name).parameters()) if getattr(self, name) is not None else []
-                for name in PARAMETER_GROUPS}
+        return {
+            name: list(getattr(self, name).parameters()) if getattr(self, name) is not None else []
+            for name in PARAMETER_GROUPS
+        }
 
     def set_trainable(self, *groups: str) -> None:
         """Make only ``groups`` trainable, e.g. ``set_trainable("connector", "lm")``."""
@@ -144,13 +162,16 @@ class SharpEyes(nn.Module):
             for p in params:
                 p.requires_grad_(name in groups)
 
-    def preprocess(self, images: Sequence[np.ndarray], device: Optional[Union[str, torch.device]] = None
-                   ) -> tuple[torch.Tensor, list[ImageTransform]]:
+    def preprocess(
+        self, images: Sequence[np.ndarray], device: Optional[Union[str, torch.device]] = None
+    ) -> tuple[torch.Tensor, list[ImageTransform]]:
         """RGB uint8 HxWx3 images -> (float32 pixels (B, 3, S, S) on ``device``
         (default CPU, e.g. for a dataset), transforms)."""
         return self.processor(images, device=device)
 
-    def encode(self, pixels: torch.Tensor, with_features: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def encode(
+        self, pixels: torch.Tensor, with_features: bool = False
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Pixels -> (connector embeddings (B, N, D_lm), DeepLens-layer features or None).
         The vision tower runs without gradients unless one of its parameters is trainable."""
         selected, features = self._vision(pixels, self.deeplens_layers if with_features else None)
@@ -164,8 +185,13 @@ class SharpEyes(nn.Module):
 
     # ---- inference -----------------------------------------------------------------
     @torch.no_grad()
-    def caption(self, images: Sequence[np.ndarray], refine: Optional[bool] = None, zoom: Optional[bool] = None,
-                num_regions: Optional[int] = None) -> list[CaptionResult]:
+    def caption(
+        self,
+        images: Sequence[np.ndarray],
+        refine: Optional[bool] = None,
+        zoom: Optional[bool] = None,
+        num_regions: Optional[int] = None,
+    ) -> list[CaptionResult]:
         """Caption RGB uint8 HxWx3 images (sizes may differ), all in one batch.
 
         ``refine`` / ``zoom`` / ``num_regions``: None takes the config's default. Zoom
@@ -179,20 +205,37 @@ class SharpEyes(nn.Module):
             raise ValueError("caption: refine=True but this model has no DeepLens (config.deeplens is None)")
         zoom = zoom and refine
         timer = Timer(self.device)
-        glance = self.glance(images, num_regions=num_regions, with_features=refine, timer=timer,
-                             min_regions=self.config.zoom.num_crops if zoom else 0)
+        glance = self.glance(
+            images,
+            num_regions=num_regions,
+            with_features=refine,
+            timer=timer,
+            min_regions=self.config.zoom.num_crops if zoom else 0,
+        )
         finals = glance.captions
         if refine:
             finals = self.refine(images, glance, zoom=zoom, timer=timer)
         return [
-            CaptionResult(caption=final, initial_caption=initial, refined=refine, zoomed=zoom,
-                          regions=regions[:num_regions], timings=dict(timer.times))
+            CaptionResult(
+                caption=final,
+                initial_caption=initial,
+                refined=refine,
+                zoomed=zoom,
+                regions=regions[:num_regions],
+                timings=dict(timer.times),
+            )
             for final, initial, regions in zip(finals, glance.captions, glance.regions)
         ]
 
     @torch.no_grad()
-    def glance(self, images: Sequence[np.ndarray], num_regions: Optional[int] = None, with_features: bool = False,
-               timer: Optional[Timer] = None, min_regions: int = 0) -> Glance:
+    def glance(
+        self,
+        images: Sequence[np.ndarray],
+        num_regions: Optional[int] = None,
+        with_features: bool = False,
+        timer: Optional[Timer] = None,
+        min_regions: int = 0,
+    ) -> Glance:
         """The first look: initial captions, their attention maps and attended regions
         (``max(num_regions, min_regions)`` per image)."""
         timer = timer or Timer(self.device)
@@ -209,8 +252,16 @@ class SharpEyes(nn.Module):
         capture = want_regions > 0 or with_features
         prompt = self.lm.build_prompt(cfg.lm.prompt, embeds)
         g = cfg.generation
-        generated = self.lm.generate(prompt, g.max_new_tokens, g.num_beams, g.stop, g.length_penalty,
-                                     g.early_stopping, self.attention_layers if capture else None, timer)
+        generated = self.lm.generate(
+            prompt,
+            g.max_new_tokens,
+            g.num_beams,
+            g.stop,
+            g.length_penalty,
+            g.early_stopping,
+            self.attention_layers if capture else None,
+            timer,
+        )
         with timer.stage("regions"):
             captions, spans, maps = [], [], []
             for gen in generated:
@@ -218,37 +269,71 @@ class SharpEyes(nn.Module):
                 captions.append(text)
                 spans.append(token_spans)
                 maps.append(gen.attention)
-            regions = [self._regions(m, s, c, t, want_regions) for m, s, c, t in zip(maps, spans, captions, transforms)]
+            regions = [
+                self._regions(m, s, c, t, want_regions)
+                for m, s, c, t in zip(maps, spans, captions, transforms)
+            ]
         return Glance(transforms, embeds, features, captions, maps, spans, regions)
 
     def _regions(self, token_maps, spans, caption, transform, num_regions) -> list[Region]:
         if token_maps is None or num_regions <= 0:
             return []
         r = self.config.regions
-        return find_regions(token_maps.float().cpu().numpy(), spans, caption, transform, num_regions, r.threshold,
-                            r.max_boxes_per_phrase, r.nms_iou, r.contrast, r.function_words)
+        return find_regions(
+            token_maps.float().cpu().numpy(),
+            spans,
+            caption,
+            transform,
+            num_regions,
+            r.threshold,
+            r.max_boxes_per_phrase,
+            r.nms_iou,
+            r.contrast,
+            r.function_words,
+        )
 
     @torch.no_grad()
-    def refine(self, images: Sequence[np.ndarray], glance: Glance, zoom: bool = False,
-               timer: Optional[Timer] = None) -> list[str]:
+    def refine(
+        self, images: Sequence[np.ndarray], glance: Glance, zoom: bool = False, timer: Optional[Timer] = None
+    ) -> list[str]:
         """Refined captions from a glance (and the same images, for zoom crops)."""
         if self.deeplens is None:
             raise ValueError("refine: this model has no DeepLens (config.deeplens is None)")
         if glance.features is None:
             raise ValueError("refine: the glance ran without with_features=True")
         timer = timer or Timer(self.device)
-        refined = self._refined_embeddings(images, glance.transforms, glance.embeds, glance.features,
-                                           glance.captions, glance.token_maps, glance.regions, zoom, timer)
+        refined = self._refined_embeddings(
+            images,
+            glance.transforms,
+            glance.embeds,
+            glance.features,
+            glance.captions,
+            glance.token_maps,
+            glance.regions,
+            zoom,
+            timer,
+        )
         g = self.config.generation
         prompt = self.lm.build_prompt(self.config.lm.refine_prompt, refined, captions=glance.captions)
         beams = g.refine_num_beams or g.num_beams
         drafts = [self.lm.caption_ids(c) for c in glance.captions] if beams == 1 and g.draft else None
-        generated = self.lm.generate(prompt, g.max_new_tokens, beams, g.stop, g.length_penalty, g.early_stopping,
-                                     None, timer, stage_prefix="refine_", drafts=drafts)
+        generated = self.lm.generate(
+            prompt,
+            g.max_new_tokens,
+            beams,
+            g.stop,
+            g.length_penalty,
+            g.early_stopping,
+            None,
+            timer,
+            stage_prefix="refine_",
+            drafts=drafts,
+        )
         return [self.lm.decode(gen.ids, g.stop)[0] for gen in generated]
 
-    def _refined_embeddings(self, images, transforms, embeds, features, captions, token_maps, regions,
-                            zoom: bool, timer: Timer) -> torch.Tensor:
+    def _refined_embeddings(
+        self, images, transforms, embeds, features, captions, token_maps, regions, zoom: bool, timer: Timer
+    ) -> torch.Tensor:
         """DeepLens on a glance's outputs (shared by inference and the stage-2 loss)."""
         zoom_tokens = None
         if zoom:
@@ -260,8 +345,8 @@ class SharpEyes(nn.Module):
             padded = torch.full((len(ids), length), self.lm.pad_id, dtype=torch.long)
             mask = torch.zeros((len(ids), length), dtype=torch.bool)
             for b, row in enumerate(ids):
-                padded[b, :len(row)] = torch.tensor(row, dtype=torch.long)
-                mask[b, :len(row)] = True
+                padded[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+                mask[b, : len(row)] = True
             caption = self.lm.embed(padded.to(self.device)).to(embeds.dtype)
             heat = torch.stack([self._heat(m, embeds.shape[1]) for m in token_maps]).to(embeds)
             return self.deeplens(features, embeds, heat, caption, mask.to(self.device), zoom_tokens)
@@ -273,8 +358,13 @@ class SharpEyes(nn.Module):
         heat = token_maps.float().mean(0)
         return heat / heat.max().clamp(min=1e-12)
 
-    def _zoom_boxes(self, image: np.ndarray, transform: ImageTransform, regions: list[Region],
-                    token_maps: Optional[torch.Tensor]) -> list[np.ndarray]:
+    def _zoom_boxes(
+        self,
+        image: np.ndarray,
+        transform: ImageTransform,
+        regions: list[Region],
+        token_maps: Optional[torch.Tensor],
+    ) -> list[np.ndarray]:
         """Source-pixel boxes to zoom into: the top regions, then peaks of the whole
         caption's heat map, then the whole image."""
         n = self.config.zoom.num_crops
@@ -283,8 +373,9 @@ class SharpEyes(nn.Module):
             grid = self.vision.grid
             heat = token_maps.float().mean(0).cpu().numpy().reshape(grid, grid)
             cell = transform.size / grid
-            for (r0, c0, r1, c1), _ in heat_boxes(heat, valid_cells(transform, grid), self.config.regions.threshold,
-                                                  n - len(boxes)):
+            for (r0, c0, r1, c1), _ in heat_boxes(
+                heat, valid_cells(transform, grid), self.config.regions.threshold, n - len(boxes)
+            ):
                 boxes.append(transform.to_source(np.array([c0 * cell, r0 * cell, c1 * cell, r1 * cell])))
         while len(boxes) < n:
             boxes.append(np.array([0.0, 0.0, image.shape[1], image.shape[0]]))
@@ -305,8 +396,11 @@ class SharpEyes(nn.Module):
         base = self.connector(selected)
         b, c = len(images), z.num_crops
         box_tensor = torch.tensor(np.stack(boxes), dtype=base.dtype, device=self.device)
-        return ZoomTokens(features.view(b, c, *features.shape[1:]), base.view(b, c, *base.shape[1:]),
-                          box_tensor.view(b, c, 4))
+        return ZoomTokens(
+            features.view(b, c, *features.shape[1:]),
+            base.view(b, c, *base.shape[1:]),
+            box_tensor.view(b, c, 4),
+        )
 
     # ---- attention of given captions (no generation) -------------------------------
     @torch.no_grad()
@@ -315,13 +409,15 @@ class SharpEyes(nn.Module):
         patches: a list of (T, N) tensors. Takes images or preprocessed pixels."""
         pixels = self._pixels(images_or_pixels)
         embeds, _ = self.encode(pixels)
-        prompt = self.lm.build_prompt(self.config.lm.prompt, embeds,
-                                      targets=[self.lm.caption_ids(c) for c in captions])
+        prompt = self.lm.build_prompt(
+            self.config.lm.prompt, embeds, targets=[self.lm.caption_ids(c) for c in captions]
+        )
         return self.lm.target_attention(prompt, self.attention_layers)
 
     @torch.no_grad()
-    def regions_for(self, images: Sequence[np.ndarray], captions: Sequence[str],
-                    num_regions: Optional[int] = None) -> list[list[Region]]:
+    def regions_for(
+        self, images: Sequence[np.ndarray], captions: Sequence[str], num_regions: Optional[int] = None
+    ) -> list[list[Region]]:
         """Attended regions of given captions (e.g. references), without generating."""
         num_regions = self.config.regions.num_regions if num_regions is None else num_regions
         pixels, transforms = self.preprocess(images, device=self.device)
@@ -343,12 +439,18 @@ class SharpEyes(nn.Module):
         """Teacher-forced caption loss of the glance (connector pretraining, stage 1).
         ``images_or_pixels``: RGB images or pixels from :meth:`preprocess`."""
         embeds, _ = self.encode(self._pixels(images_or_pixels))
-        prompt = self.lm.build_prompt(self.config.lm.prompt, embeds,
-                                      targets=[self.lm.caption_ids(c) for c in captions])
+        prompt = self.lm.build_prompt(
+            self.config.lm.prompt, embeds, targets=[self.lm.caption_ids(c) for c in captions]
+        )
         return self.lm.loss(prompt)
 
-    def refine_loss(self, images: Sequence[np.ndarray], initial_captions: Sequence[str],
-                    target_captions: Sequence[str], zoom: Optional[bool] = None) -> torch.Tensor:
+    def refine_loss(
+        self,
+        images: Sequence[np.ndarray],
+        initial_captions: Sequence[str],
+        target_captions: Sequence[str],
+        zoom: Optional[bool] = None,
+    ) -> torch.Tensor:
         """Stage-2 loss: the refined caption given the images and an initial caption.
         The glance attention comes from the initial caption, teacher-forced."""
         if self.deeplens is None:
@@ -358,8 +460,9 @@ class SharpEyes(nn.Module):
         embeds, features = self.encode(pixels.to(self.device, self.dtype), with_features=True)
         initial = [c.strip() for c in initial_captions]
         with torch.no_grad():
-            prompt = self.lm.build_prompt(self.config.lm.prompt, embeds.detach(),
-                                          targets=[self.lm.caption_ids(c) for c in initial])
+            prompt = self.lm.build_prompt(
+                self.config.lm.prompt, embeds.detach(), targets=[self.lm.caption_ids(c) for c in initial]
+            )
             maps = self.lm.target_attention(prompt, self.attention_layers)
         regions: list[list[Region]] = [[] for _ in initial]
         if zoom:
@@ -367,7 +470,13 @@ class SharpEyes(nn.Module):
                 text, spans = self.lm.decode(self.lm.caption_ids(c) + [self.lm.eos_id])
                 regions[b] = self._regions(m, spans, text, t, self.config.zoom.num_crops)
         timer = Timer(self.device)
-        refined = self._refined_embeddings(images, transforms, embeds, features, initial, maps, regions, zoom, timer)
-        prompt = self.lm.build_prompt(self.config.lm.refine_prompt, refined, captions=initial,
-                                      targets=[self.lm.caption_ids(c) for c in target_captions])
+        refined = self._refined_embeddings(
+            images, transforms, embeds, features, initial, maps, regions, zoom, timer
+        )
+        prompt = self.lm.build_prompt(
+            self.config.lm.refine_prompt,
+            refined,
+            captions=initial,
+            targets=[self.lm.caption_ids(c) for c in target_captions],
+        )
         return self.lm.loss(prompt)

@@ -35,6 +35,9 @@ def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     return PreTrainedTokenizerFast(
         tokenizer_object=core,
-        bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
         clean_up_tokenization_spaces=True,
     )

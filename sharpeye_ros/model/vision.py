@@ -16,7 +16,9 @@ def resolve_layer(index: int, num_layers: int, name: str) -> int:
     count = num_layers + 1
     resolved = index + count if index < 0 else index
     if not 1 <= resolved < count:
-        raise ValueError(f"{name}: layer {index} is outside the vision tower's 1..{num_layers} (or -1..-{num_layers})")
+        raise ValueError(
+            f"{name}: layer {index} is outside the vision tower's 1..{num_layers} (or -1..-{num_layers})"
+        )
     return resolved
 
 
@@ -66,9 +68,13 @@ class VisionTower(nn.Module):
         (B, N, len(layers) * D), or None without ``layers``). CLS is dropped."""
         expected = (3, self.image_size, self.image_size)
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
-            raise ValueError(f"vision tower: expected pixels of shape (B, {expected}), got {tuple(pixels.shape)}")
+            raise ValueError(
+                f"vision tower: expected pixels of shape (B, {expected}), got {tuple(pixels.shape)}"
+            )
         param = next(self.model.parameters())
-        out = self.model(pixel_values=pixels.to(device=param.device, dtype=param.dtype), output_hidden_states=True)
+        out = self.model(
+            pixel_values=pixels.to(device=param.device, dtype=param.dtype), output_hidden_states=True
+        )
         hidden = out.hidden_states
         selected = hidden[self.select_layer][:, 1:]
         multi = None

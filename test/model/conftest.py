@@ -10,21 +10,62 @@ from transformers import CLIPVisionConfig, OPTConfig
 from sharpeye_ros.model import SharpEyes, SharpEyesConfig
 from sharpeye_ros.model.tokenizer import build_word_tokenizer
 
-WORDS = ("a", "red", "blue", "green", "circle", "square", "star", "and", "the", "on", "left", "right",
-         ".", ",", "user", ":", "what", "is", "in", "photo", "?", "assistant", "first", "glance")
+WORDS = (
+    "a",
+    "red",
+    "blue",
+    "green",
+    "circle",
+    "square",
+    "star",
+    "and",
+    "the",
+    "on",
+    "left",
+    "right",
+    ".",
+    ",",
+    "user",
+    ":",
+    "what",
+    "is",
+    "in",
+    "photo",
+    "?",
+    "assistant",
+    "first",
+    "glance",
+)
 
 
 def tiny_clip_config(**kw) -> CLIPVisionConfig:
-    args = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                image_size=64, patch_size=16, projection_dim=32)
+    args = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        image_size=64,
+        patch_size=16,
+        projection_dim=32,
+    )
     args.update(kw)
     return CLIPVisionConfig(**args)
 
 
 def tiny_opt_config(vocab_size: int, **kw) -> OPTConfig:
-    args = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
-                max_position_embeddings=256, word_embed_proj_dim=32, dropout=0.0, pad_token_id=1,
-                bos_token_id=0, eos_token_id=2)
+    args = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        ffn_dim=64,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        word_embed_proj_dim=32,
+        dropout=0.0,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
     args.update(kw)
     return OPTConfig(**args)
 
@@ -37,7 +78,7 @@ def make_images(seed: int = 0) -> list[np.ndarray]:
         img = np.full((h, w, 3), 90, dtype=np.uint8)
         for _ in range(3):
             y, x = rng.integers(0, h - 16), rng.integers(0, w - 16)
-            img[y:y + 16, x:x + 16] = rng.integers(0, 256, 3)
+            img[y : y + 16, x : x + 16] = rng.integers(0, 256, 3)
         img += rng.integers(0, 20, img.shape, dtype=np.uint8)
         out.append(img)
     return out
@@ -69,12 +110,20 @@ def build_bpe_tokenizer():
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
 
-    corpus = ["USER: What is in the photo? ASSISTANT: A red circle and a blue star on the left.",
-              "First glance: two green squares.\nA cat. A dog! Is it? yes.", "a photo of the sky"] * 3
+    corpus = [
+        "USER: What is in the photo? ASSISTANT: A red circle and a blue star on the left.",
+        "First glance: two green squares.\nA cat. A dog! Is it? yes.",
+        "a photo of the sky",
+    ] * 3
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(corpus, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
-    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="</s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="</s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +136,10 @@ def helpers():
     """The helper functions above, for test modules (importlib mode cannot import conftest)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(tiny_clip_config=tiny_clip_config, tiny_opt_config=tiny_opt_config,
-                           make_images=make_images, small_config=small_config,
-                           build_bpe_tokenizer=build_bpe_tokenizer)
+    return SimpleNamespace(
+        tiny_clip_config=tiny_clip_config,
+        tiny_opt_config=tiny_opt_config,
+        make_images=make_images,
+        small_config=small_config,
+        build_bpe_tokenizer=build_bpe_tokenizer,
+    )

@@ -26,8 +26,12 @@ def saved(tmp_path_factory, helpers):
 
 def test_save_and_load_give_identical_outputs(saved, images):
     model, directory = saved
-    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json",
-                                                          "tokenizer_config.json"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     loaded = SharpEyes.from_pretrained(directory)
     assert loaded.model_id == str(directory) and not loaded.training
     for key, value in model.state_dict().items():
@@ -35,8 +39,9 @@ def test_save_and_load_give_identical_outputs(saved, images):
     assert loaded.lm.model.lm_head.weight is loaded.lm.model.get_input_embeddings().weight  # still tied
     a = model.caption(images, refine=True, zoom=True)
     b = loaded.caption(images, refine=True, zoom=True)
-    assert [(r.caption, r.initial_caption, r.regions) for r in a] == [(r.caption, r.initial_caption, r.regions)
-                                                                       for r in b]
+    assert [(r.caption, r.initial_caption, r.regions) for r in a] == [
+        (r.caption, r.initial_caption, r.regions) for r in b
+    ]
     assert loaded.config == model.config.override({}) or loaded.config.generation == model.config.generation
 
 
@@ -72,7 +77,7 @@ def test_truncated_weights(saved, tmp_path):
     _, directory = saved
     d = copy_dir(directory, tmp_path / "truncated")
     data = (d / "model.safetensors").read_bytes()
-    (d / "model.safetensors").write_bytes(data[:len(data) // 2])
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"model\.safetensors: cannot be read, truncated or corrupt"):
         SharpEyes.from_pretrained(d)
 
@@ -102,15 +107,20 @@ def test_mismatched_weights(saved, tmp_path):
     cfg["deeplens"]["hidden_size"] = 64
     cfg["deeplens"]["num_heads"] = 4
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: does not match the model config: .*shape"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors: does not match the model config: .*shape"
+    ):
         SharpEyes.from_pretrained(d)
     d = copy_dir(directory, tmp_path / "keys")
     state = load_file(str(d / "model.safetensors"))
     state.pop("connector.0.weight")
     state["extra.weight"] = torch.zeros(1)
     save_file(state, str(d / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=r"1 missing key\(s\), e\.g\. \['connector\.0\.weight'\]; "
-                                              r"1 unexpected key\(s\), e\.g\. \['extra\.weight'\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 missing key\(s\), e\.g\. \['connector\.0\.weight'\]; "
+        r"1 unexpected key\(s\), e\.g\. \['extra\.weight'\]",
+    ):
         SharpEyes.from_pretrained(d)
 
 

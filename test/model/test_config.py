@@ -20,7 +20,9 @@ def test_preset_round_trips_through_json(preset):
 
 
 def test_override_replaces_dotted_fields_and_rejects_unknown_ones():
-    cfg = SharpEyesConfig.tiny().override({"generation.num_beams": 3, "zoom.enabled": True, "deeplens.layers": [-2]})
+    cfg = SharpEyesConfig.tiny().override(
+        {"generation.num_beams": 3, "zoom.enabled": True, "deeplens.layers": [-2]}
+    )
     assert cfg.generation.num_beams == 3 and cfg.zoom.enabled and cfg.deeplens.layers == (-2,)
     assert SharpEyesConfig.tiny().generation.num_beams == 1  # presets are not modified
     with pytest.raises(ValueError, match="generation.beams"):
@@ -29,16 +31,19 @@ def test_override_replaces_dotted_fields_and_rejects_unknown_ones():
         SharpEyesConfig.from_dict({**SharpEyesConfig.tiny().to_dict(), "extra": 1})
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"generation.num_beams": 0}, "num_beams"),
-    ({"generation.stop": ["eos", "period"]}, "stop"),
-    ({"lm.prompt": "no image tag"}, "lm.prompt"),
-    ({"lm.refine_prompt": "USER: <image> no caption"}, "caption"),
-    ({"regions.threshold": 0.0}, "threshold"),
-    ({"deeplens.num_heads": 5}, "divisible"),
-    ({"deeplens": None}, "refine=True needs"),
-    ({"vision.name_or_path": "some/clip"}, "exactly one"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"generation.num_beams": 0}, "num_beams"),
+        ({"generation.stop": ["eos", "period"]}, "stop"),
+        ({"lm.prompt": "no image tag"}, "lm.prompt"),
+        ({"lm.refine_prompt": "USER: <image> no caption"}, "caption"),
+        ({"regions.threshold": 0.0}, "threshold"),
+        ({"deeplens.num_heads": 5}, "divisible"),
+        ({"deeplens": None}, "refine=True needs"),
+        ({"vision.name_or_path": "some/clip"}, "exactly one"),
+    ],
+)
 def test_invalid_values_name_the_field(change, message):
     with pytest.raises(ValueError, match=message):
         SharpEyesConfig.tiny().override(change)

@@ -25,21 +25,35 @@ class FakeLlava:
         self.clip_dir = root / "clip"
         torch.manual_seed(1)  # the tower directory holds other weights than the checkpoint
         CLIPVisionModel(helpers.tiny_clip_config()).save_pretrained(self.clip_dir)
-        self.opt = OPTForCausalLM(helpers.tiny_opt_config(len(self.tokenizer), bos_token_id=2, eos_token_id=2)).eval()
-        self.projector = nn.Sequential(nn.Linear(32, 128), nn.GELU(), nn.Linear(128, 128), nn.GELU(),
-                                       nn.Linear(128, 128), nn.Linear(128, 32)).eval()
+        self.opt = OPTForCausalLM(
+            helpers.tiny_opt_config(len(self.tokenizer), bos_token_id=2, eos_token_id=2)
+        ).eval()
+        self.projector = nn.Sequential(
+            nn.Linear(32, 128),
+            nn.GELU(),
+            nn.Linear(128, 128),
+            nn.GELU(),
+            nn.Linear(128, 128),
+            nn.Linear(128, 32),
+        ).eval()
         self.dir = root / "llava"
         self.dir.mkdir()
         state = {f"model.mm_projector.{k}": v for k, v in self.projector.state_dict().items()}
         state.update({f"model.decoder.{k}": v for k, v in self.opt.model.decoder.state_dict().items()})
         if with_vision:  # stock CLIP names: vision_model.*
-            state.update({f"model.vision_tower.vision_tower.vision_model.{k}": v
-                          for k, v in self.clip.state_dict().items()})
+            state.update(
+                {
+                    f"model.vision_tower.vision_tower.vision_model.{k}": v
+                    for k, v in self.clip.state_dict().items()
+                }
+            )
         state = {k: v.clone().contiguous() for k, v in state.items()}  # no lm_head.weight: it is tied
         if bin_shards:
             keys = sorted(state)
-            shards = {"pytorch_model-00001-of-00002.bin": keys[:len(keys) // 2],
-                      "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2:]}
+            shards = {
+                "pytorch_model-00001-of-00002.bin": keys[: len(keys) // 2],
+                "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2 :],
+            }
             for name, ks in shards.items():
                 torch.save({k: state[k] for k in ks}, self.dir / name)
             index = {"weight_map": {k: name for name, ks in shards.items() for k in ks}}
@@ -47,10 +61,18 @@ class FakeLlava:
         else:
             save_file(state, str(self.dir / "model.safetensors"))
         cfg = self.opt.config.to_dict()
-        cfg.update(model_type="llava_opt", architectures=["LlavaOPTForCausalLM"],
-                   mm_projector_type="mlp4x_bott4x_gelu", mm_hidden_size=32, mm_vision_tower=str(self.clip_dir),
-                   image_aspect_ratio="pad", mm_vision_select_layer="-2", mm_vision_select_feature="patch",
-                   mm_use_im_start_end=False, tune_mm_mlp_adapter=False)
+        cfg.update(
+            model_type="llava_opt",
+            architectures=["LlavaOPTForCausalLM"],
+            mm_projector_type="mlp4x_bott4x_gelu",
+            mm_hidden_size=32,
+            mm_vision_tower=str(self.clip_dir),
+            image_aspect_ratio="pad",
+            mm_vision_select_layer="-2",
+            mm_vision_select_feature="patch",
+            mm_use_im_start_end=False,
+            tune_mm_mlp_adapter=False,
+        )
         (self.dir / "config.json").write_text(json.dumps(cfg))
         self.tokenizer.save_pretrained(self.dir)
 
@@ -63,16 +85,26 @@ class FakeLlava:
         head = [tok.bos_token_id] + tok("USER: ", add_special_tokens=False).input_ids
         tail = tok("What is in the photo? ASSISTANT:", add_special_tokens=False).input_ids
         embed = self.opt.get_input_embeddings()
-        embeds = torch.cat([embed(torch.tensor([head] * len(pixels))), visual,
-                            embed(torch.tensor([tail] * len(pixels)))], dim=1)
-        out = self.opt.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
-                                num_beams=3, max_new_tokens=max_new_tokens, length_penalty=0.0, early_stopping=True,
-                                do_sample=False, eos_token_id=2, pad_token_id=1)
+        embeds = torch.cat(
+            [embed(torch.tensor([head] * len(pixels))), visual, embed(torch.tensor([tail] * len(pixels)))],
+            dim=1,
+        )
+        out = self.opt.generate(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+            num_beams=3,
+            max_new_tokens=max_new_tokens,
+            length_penalty=0.0,
+            early_stopping=True,
+            do_sample=False,
+            eos_token_id=2,
+            pad_token_id=1,
+        )
         return [[t for t in row.tolist()] for row in out]
 
 
 def trim(ids: list[int], eos: int) -> list[int]:
-    return ids[:ids.index(eos) + 1] if eos in ids else ids
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
 
 
 def test_converted_model_matches_the_llava_pipeline(tmp_path, helpers, images):
@@ -85,10 +117,13 @@ def test_converted_model_matches_the_llava_pipeline(tmp_path, helpers, images):
     assert model.lm.model.lm_head.weight is model.lm.model.get_input_embeddings().weight
     torch.testing.assert_close(model.connector[5].weight, fake.projector[5].weight)
     # The checkpoint's vision weights win over the tower directory's.
-    torch.testing.assert_close(model.vision.model.state_dict()["embeddings.patch_embedding.weight"],
-                               fake.clip.state_dict()["embeddings.patch_embedding.weight"])
+    torch.testing.assert_close(
+        model.vision.model.state_dict()["embeddings.patch_embedding.weight"],
+        fake.clip.state_dict()["embeddings.patch_embedding.weight"],
+    )
     pixels, _ = model.preprocess(images)
     from sharpeye_ros.model.timing import Timer  # noqa: F401  (glance's internals below are public)
+
     embeds, _ = model.encode(pixels)
     prompt = model.lm.build_prompt(cfg.lm.prompt, embeds)
     ours = model.lm.generate(prompt, 6, num_beams=3, stop=("eos",))
@@ -116,10 +151,13 @@ def test_sharded_bin_checkpoint_without_vision_weights(tmp_path, helpers):
     fake = FakeLlava(tmp_path, helpers, with_vision=False, bin_shards=True)
     model = load_llava(fake.dir, add_deeplens=True)
     tower = CLIPVisionModel.from_pretrained(fake.clip_dir)
-    torch.testing.assert_close(model.vision.model.state_dict()["embeddings.patch_embedding.weight"],
-                               tower.state_dict()["embeddings.patch_embedding.weight"])
-    torch.testing.assert_close(model.lm.model.model.decoder.layers[0].fc1.weight,
-                               fake.opt.model.decoder.layers[0].fc1.weight)
+    torch.testing.assert_close(
+        model.vision.model.state_dict()["embeddings.patch_embedding.weight"],
+        tower.state_dict()["embeddings.patch_embedding.weight"],
+    )
+    torch.testing.assert_close(
+        model.lm.model.model.decoder.layers[0].fc1.weight, fake.opt.model.decoder.layers[0].fc1.weight
+    )
     assert model.deeplens is not None and model.deeplens_layers == (2, 3)
     assert scaled_deeplens_layers(24) == (13, 18, 23)
 
@@ -135,7 +173,9 @@ def test_broken_checkpoints_give_clear_errors(tmp_path, helpers, capsys):
     (fake.dir / "config.json").write_text(json.dumps({**cfg, "image_aspect_ratio": "anyres"}))
     with pytest.raises(CheckpointError, match="anyres"):
         load_llava(fake.dir)
-    (fake.dir / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "mm_projector_type"}))
+    (fake.dir / "config.json").write_text(
+        json.dumps({k: v for k, v in cfg.items() if k != "mm_projector_type"})
+    )
     with pytest.raises(CheckpointError, match="no 'mm_projector_type'"):
         load_llava(fake.dir)
     (fake.dir / "config.json").write_text(json.dumps({**cfg, "mm_hidden_size": 64}))
@@ -143,6 +183,7 @@ def test_broken_checkpoints_give_clear_errors(tmp_path, helpers, capsys):
         load_llava(fake.dir)
     (fake.dir / "config.json").write_text(json.dumps(cfg))
     from safetensors.torch import load_file
+
     state = load_file(str(fake.dir / "model.safetensors"))
     save_file({**state, "model.embed_extra": torch.zeros(1)}, str(fake.dir / "model.safetensors"))
     with pytest.raises(CheckpointError, match="unexpected weight"):

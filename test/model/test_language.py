@@ -14,13 +14,25 @@ from sharpeye_ros.model.language import LanguageModel, Prompt
 def make_lm(tokenizer, seed: int = 0, **kw) -> LanguageModel:
     torch.manual_seed(seed)
     kw.setdefault("max_position_embeddings", 256)
-    cfg = OPTConfig(**_OPT, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **kw)
+    cfg = OPTConfig(
+        **_OPT,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **kw,
+    )
     return LanguageModel(OPTForCausalLM(cfg).eval(), tokenizer)
 
 
-_OPT = dict(hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4, word_embed_proj_dim=32,
-            dropout=0.0)
+_OPT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    ffn_dim=64,
+    num_attention_heads=4,
+    word_embed_proj_dim=32,
+    dropout=0.0,
+)
 
 
 def plain_prompt(lm: LanguageModel, ids: torch.Tensor, num_visual: int = 4) -> Prompt:
@@ -41,14 +53,22 @@ def test_decode_matches_transformers_generate(word_tokenizer, num_beams, eos_boo
     ids = torch.randint(4, len(word_tokenizer), (6, 7))
     ids[:, 0] = lm.bos_id
     ours = lm.generate(plain_prompt(lm, ids), max_new_tokens=10, num_beams=num_beams, stop=("eos",))
-    ref = lm.model.generate(ids, attention_mask=torch.ones_like(ids), num_beams=num_beams, do_sample=False,
-                            max_new_tokens=10, length_penalty=0.0, early_stopping=True,
-                            eos_token_id=lm.eos_id, pad_token_id=lm.pad_id)
+    ref = lm.model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        num_beams=num_beams,
+        do_sample=False,
+        max_new_tokens=10,
+        length_penalty=0.0,
+        early_stopping=True,
+        eos_token_id=lm.eos_id,
+        pad_token_id=lm.pad_id,
+    )
     ended = 0
     for b, gen in enumerate(ours):
-        expected = ref[b, ids.shape[1]:].tolist()
+        expected = ref[b, ids.shape[1] :].tolist()
         if lm.eos_id in expected:
-            expected = expected[:expected.index(lm.eos_id) + 1]
+            expected = expected[: expected.index(lm.eos_id) + 1]
             ended += 1
         assert gen.ids == expected, f"sample {b}"
     assert 0 < ended < len(ours), "the test needs both stopped and length-capped samples"
@@ -63,8 +83,16 @@ def test_left_padded_batch_equals_single(word_tokenizer, num_beams):
     assert batch.attention_mask[2, 0] == 0 and batch.attention_mask[1].all()  # left padding
     together = lm.generate(batch, 8, num_beams, attention_layers=[-1])
     for b in range(3):
-        alone = lm.generate(lm.build_prompt("USER: <image>first glance: {caption} assistant:", visual[b:b + 1],
-                                            captions=captions[b:b + 1]), 8, num_beams, attention_layers=[-1])[0]
+        alone = lm.generate(
+            lm.build_prompt(
+                "USER: <image>first glance: {caption} assistant:",
+                visual[b : b + 1],
+                captions=captions[b : b + 1],
+            ),
+            8,
+            num_beams,
+            attention_layers=[-1],
+        )[0]
         assert together[b].ids == alone.ids
         torch.testing.assert_close(together[b].attention, alone.attention, atol=1e-5, rtol=1e-4)
 
@@ -86,10 +114,14 @@ def test_loss_matches_manual_cross_entropy(word_tokenizer):
     lm = make_lm(word_tokenizer)
     visual = torch.randn(2, 3, lm.hidden_size)
     p = lm.build_prompt("USER: <image>what? assistant:", visual, targets=[[5, 6, 7], [8]])
-    logits = lm.model(inputs_embeds=p.embeds, attention_mask=p.attention_mask, position_ids=p.position_ids).logits
+    logits = lm.model(
+        inputs_embeds=p.embeds, attention_mask=p.attention_mask, position_ids=p.position_ids
+    ).logits
     full = torch.full(p.attention_mask.shape, -100)
-    full[:, p.prompt_len:] = p.labels
-    expected = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), full[:, 1:].reshape(-1), ignore_index=-100)
+    full[:, p.prompt_len :] = p.labels
+    expected = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), full[:, 1:].reshape(-1), ignore_index=-100
+    )
     torch.testing.assert_close(lm.loss(p), expected)
 
 
@@ -100,16 +132,20 @@ def test_attention_probe_matches_eager_attention(word_tokenizer):
     maps = lm.target_attention(p, layers=[0, -1])
     lm.model.set_attn_implementation("eager")
     try:
-        out = lm.model(inputs_embeds=p.embeds, attention_mask=p.attention_mask, position_ids=p.position_ids,
-                       output_attentions=True)
+        out = lm.model(
+            inputs_embeds=p.embeds,
+            attention_mask=p.attention_mask,
+            position_ids=p.position_ids,
+            output_attentions=True,
+        )
     finally:
         lm.model.set_attn_implementation("sdpa")
     for b, lengths in enumerate((4, 3)):  # targets + EOS
         assert maps[b].shape == (lengths, 6)
         expected = 0
         for layer in (0, 1):
-            att = out.attentions[layer][b]                                     # (H, T, T)
-            q = att[:, p.prompt_len - 1:p.prompt_len - 1 + lengths, :p.prompt_len]  # over prompt keys
+            att = out.attentions[layer][b]  # (H, T, T)
+            q = att[:, p.prompt_len - 1 : p.prompt_len - 1 + lengths, : p.prompt_len]  # over prompt keys
             q = q / q.sum(-1, keepdim=True)
             expected = expected + q[:, :, p.visual_index[b]].mean(0) / 2
         torch.testing.assert_close(maps[b], expected, atol=1e-5, rtol=1e-4)
@@ -122,7 +158,7 @@ def test_generation_attention_matches_teacher_forcing(word_tokenizer):
     gen = lm.generate(prompt, 6, num_beams=3, attention_layers=[-1])[0]
     ids = gen.ids[:-1] if gen.ids[-1] == lm.eos_id else gen.ids
     tf = lm.target_attention(lm.build_prompt("USER: <image>what? assistant:", visual, targets=[ids]), [-1])[0]
-    torch.testing.assert_close(gen.attention, tf[:len(gen.ids)], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(gen.attention, tf[: len(gen.ids)], atol=1e-5, rtol=1e-4)
 
 
 def test_stop_rules_and_decode(bpe_tokenizer):
@@ -147,7 +183,9 @@ def test_generation_stops_at_first_sentence(bpe_tokenizer):
     stops = lm.stop_ids(("sentence",))
     with torch.no_grad():  # make "." likely (the LM head is tied to the embeddings)
         lm.model.get_input_embeddings().weight[lm.text_ids(".")[-1]] *= 3
-    prompt = lm.build_prompt("USER: <image>What is in the photo? ASSISTANT:", torch.randn(3, 3, lm.hidden_size))
+    prompt = lm.build_prompt(
+        "USER: <image>What is in the photo? ASSISTANT:", torch.randn(3, 3, lm.hidden_size)
+    )
     for beams in (1, 2):
         gens = lm.generate(prompt, 20, beams, stop=("sentence",))
         assert any(len(g.ids) < 20 for g in gens)
@@ -176,10 +214,10 @@ def test_draft_decoding_gives_the_greedy_result(word_tokenizer):
     plain = [g.ids for g in lm.generate(prompt, 12, 1)]
     assert len({len(p) for p in plain}) >= 1
     drafts = [
-        plain,                                                       # the exact answer: all accepted
-        [[5, 6, 7, 8]] * 3,                                          # unrelated: all rejected
-        [p[:3] + [9, 9] + p[3:] for p in plain],                     # an insertion to skip over
-        [p[2:6] for p in plain],                                     # a middle piece
+        plain,  # the exact answer: all accepted
+        [[5, 6, 7, 8]] * 3,  # unrelated: all rejected
+        [p[:3] + [9, 9] + p[3:] for p in plain],  # an insertion to skip over
+        [p[2:6] for p in plain],  # a middle piece
     ]
     calls = []
     hook = lm.model.model.decoder.register_forward_hook(lambda *a: calls.append(1))
@@ -200,6 +238,6 @@ def test_draft_lookup_follows_the_longest_tail_match():
     from sharpeye_ros.model.language import _draft_lookup
 
     draft = [1, 2, 3, 4, 2, 5, 6]
-    assert _draft_lookup([9, 2], draft, 3) == [3, 4, 2]       # first occurrence of the 1-gram
-    assert _draft_lookup([4, 2], draft, 3) == [5, 6]          # the 2-gram wins over the 1-gram
+    assert _draft_lookup([9, 2], draft, 3) == [3, 4, 2]  # first occurrence of the 1-gram
+    assert _draft_lookup([4, 2], draft, 3) == [5, 6]  # the 2-gram wins over the 1-gram
     assert _draft_lookup([7], draft, 3) == [] and _draft_lookup([1], draft, 0) == []

@@ -18,7 +18,11 @@ def processor(size: int = 64) -> ImageProcessor:
 
 
 def unnormalise(x: torch.Tensor) -> np.ndarray:
-    return ((x * torch.tensor(STD).view(3, 1, 1) + torch.tensor(MEAN).view(3, 1, 1)) * 255).permute(1, 2, 0).numpy()
+    return (
+        ((x * torch.tensor(STD).view(3, 1, 1) + torch.tensor(MEAN).view(3, 1, 1)) * 255)
+        .permute(1, 2, 0)
+        .numpy()
+    )
 
 
 def test_wide_image_is_centred_on_a_padded_square():
@@ -28,9 +32,9 @@ def test_wide_image_is_centred_on_a_padded_square():
     assert pixels.shape == (1, 3, 64, 64) and pixels.dtype == torch.float32
     assert (t.pad_x, t.pad_y, t.side, t.scale) == (0, 16, 64, 1.0)
     rgb = unnormalise(pixels[0])
-    np.testing.assert_allclose(rgb[2, 10], PAD, atol=0.5)      # top band: pad colour
+    np.testing.assert_allclose(rgb[2, 10], PAD, atol=0.5)  # top band: pad colour
     np.testing.assert_allclose(rgb[32, 10], (200, 10, 50), atol=0.5)
-    np.testing.assert_allclose(rgb[60, 40], PAD, atol=0.5)     # bottom band
+    np.testing.assert_allclose(rgb[60, 40], PAD, atol=0.5)  # bottom band
 
 
 def test_tall_image_is_padded_left_and_right_and_resized():
@@ -66,13 +70,16 @@ def test_a_pixel_lands_where_the_transform_says():
     assert abs(ys.min() - y0) <= 1 and abs(ys.max() + 1 - y1) <= 1
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((10, 10), dtype=np.uint8), "HxWx3"),
-    (np.zeros((10, 10, 4), dtype=np.uint8), "HxWx3"),
-    (np.zeros((10, 10, 3), dtype=np.float32), "uint8"),
-    (np.zeros((0, 10, 3), dtype=np.uint8), "empty"),
-    ("not an image", "numpy"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((10, 10), dtype=np.uint8), "HxWx3"),
+        (np.zeros((10, 10, 4), dtype=np.uint8), "HxWx3"),
+        (np.zeros((10, 10, 3), dtype=np.float32), "uint8"),
+        (np.zeros((0, 10, 3), dtype=np.uint8), "empty"),
+        ("not an image", "numpy"),
+    ],
+)
 def test_bad_images_name_the_problem(bad, message):
     with pytest.raises(ValueError, match=message):
         processor()([np.zeros((4, 4, 3), dtype=np.uint8), bad])
@@ -85,7 +92,7 @@ def test_square_crop_adds_context_keeps_min_size_and_stays_inside():
     crop, box = square_crop(image, (100, 100, 110, 110), margin=0.5, min_size=64)
     assert crop.shape == (64, 64, 3) and box[2] - box[0] == 64
     assert box[0] <= 100 and box[2] >= 110 and box[1] <= 100 and box[3] >= 110
-    np.testing.assert_array_equal(crop, image[int(box[1]):int(box[3]), int(box[0]):int(box[2])])
+    np.testing.assert_array_equal(crop, image[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])])
     crop, box = square_crop(image, (600, 450, 640, 480), margin=0.5, min_size=16)  # corner: shifted in
     assert crop.shape == (80, 80, 3) and tuple(box[2:]) == (640, 480)
     crop, box = square_crop(image, (0, 0, 640, 480), margin=0.5, min_size=16)  # wider than tall

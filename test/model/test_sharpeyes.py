@@ -20,15 +20,15 @@ def test_encode_and_deeplens_shapes(small_model, images):
     pixels, transforms = m.preprocess(images)
     assert pixels.shape == (3, 3, 64, 64) and len(transforms) == 3
     embeds, features = m.encode(pixels, with_features=True)
-    assert embeds.shape == (3, 16, 32)                       # 4x4 patches, LM width 32
-    assert features.shape == (3, 16, 2 * 32)                 # two DeepLens layers of width 32
+    assert embeds.shape == (3, 16, 32)  # 4x4 patches, LM width 32
+    assert features.shape == (3, 16, 2 * 32)  # two DeepLens layers of width 32
     assert m.deeplens_layers == (2, 3) and m.vision.select_layer == 3
     caption = m.lm.embed(torch.tensor([[5, 6, 7]] * 3))
     mask = torch.ones(3, 3, dtype=torch.bool)
     heat = torch.rand(3, 16)
     with torch.no_grad():
         out = m.deeplens(features, embeds, heat, caption, mask)
-    assert out.shape == (3, 4, 32)                           # pool 2: 4x4 -> 2x2 refined tokens
+    assert out.shape == (3, 4, 32)  # pool 2: 4x4 -> 2x2 refined tokens
     # An untrained DeepLens (zero last layer) hands over the pooled glance embeddings.
     torch.testing.assert_close(out, pool_grid(embeds, 2))
 
@@ -60,15 +60,23 @@ def test_zoom_changes_what_deeplens_sees(small_model, images):
         try:
             glance = m.glance(images, with_features=True, min_regions=m.config.zoom.num_crops)
             from sharpeye_ros.model.timing import Timer
-            args = (images, glance.transforms, glance.embeds, glance.features, glance.captions,
-                    glance.token_maps, glance.regions)
+
+            args = (
+                images,
+                glance.transforms,
+                glance.embeds,
+                glance.features,
+                glance.captions,
+                glance.token_maps,
+                glance.regions,
+            )
             plain = m._refined_embeddings(*args, zoom=False, timer=Timer("cpu"))
             zoomed = m._refined_embeddings(*args, zoom=True, timer=Timer("cpu"))
         finally:
             torch.nn.init.zeros_(m.deeplens.out.weight)
     assert plain.shape == (3, 4, 32)
-    assert zoomed.shape == (3, 4 + 2 * 16, 32)                # + 2 crops of 4x4 tokens (zoom pool 1)
-    assert not torch.allclose(zoomed[:, :4], plain)           # zoom tokens changed the refined glance tokens
+    assert zoomed.shape == (3, 4 + 2 * 16, 32)  # + 2 crops of 4x4 tokens (zoom pool 1)
+    assert not torch.allclose(zoomed[:, :4], plain)  # zoom tokens changed the refined glance tokens
 
 
 def test_regions_are_in_source_pixels(small_model, images):
@@ -77,7 +85,9 @@ def test_regions_are_in_source_pixels(small_model, images):
         assert len(r.regions) <= 2
         for reg in r.regions:
             assert isinstance(reg, Region) and 0 <= reg.score <= 1 and reg.phrase
-            assert 0 <= reg.x_min < reg.x_max <= image.shape[1] and 0 <= reg.y_min < reg.y_max <= image.shape[0]
+            assert (
+                0 <= reg.x_min < reg.x_max <= image.shape[1] and 0 <= reg.y_min < reg.y_max <= image.shape[0]
+            )
     assert all(r.regions == [] for r in small_model.caption(images, refine=False, num_regions=0))
 
 
@@ -91,7 +101,8 @@ def test_batch_gives_the_same_captions_as_single_images(small_model, images, bea
             alone = m.caption([image], refine=True, zoom=True)[0]
             assert (alone.initial_caption, alone.caption) == (res.initial_caption, res.caption)
             assert [(r.phrase, round(r.x_min, 3), round(r.score, 5)) for r in alone.regions] == [
-                (r.phrase, round(r.x_min, 3), round(r.score, 5)) for r in res.regions]
+                (r.phrase, round(r.x_min, 3), round(r.score, 5)) for r in res.regions
+            ]
     finally:
         m.config.generation.num_beams = 1
 
@@ -115,8 +126,9 @@ def test_refine_loss_reaches_deeplens_and_lm(helpers, images):
     m = SharpEyes.from_config(helpers.small_config())
     m.set_trainable("deeplens", "lm")
     pixels, _ = m.preprocess(images)
-    loss = m.refine_loss(images, ["a red circle.", "a star.", "left."], ["a red square.", "a blue star.", "left."],
-                         zoom=True)
+    loss = m.refine_loss(
+        images, ["a red circle.", "a star.", "left."], ["a red square.", "a blue star.", "left."], zoom=True
+    )
     loss.backward()
     assert m.deeplens.out.weight.grad is not None and m.deeplens.out.weight.grad.abs().sum() > 0
     assert m.lm.model.get_input_embeddings().weight.grad is not None
@@ -126,7 +138,9 @@ def test_refine_loss_reaches_deeplens_and_lm(helpers, images):
     first = None
     for _ in range(8):
         opt.zero_grad()
-        loss = m.refine_loss(images, ["a red circle.", "a star.", "left."], ["a red square.", "a blue star.", "left."])
+        loss = m.refine_loss(
+            images, ["a red circle.", "a star.", "left."], ["a red square.", "a blue star.", "left."]
+        )
         loss.backward()
         opt.step()
         first = loss.item() if first is None else first
@@ -138,8 +152,12 @@ def test_attention_of_given_captions_without_generating(small_model, images):
     assert [tuple(m.shape) for m in maps] == [(5, 16), (2, 16), (7, 16)]  # tokens + EOS, 4x4 patches
     for m in maps:
         assert torch.all(m >= 0) and torch.all(m.sum(-1) <= 1 + 1e-5)
-    regions = small_model.regions_for(images, ["a red circle.", "blue", "a star and a square."], num_regions=2)
-    assert len(regions) == 3 and all(r.phrase in ("red circle", "blue", "star", "square") for rs in regions for r in rs)
+    regions = small_model.regions_for(
+        images, ["a red circle.", "blue", "a star and a square."], num_regions=2
+    )
+    assert len(regions) == 3 and all(
+        r.phrase in ("red circle", "blue", "star", "square") for rs in regions for r in rs
+    )
 
 
 def test_refine_needs_deeplens(helpers, images):
@@ -158,14 +176,21 @@ def test_towers_load_from_local_directories(helpers, tmp_path, images, word_toke
     clip.save_pretrained(tmp_path / "clip")
     opt.save_pretrained(tmp_path / "opt")
     word_tokenizer.save_pretrained(tmp_path / "opt")
-    cfg = helpers.small_config().override({
-        "vision.config": None, "vision.name_or_path": str(tmp_path / "clip"),
-        "lm.config": None, "lm.name_or_path": str(tmp_path / "opt"), "lm.vocab_words": None,
-    })
+    cfg = helpers.small_config().override(
+        {
+            "vision.config": None,
+            "vision.name_or_path": str(tmp_path / "clip"),
+            "lm.config": None,
+            "lm.name_or_path": str(tmp_path / "opt"),
+            "lm.vocab_words": None,
+        }
+    )
     m = SharpEyes.from_config(cfg).eval()
     assert m.model_id == str(tmp_path / "clip")
-    torch.testing.assert_close(m.vision.model.state_dict()["embeddings.patch_embedding.weight"],
-                               clip.state_dict()["embeddings.patch_embedding.weight"])
+    torch.testing.assert_close(
+        m.vision.model.state_dict()["embeddings.patch_embedding.weight"],
+        clip.state_dict()["embeddings.patch_embedding.weight"],
+    )
     torch.testing.assert_close(m.lm.model.lm_head.weight, opt.lm_head.weight)
     assert len(m.caption(images[:1], refine=True)) == 1
     with pytest.raises(CheckpointError, match="cannot load the vision tower"):
@@ -179,7 +204,10 @@ def test_bad_caption_input_is_a_clear_error(small_model):
 
 def test_refinement_with_and_without_draft_decoding_agree(small_model, images):
     m = small_model
-    assert m.config.generation.draft and (m.config.generation.refine_num_beams or m.config.generation.num_beams) == 1
+    assert (
+        m.config.generation.draft
+        and (m.config.generation.refine_num_beams or m.config.generation.num_beams) == 1
+    )
     with torch.no_grad():
         torch.nn.init.normal_(m.deeplens.out.weight, std=0.2)
     try:
