@@ -123,4 +123,5 @@ def caption_markers_msg(caption: str, header: Any, lifetime_seconds: float) -> A
     return MarkerArray(markers=[marker])
 
 
-__all__ = ["region_roi", "select_regions", "split_timings", "caption_msg", "annotated_image_msg", "caption_markers_msg"]
+__all__ = ["region_roi", "select_regions", "split_timings", "caption_msg", "annotated_image_msg",
+           "caption_markers_msg"]

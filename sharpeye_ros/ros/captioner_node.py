@@ -32,7 +32,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -55,6 +55,8 @@ NO_INPUT_WARN = 5.0  # seconds without a frame before diagnostics warn
 WORKER_JOIN_TIMEOUT = 3.0  # seconds shutdown waits for a caption in progress
 _LEVELS = {diagnostics.OK: DiagnosticStatus.OK, diagnostics.WARN: DiagnosticStatus.WARN,
            diagnostics.ERROR: DiagnosticStatus.ERROR}
+_TYPE_NAMES = {bool: "bool: true or false", int: "whole number", float: "decimal number, e.g. 2.0",
+               str: "string"}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -135,8 +137,7 @@ class CaptionerNode(Node):
 
         self._gate: FrameGate[Any] = FrameGate(s.max_rate)
         self._health = CaptionerHealth(time.monotonic(), no_input_warn=NO_INPUT_WARN)
-        self._log_throttle = LogThrottle(ERROR_LOG_PERIOD)
-        self._log_lock = threading.Lock()
+        self._log_throttle = LogThrottle(ERROR_LOG_PERIOD)  # used by the worker only
         self._zero_stamp_warned = False
 
         reliability = (ReliabilityPolicy.RELIABLE if s.reliability == "reliable"
@@ -145,7 +146,8 @@ class CaptionerNode(Node):
                                 durability=DurabilityPolicy.VOLATILE)
         if s.image_transport == "compressed":
             self._convert = compressed_msg_to_rgb
-            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, sensor_qos)
+            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image,
+                                                 sensor_qos)
         else:
             self._convert = image_msg_to_rgb
             self._sub = self.create_subscription(Image, "image", self._on_image, sensor_qos)
@@ -173,8 +175,9 @@ class CaptionerNode(Node):
         for spec in PARAMETERS:
             try:
                 values[spec.name] = self.declare_parameter(spec.name, spec.default, _descriptor(spec)).value
-            except ParameterException as err:
-                hint = " (write a double, e.g. 2.0)" if isinstance(spec.default, float) else ""
+            except ParameterException as err:  # rclpy's type and range checks
+                wrong_type = isinstance(err, InvalidParameterTypeException)
+                hint = f" (write a {_TYPE_NAMES[type(spec.default)]})" if wrong_type else ""
                 raise StartupError(f"parameter '{spec.name}' rejected: {err}{hint}") from None
         for name, value in values.items():
             reason = validate(name, value)
@@ -214,7 +217,8 @@ class CaptionerNode(Node):
             self._settings = self._settings.updated(changes)
             if "max_rate" in changes:
                 self._gate.set_max_rate(self._settings.max_rate)
-            self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+            changed = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+            self.get_logger().info(f"parameters changed: {changed}")
         return SetParametersResult(successful=True)
 
     @property
@@ -245,7 +249,8 @@ class CaptionerNode(Node):
             except Exception as err:  # never let one frame kill the worker
                 if self._gate.closed:
                     return  # the node is being destroyed under us; nothing to report
-                self._error(PUBLISH, f"cannot publish the caption: {type(err).__name__}: {err}")
+                self._error(PUBLISH, f"cannot publish the caption or its annotations: "
+                                     f"{type(err).__name__}: {err}")
 
     def _caption(self, item: GatedFrame[Any]) -> None:
         msg, s = item.frame, self._settings
@@ -258,7 +263,8 @@ class CaptionerNode(Node):
         model_start = time.perf_counter()
         try:
             with torch.inference_mode():
-                result = self._model.caption([rgb], refine=s.refine, zoom=s.zoom, num_regions=s.num_regions)[0]
+                (result,) = self._model.caption([rgb], refine=s.refine, zoom=s.zoom,
+                                                num_regions=s.num_regions)
         except Exception as err:
             self._error(INFERENCE, f"captioning failed: {type(err).__name__}: {err}")
             return
@@ -268,7 +274,8 @@ class CaptionerNode(Node):
         regions = select_regions(result.regions, s.min_region_score, s.num_regions)
         height, width = rgb.shape[:2]
         latency = (self.get_clock().now().nanoseconds - item.stamp_ns) / NS_PER_S
-        self._caption_pub.publish(caption_msg(result, regions, msg.header, width, height, self._model_id, latency))
+        caption = caption_msg(result, regions, msg.header, width, height, self._model_id, latency)
+        self._caption_pub.publish(caption)
         overhead = time.perf_counter() - start - model_seconds
         self._health.record_caption(time.monotonic(), latency, model_seconds, overhead)
         # Drawing and markers only for someone who listens (RViz), never on the caption's path.
@@ -281,8 +288,7 @@ class CaptionerNode(Node):
     def _error(self, kind: str, text: str) -> None:
         now = time.monotonic()
         self._health.record_error(kind, text, now)
-        with self._log_lock:
-            suppressed = self._log_throttle.allow(kind, now)
+        suppressed = self._log_throttle.allow(kind, now)
         if suppressed is not None:
             more = f" ({suppressed} more {kind} errors since the last report)" if suppressed else ""
             self.get_logger().error(text + more)

@@ -64,7 +64,8 @@ SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "bool", int: "integer", float: "double", str: "string"}.get(type(value), type(value).__name__)
+    names = {bool: "bool", int: "integer", float: "double", str: "string"}
+    return names.get(type(value), type(value).__name__)
 
 
 def validate(name: str, value: Any) -> Optional[str]:
@@ -74,8 +75,9 @@ def validate(name: str, value: Any) -> Optional[str]:
         return f"unknown parameter '{name}'"
     expected = type(spec.default)
     if type(value) is not expected:  # exact: bool is an int subclass, but not a valid int here
-        return (f"parameter '{name}' must be a {_type_name(spec.default)}, got {_type_name(value)} "
-                f"{value!r}" + (f" (write {float(value)!r})" if expected is float and type(value) is int else ""))
+        hint = f" (write {float(value)!r})" if expected is float and type(value) is int else ""
+        want, got = _type_name(spec.default), _type_name(value)
+        return f"parameter '{name}' must be a {want}, got {got} {value!r}{hint}"
     if expected is float and not math.isfinite(value):
         return f"parameter '{name}' must be finite, got {value!r}"
     if spec.limits is not None and not spec.limits[0] <= value <= spec.limits[1]:

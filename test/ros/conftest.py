@@ -109,7 +109,8 @@ class Harness:
         self.captions: list[Any] = []
         self.received: dict[str, list[Any]] = {"caption_image": [], "caption_markers": [], "diagnostics": []}
         self.node.create_subscription(Caption, "caption", self._store(self.captions), 10)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._store(self.received["diagnostics"]), 10)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                      self._store(self.received["diagnostics"]), 10)
         topic, kind = ("image/compressed", CompressedImage) if transport == "compressed" else ("image", Image)
         self.image_pub = self.node.create_publisher(kind, topic, qos_profile_sensor_data)
         self.executor = MultiThreadedExecutor(num_threads=2, context=context)
@@ -117,7 +118,7 @@ class Harness:
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
-        assert self.wait_for(lambda: self.image_pub.get_subscription_count() > 0), "captioner never subscribed"
+        assert self.wait_for(lambda: self.image_pub.get_subscription_count() > 0), "no captioner subscription"
 
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
@@ -192,7 +193,7 @@ class Harness:
     def wait_captions(self, count: int, timeout: float = 20.0) -> list[Any]:
         """Wait for at least ``count`` captions in total; return them all."""
         assert self.wait_for(lambda: len(self.snapshot()) >= count, timeout), (
-            f"expected {count} captions, got {len(self.snapshot())}; health: {self.captioner.health_report()}")
+            f"expected {count} captions, got {len(self.snapshot())}; {self.captioner.health_report()}")
         return self.snapshot()
 
     def close(self) -> None:
@@ -207,7 +208,8 @@ def harness(rclpy_context: Any) -> Iterator[Callable[..., Harness]]:
     """Factory: ``harness(model, {param: value}, transport="raw")`` -> a running :class:`Harness`."""
     made: list[Harness] = []
 
-    def make(model: Any, params: Optional[dict[str, Any]] = None, transport: str = "raw", **kwargs: Any) -> Harness:
+    def make(model: Any, params: Optional[dict[str, Any]] = None, transport: str = "raw",
+             **kwargs: Any) -> Harness:
         h = Harness(rclpy_context, model, params or {}, transport, **kwargs)
         made.append(h)
         return h

@@ -20,7 +20,8 @@ def test_parameter_names_are_the_published_interface():
     assert {spec.name for spec in PARAMETERS} == INTERFACE
     assert {f.name for f in dataclasses.fields(CaptionerSettings)} == INTERFACE
     read_only = {spec.name for spec in PARAMETERS if spec.read_only}
-    assert read_only == {"model_path", "device", "dtype", "image_transport", "reliability", "diagnostics_period"}
+    assert read_only == {"model_path", "device", "dtype", "image_transport", "reliability",
+                         "diagnostics_period"}
     assert all(spec.description for spec in PARAMETERS)
 
 
@@ -74,7 +75,8 @@ def test_settings_update_validates_and_copies():
 def test_config_file_sets_every_parameter_with_a_comment():
     text = CONFIG.read_text()
     data = yaml.safe_load(text)
-    values = data["captioner"]["ros__parameters"]
+    assert list(data) == ["/**/captioner"]  # the captioner in any namespace
+    values = data["/**/captioner"]["ros__parameters"]
     assert set(values) == INTERFACE
     for name, value in values.items():
         assert validate(name, value) is None, f"config/captioner.yaml: {name}: {validate(name, value)}"

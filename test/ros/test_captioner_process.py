@@ -70,7 +70,8 @@ def camera(context: Any, namespace: str) -> Iterator[tuple[Any, Callable[[], Non
         node.destroy_node()
 
 
-def feed_until(event: threading.Event, publish: Callable[[], None], process: subprocess.Popen, log: Path) -> None:
+def feed_until(event: threading.Event, publish: Callable[[], None], process: subprocess.Popen,
+               log: Path) -> None:
     """Publish frames until ``event`` is set (fail after 60 s or if the process dies)."""
     deadline = time.monotonic() + 60
     while not event.is_set() and time.monotonic() < deadline and process.poll() is None:
@@ -166,10 +167,12 @@ def test_model_that_does_not_load_stops_with_one_message(tmp_path):
 
 def test_bad_parameter_in_a_params_file_stops_with_one_message(tmp_path, tiny_model_dir):
     params = tmp_path / "params.yaml"
-    params.write_text(f"captioner:\n  ros__parameters:\n    model_path: '{tiny_model_dir}'\n    max_rate: 2\n")
+    params.write_text(f"/**/captioner:\n  ros__parameters:\n    model_path: '{tiny_model_dir}'\n"
+                      "    max_rate: 2\n")
     process, log = start(tmp_path, "--params-file", str(params))
     code = process.wait(timeout=60)
     output = log.read_text()
     assert code == 1, output
-    assert "parameter 'max_rate'" in output and "write a double" in output and "Traceback" not in output, output
+    assert "parameter 'max_rate'" in output and "write a decimal number" in output, output
+    assert "Traceback" not in output, output
     assert len(output.strip().splitlines()) == 1, output

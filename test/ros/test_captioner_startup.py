@@ -19,23 +19,28 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "captioner.yaml"
 def make(context, **params):
     from sharpeye_ros.ros.captioner_node import CaptionerNode
 
-    return CaptionerNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    return CaptionerNode(context=context, parameter_overrides=overrides)
 
 
-def test_params_file_is_loaded(rclpy_context, tiny_model_dir):
+@pytest.mark.parametrize("namespace", ["/", "/robot1/front"])
+def test_params_file_is_loaded_in_any_namespace(rclpy_context, tiny_model_dir, tmp_path, namespace):
     from sharpeye_ros.ros.captioner_node import CaptionerNode
 
-    node = CaptionerNode(context=rclpy_context, cli_args=[
-        "--ros-args", "--params-file", str(CONFIG), "-p", f"model_path:={tiny_model_dir}"])
+    config = yaml.safe_load(CONFIG.read_text())
+    expected = config["/**/captioner"]["ros__parameters"]
+    expected.update(model_path=str(tiny_model_dir), max_rate=3.5, num_regions=5, refine=False)
+    params = tmp_path / "captioner.yaml"
+    params.write_text(yaml.safe_dump(config))  # the shipped file, a few values changed
+    node = CaptionerNode(context=rclpy_context, namespace=namespace,
+                         cli_args=["--ros-args", "--params-file", str(params)])
     try:
-        expected = yaml.safe_load(CONFIG.read_text())["captioner"]["ros__parameters"]
-        expected["model_path"] = str(tiny_model_dir)
         for name, value in expected.items():
             assert node.get_parameter(name).value == value, name
             assert getattr(node.settings, name) == value, name
-        assert node.health_report().value("model_id") == str(tiny_model_dir)
-        assert node.health_report().value("device") == "cpu"
-        assert node.health_report().value("dtype") == "float32"
+        report = node.health_report()
+        assert report.value("model_id") == str(tiny_model_dir)
+        assert (report.value("device"), report.value("dtype")) == ("cpu", "float32")
     finally:
         node.destroy_node()
 
@@ -45,7 +50,8 @@ def test_parameters_are_described_with_ranges(rclpy_context, tiny_model_dir):
     try:
         rate = node.describe_parameter("max_rate")
         assert "header.stamp" in rate.description and not rate.read_only
-        assert (rate.floating_point_range[0].from_value, rate.floating_point_range[0].to_value) == (0.01, 100.0)
+        limits = rate.floating_point_range[0]
+        assert (limits.from_value, limits.to_value) == (0.01, 100.0)
         regions = node.describe_parameter("num_regions")
         assert (regions.integer_range[0].from_value, regions.integer_range[0].to_value) == (0, 16)
         assert node.describe_parameter("model_path").read_only
@@ -56,7 +62,7 @@ def test_parameters_are_described_with_ranges(rclpy_context, tiny_model_dir):
 
 @pytest.mark.parametrize("params, message", [
     ({"max_rate": -1.0}, "max_rate"),
-    ({"max_rate": 2}, "write a double"),
+    ({"max_rate": 2}, "write a decimal number"),
     ({"num_regions": 99}, "num_regions"),
     ({"device": "gpu"}, "'device' must be auto, cpu, cuda or cuda:N"),
     ({"dtype": "float8"}, "'dtype' must be one of"),
