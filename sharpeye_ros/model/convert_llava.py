@@ -47,20 +47,7 @@ VISION = "model.vision_tower.vision_tower."
 LM_HEAD = "lm_head.weight"
 # The published CLIP ViT-L/14-336 config, for checkpoints that carry the tower's weights
 # but whose tower config cannot be fetched (no hub access).
-KNOWN_VISION_CONFIGS = {
-    "openai/clip-vit-large-patch14-336": dict(
-        model_type="clip_vision_model",
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-        hidden_act="quick_gelu",
-        layer_norm_eps=1e-5,
-    ),
-}
+KNOWN_VISION_CONFIGS = {"openai/clip-vit-large-patch14-336": SharpEyesConfig.paper().vision.config}
 PAPER_DEEPLENS_LAYERS = (13, 18, 23)  # of 24 vision layers
 
 

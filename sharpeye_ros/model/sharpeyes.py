@@ -302,17 +302,7 @@ class SharpEyes(nn.Module):
         if glance.features is None:
             raise ValueError("refine: the glance ran without with_features=True")
         timer = timer or Timer(self.device)
-        refined = self._refined_embeddings(
-            images,
-            glance.transforms,
-            glance.embeds,
-            glance.features,
-            glance.captions,
-            glance.token_maps,
-            glance.regions,
-            zoom,
-            timer,
-        )
+        refined = self.refined_embeddings(images, glance, zoom, timer)
         g = self.config.generation
         prompt = self.lm.build_prompt(self.config.lm.refine_prompt, refined, captions=glance.captions)
         beams = g.refine_num_beams or g.num_beams
@@ -331,16 +321,19 @@ class SharpEyes(nn.Module):
         )
         return [self.lm.decode(gen.ids, g.stop)[0] for gen in generated]
 
-    def _refined_embeddings(
-        self, images, transforms, embeds, features, captions, token_maps, regions, zoom: bool, timer: Timer
+    def refined_embeddings(
+        self, images: Sequence[np.ndarray], glance: Glance, zoom: bool = False, timer: Optional[Timer] = None
     ) -> torch.Tensor:
-        """DeepLens on a glance's outputs (shared by inference and the stage-2 loss)."""
+        """DeepLens on a glance's outputs: the refined visual embeddings (B, M, D_lm)
+        (shared by inference and the stage-2 loss). ``images``: for zoom crops."""
+        timer = timer or Timer(self.device)
+        embeds, token_maps = glance.embeds, glance.token_maps
         zoom_tokens = None
         if zoom:
             with timer.stage("zoom"):
-                zoom_tokens = self._zoom_tokens(images, transforms, regions, token_maps)
+                zoom_tokens = self._zoom_tokens(images, glance.transforms, glance.regions, token_maps)
         with timer.stage("deeplens"):
-            ids = [self.lm.caption_ids(c) for c in captions]
+            ids = [self.lm.caption_ids(c) for c in glance.captions]
             length = max(1, max(len(i) for i in ids))
             padded = torch.full((len(ids), length), self.lm.pad_id, dtype=torch.long)
             mask = torch.zeros((len(ids), length), dtype=torch.bool)
@@ -349,7 +342,7 @@ class SharpEyes(nn.Module):
                 mask[b, : len(row)] = True
             caption = self.lm.embed(padded.to(self.device)).to(embeds.dtype)
             heat = torch.stack([self._heat(m, embeds.shape[1]) for m in token_maps]).to(embeds)
-            return self.deeplens(features, embeds, heat, caption, mask.to(self.device), zoom_tokens)
+            return self.deeplens(glance.features, embeds, heat, caption, mask.to(self.device), zoom_tokens)
 
     def _heat(self, token_maps: Optional[torch.Tensor], n: int) -> torch.Tensor:
         """The caption's mean attention per patch, scaled to a peak of 1."""
@@ -469,10 +462,8 @@ class SharpEyes(nn.Module):
             for b, (m, c, t) in enumerate(zip(maps, initial, transforms)):
                 text, spans = self.lm.decode(self.lm.caption_ids(c) + [self.lm.eos_id])
                 regions[b] = self._regions(m, spans, text, t, self.config.zoom.num_crops)
-        timer = Timer(self.device)
-        refined = self._refined_embeddings(
-            images, transforms, embeds, features, initial, maps, regions, zoom, timer
-        )
+        glance = Glance(transforms, embeds, features, initial, list(maps), [], regions)
+        refined = self.refined_embeddings(images, glance, zoom)
         prompt = self.lm.build_prompt(
             self.config.lm.refine_prompt,
             refined,

@@ -39,35 +39,14 @@ WORDS = (
 
 
 def tiny_clip_config(**kw) -> CLIPVisionConfig:
-    args = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        image_size=64,
-        patch_size=16,
-        projection_dim=32,
-    )
-    args.update(kw)
-    return CLIPVisionConfig(**args)
+    """The micro preset's CLIP config, as a transformers config."""
+    return CLIPVisionConfig.from_dict({**SharpEyesConfig.micro().vision.config, "projection_dim": 32, **kw})
 
 
 def tiny_opt_config(vocab_size: int, **kw) -> OPTConfig:
-    args = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        ffn_dim=64,
-        num_attention_heads=4,
-        max_position_embeddings=256,
-        word_embed_proj_dim=32,
-        dropout=0.0,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    args.update(kw)
-    return OPTConfig(**args)
+    """The micro preset's OPT config with ``vocab_size`` and OPT's special ids."""
+    ids = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    return OPTConfig.from_dict({**SharpEyesConfig.micro().lm.config, "vocab_size": vocab_size, **ids, **kw})
 
 
 def make_images(seed: int = 0) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import OPTConfig, OPTForCausalLM
 
+from sharpeye_ros.model import SharpEyesConfig
 from sharpeye_ros.model.language import LanguageModel, Prompt
 
 
@@ -25,14 +26,7 @@ def make_lm(tokenizer, seed: int = 0, **kw) -> LanguageModel:
     return LanguageModel(OPTForCausalLM(cfg).eval(), tokenizer)
 
 
-_OPT = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    ffn_dim=64,
-    num_attention_heads=4,
-    word_embed_proj_dim=32,
-    dropout=0.0,
-)
+_OPT = {k: v for k, v in SharpEyesConfig.micro().lm.config.items() if k != "max_position_embeddings"}
 
 
 def plain_prompt(lm: LanguageModel, ids: torch.Tensor, num_visual: int = 4) -> Prompt:

@@ -59,19 +59,8 @@ def test_zoom_changes_what_deeplens_sees(small_model, images):
         torch.nn.init.normal_(m.deeplens.out.weight, std=0.5)  # make DeepLens's output matter
         try:
             glance = m.glance(images, with_features=True, min_regions=m.config.zoom.num_crops)
-            from sharpeye_ros.model.timing import Timer
-
-            args = (
-                images,
-                glance.transforms,
-                glance.embeds,
-                glance.features,
-                glance.captions,
-                glance.token_maps,
-                glance.regions,
-            )
-            plain = m._refined_embeddings(*args, zoom=False, timer=Timer("cpu"))
-            zoomed = m._refined_embeddings(*args, zoom=True, timer=Timer("cpu"))
+            plain = m.refined_embeddings(images, glance, zoom=False)
+            zoomed = m.refined_embeddings(images, glance, zoom=True)
         finally:
             torch.nn.init.zeros_(m.deeplens.out.weight)
     assert plain.shape == (3, 4, 32)
