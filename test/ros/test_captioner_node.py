@@ -11,6 +11,7 @@ rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
 
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 
 S = 1_000_000_000
 
@@ -114,8 +115,6 @@ def test_runtime_parameters_accepted_and_bad_values_rejected(harness, scripted_m
 
 
 def test_bad_value_through_the_parameter_service_gets_the_reason(harness, scripted_model):
-    from rclpy.parameter_client import AsyncParameterClient
-
     h = harness(scripted_model)
     client = AsyncParameterClient(h.node, h.captioner.get_fully_qualified_name())
     assert client.wait_for_services(timeout_sec=10.0)
@@ -174,6 +173,12 @@ def test_only_the_newest_frame_is_captioned_while_the_model_is_busy(harness, scr
     for i, value in enumerate((2, 3, 4), start=1):  # arrive while frame 1 is being captioned
         h.publish_frame(t0 + i * S, value=value)
     assert gate.counters().offered == 4
+    # The executor is free during the caption: a parameter service call is answered at once.
+    client = AsyncParameterClient(h.node, h.captioner.get_fully_qualified_name())
+    assert client.wait_for_services(timeout_sec=10.0)
+    future = client.set_parameters([Parameter("min_region_score", value=0.25)])
+    assert h.wait_for(future.done, timeout=5) and future.result().results[0].successful
+    assert not scripted_model.release.is_set()  # still inside the first caption
     scripted_model.release.set()
     captions = h.wait_captions(2)
     time.sleep(0.3)
