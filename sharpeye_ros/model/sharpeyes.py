@@ -20,7 +20,7 @@ from torch import nn
 from sharpeye_ros.model.config import SharpEyesConfig
 from sharpeye_ros.model.connector import build_connector
 from sharpeye_ros.model.deeplens import DeepLens, ZoomTokens
-from sharpeye_ros.model.language import Generated, LanguageModel
+from sharpeye_ros.model.language import LanguageModel
 from sharpeye_ros.model.preprocess import ImageProcessor, ImageTransform, check_image, square_crop
 from sharpeye_ros.model.regions import Region, find_regions, heat_boxes, valid_cells
 from sharpeye_ros.model.timing import Timer

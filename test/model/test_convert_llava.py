@@ -122,7 +122,6 @@ def test_converted_model_matches_the_llava_pipeline(tmp_path, helpers, images):
         fake.clip.state_dict()["embeddings.patch_embedding.weight"],
     )
     pixels, _ = model.preprocess(images)
-    from sharpeye_ros.model.timing import Timer  # noqa: F401  (glance's internals below are public)
 
     embeds, _ = model.encode(pixels)
     prompt = model.lm.build_prompt(cfg.lm.prompt, embeds)
