@@ -165,7 +165,6 @@ def load_checkpoint(
     dtype: Optional[torch.dtype] = torch.float32,
 ) -> "SharpEyes":
     """Load a model saved by :func:`save_checkpoint`."""
-
     directory = Path(directory)
     cfg = read_config(directory)
     state = read_weights(directory / WEIGHTS_NAME)
