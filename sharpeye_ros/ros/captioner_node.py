@@ -33,7 +33,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -48,6 +47,7 @@ from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSe
 from sharpeye_ros.ros.diagnostics import CONVERSION, INFERENCE, PUBLISH, CaptionerHealth, LogThrottle
 from sharpeye_ros.ros.frame_gate import NS_PER_S, FrameGate, GatedFrame
 from sharpeye_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
+from sharpeye_ros.ros.spin import spin_until_shutdown
 
 NODE_NAME = "captioner"
 ERROR_LOG_PERIOD = 5.0  # seconds between two error lines of one kind; the rest are counted
@@ -340,19 +340,12 @@ def main(args: Optional[list[str]] = None) -> int:
     code = 0
     try:
         node = CaptionerNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        spin_until_shutdown(node)
     except StartupError as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
         code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # rclpy turns SIGINT and SIGTERM into a context shutdown: a normal exit
-    except Exception:
-        # A signal between two spins can make the executor fail with RCLError ("context is
-        # not valid") instead of ExternalShutdownException; only a live context means a bug.
-        if rclpy.ok():
-            raise
+    except KeyboardInterrupt:
+        pass  # SIGINT while the node was still starting up
     finally:
         if node is not None:
             node.destroy_node()

@@ -21,7 +21,6 @@ from typing import Any, Optional
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -30,6 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from sharpeye_ros.ros.image_conversion import ImageConversionError, fill_image_msg, rgb_to_compressed
+from sharpeye_ros.ros.spin import spin_until_shutdown
 from sharpeye_ros.ros.scene_feed import SceneFeed, ground_truth_json, scene_number
 
 # name: (default, description). Floats are dynamically typed so "rate:=5" works too.
@@ -136,9 +136,7 @@ def main(args: Optional[list[str]] = None) -> int:
         rclpy.try_shutdown()
         return 2
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # rclpy turns SIGINT and SIGTERM into a context shutdown: a normal exit
+        spin_until_shutdown(node)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
