@@ -40,6 +40,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Hashable, Mapping, Optional, Sequence, Union
 
+from sharpeye_ros.model.regions import box_iou
 from sharpeye_ros.world.captions import SIZE_CLASSES, parse_objects
 from sharpeye_ros.world.scene import WorldObject
 
@@ -184,15 +185,6 @@ def object_scores(captions: Mapping[Hashable, str],
         scores[f"f1_{group}"] = 100.0 * _ratio(2 * true_pos[group], named_n[group] + gt_n[group])
         scores[f"objects_{group}"] = float(gt_n[group])
     return scores
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (x_min, y_min, x_max, y_max) boxes."""
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def grounding_scores(captions: Mapping[Hashable, str],
