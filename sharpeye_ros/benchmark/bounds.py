@@ -1,0 +1,94 @@
+"""The limits a stage cannot beat on a machine: its FLOPs at the measured matmul
+throughput, and the bytes it must read at the measured memory bandwidth.
+
+Bytes are a lower bound: each weight is read once per forward pass, and a decode step
+also reads its KV cache; activations are left out. At batch 1 decoding reads every LM
+weight to produce one token per row, so it is bound by memory, not by FLOPs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping, Optional
+
+# Stages as the model library names them, then the naive reference path's own ones.
+MODEL_STAGES = ("preprocess", "vision", "connector", "prefill", "decode", "regions", "zoom", "deeplens",
+                "refine_prefill", "refine_decode")
+NAIVE_STAGES = ("generate", "attention", "refine_vision", "refine_connector", "refine_generate")
+GLANCE_STAGES = ("preprocess", "vision", "connector", "prefill", "decode", "regions", "generate", "attention")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes that set a caption's bytes: weight bytes per part, the LM's shape, the
+    prompts' lengths in tokens, the tokens generated and the beams."""
+
+    vision_bytes: int
+    connector_bytes: int
+    lm_bytes: int
+    deeplens_bytes: int
+    lm_layers: int
+    lm_hidden: int
+    element_size: int
+    prompt_len: int
+    refine_prompt_len: int
+    tokens: int
+    beams: int
+    refine_beams: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decode_bytes(g: Geometry, prompt_len: int, rows: int) -> int:
+    """Bytes read by the decode steps after the prefill: ``tokens - 1`` steps, each
+    reading every LM weight once and the KV cache of ``rows`` sequences."""
+    total = 0
+    for step in range(1, max(g.tokens, 1)):
+        kv = rows * g.lm_layers * 2 * (prompt_len + step) * g.lm_hidden * g.element_size
+        total += g.lm_bytes + kv
+    return total
+
+
+def stage_bytes(g: Geometry, stage: str) -> Optional[int]:
+    """The least bytes ``stage`` reads, or None for a stage that runs no model weights."""
+    glance_decode = decode_bytes(g, g.prompt_len, g.beams)
+    refine_decode = decode_bytes(g, g.refine_prompt_len, g.refine_beams)
+    table = {
+        "vision": g.vision_bytes, "zoom": g.vision_bytes, "refine_vision": g.vision_bytes,
+        "connector": g.connector_bytes, "refine_connector": g.connector_bytes,
+        "prefill": g.lm_bytes, "refine_prefill": g.lm_bytes, "attention": g.lm_bytes,
+        "decode": glance_decode, "refine_decode": refine_decode,
+        "generate": g.lm_bytes + glance_decode, "refine_generate": g.lm_bytes + refine_decode,
+        "deeplens": g.deeplens_bytes,
+    }
+    return table.get(stage)
+
+
+def stage_bounds(seconds: Mapping[str, float], flops: Mapping[str, int], g: Geometry,
+                 flops_per_s: float, bytes_per_s: float) -> dict[str, dict]:
+    """Per stage: measured seconds, FLOPs, bytes, the time each would take at the
+    machine's limit, and ``achieved`` = the larger bound / the measured time."""
+    if flops_per_s <= 0 or bytes_per_s <= 0:
+        raise ValueError("stage_bounds: throughput and bandwidth must be positive")
+    out = {}
+    for stage, measured in seconds.items():
+        f = int(flops.get(stage, 0))
+        b = stage_bytes(g, stage)
+        flop_bound = f / flops_per_s
+        byte_bound = b / bytes_per_s if b is not None else 0.0
+        bound = max(flop_bound, byte_bound)
+        out[stage] = {
+            "seconds": measured, "flops": f, "bytes": b, "flop_bound_s": flop_bound,
+            "byte_bound_s": byte_bound if b is not None else None,
+            "limit": "memory" if byte_bound > flop_bound else "compute",
+            "achieved": bound / measured if measured > 0 and bound > 0 else None,
+        }
+    return out
+
+
+def total_flop_ratio(seconds: float, flops: int, flops_per_s: float) -> float:
+    """Measured time over the FLOP bound (1.0: running at the machine's matmul throughput)."""
+    if flops <= 0 or flops_per_s <= 0:
+        raise ValueError("total_flop_ratio: need positive FLOPs and throughput")
+    return seconds / (flops / flops_per_s)

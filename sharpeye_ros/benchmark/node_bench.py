@@ -1,0 +1,214 @@
+"""End-to-end latency through the running ``captioner`` node: image stamp -> caption.
+
+Starts the installed ``captioner`` executable as a process, publishes 640x480 frames
+(rgb8 and bgr8 in turn) stamped with the current time at a rate below its caption rate,
+and receives ``caption``. Per caption:
+
+- latency: receive time - ``header.stamp`` (and the node's own ``latency_seconds``,
+  stamp -> publish);
+- model time: ``glance_seconds + refine_seconds``;
+- overhead: latency - model time (image transport, conversion, scheduling, message
+  building and the caption's delivery).
+
+The caller owns the DDS set-up: run it with a ROS_DOMAIN_ID of its own (see ``isolate_dds``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from sharpeye_ros.benchmark.measure import summarize
+
+ENCODINGS = ("rgb8", "bgr8")
+RELIABILITIES = ("best_effort", "reliable")
+NAMESPACE = "/sharpeye_benchmark"
+MAX_PUBLISH_HZ = 20.0
+START_TIMEOUT = 180.0  # seconds for the node to load its model and answer the first frame
+
+
+class NodeBenchmarkError(RuntimeError):
+    """The node benchmark cannot run; the message says why."""
+
+
+def isolate_dds() -> int:
+    """Give this process (and the node it starts) a random ROS domain and localhost-only
+    discovery, so the benchmark neither sees nor disturbs other ROS traffic."""
+    domain = random.SystemRandom().randint(1, 100)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if os.environ.get("ROS_DISTRO") == "humble":  # before Jazzy's discovery range
+        os.environ["ROS_LOCALHOST_ONLY"] = "1"
+    return domain
+
+
+def installed_executable(name: str) -> Path:
+    """``lib/sharpeye_ros/<name>`` of the installed package, found through AMENT_PREFIX_PATH."""
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        path = Path(prefix) / "lib" / "sharpeye_ros" / name
+        if prefix and path.is_file():
+            return path
+    raise NodeBenchmarkError(f"the installed '{name}' executable is not under AMENT_PREFIX_PATH: run "
+                             "`scripts/setup; source scripts/env.sh` first (or pass --model-only)")
+
+
+def publish_period(model_seconds: Sequence[float], max_hz: float = MAX_PUBLISH_HZ) -> float:
+    """Seconds between frames: twice the slowest warm-up caption, so that each frame
+    finds the node idle, and no faster than ``max_hz``."""
+    if not model_seconds:
+        raise ValueError("publish_period: no warm-up captions")
+    return max(2.0 * max(model_seconds), 1.0 / max_hz)
+
+
+def latency_summary(records: Sequence[dict]) -> dict:
+    """Summaries of latency, model time and overhead (seconds) over ``records``, each
+    with ``receive_latency``, ``message_latency`` and ``model``."""
+    if not records:
+        raise ValueError("latency_summary: no captions")
+    recv = [r["receive_latency"] for r in records]
+    msg = [r["message_latency"] for r in records]
+    model = [r["model"] for r in records]
+    return {
+        "latency": summarize(recv), "message_latency": summarize(msg), "model": summarize(model),
+        "overhead": summarize([a - m for a, m in zip(recv, model)]),
+        "message_overhead": summarize([a - m for a, m in zip(msg, model)]),
+    }
+
+
+def _count(received: dict, sent: dict, lock: threading.Condition) -> int:
+    with lock:
+        return sum(1 for stamp in sent if stamp in received)
+
+
+def run_node_benchmark(model_path: str, captions: int = 30, warmup: int = 3, device: str = "cpu",
+                       refine: bool = True, zoom: bool = False, reliability: str = "best_effort",
+                       image_size: tuple[int, int] = (640, 480)) -> dict:
+    """Latency of ``captions`` captions (frames of ``image_size`` alternate rgb8 and bgr8)
+    through the node, whose image subscription has QoS ``reliability`` (the publisher here
+    matches it).
+    Raises :class:`NodeBenchmarkError` when rclpy, the messages or the executable are missing."""
+    try:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from sharpeye_ros.msg import Caption
+    except ImportError as err:
+        raise NodeBenchmarkError(f"the node benchmark needs rclpy and the built messages ({err}): run "
+                                 "`scripts/setup; source scripts/env.sh` first (or pass --model-only)") from None
+    from sharpeye_ros.benchmark.worker import benchmark_images
+    from sharpeye_ros.ros.image_conversion import fill_image_msg
+
+    if captions < 2 or warmup < 1:
+        raise ValueError(f"node benchmark: need captions >= 2 and warmup >= 1, got {captions} and {warmup}")
+    if reliability not in RELIABILITIES:
+        raise ValueError(f"node benchmark: reliability must be one of {RELIABILITIES}, got {reliability!r}")
+    max_frames = 4 * captions + 20
+    executable = installed_executable("captioner")
+    frames = []
+    for image in benchmark_images(4, image_size):
+        frames += [(encoding, fill_image_msg(Image(), image, encoding)) for encoding in ENCODINGS]
+
+    workdir = Path(tempfile.mkdtemp(prefix="sharpeye_benchmark_"))
+    log = workdir / "captioner.log"
+    args = [str(executable), "--ros-args", "-p", f"model_path:={model_path}", "-p", "max_rate:=100.0",
+            "-p", f"refine:={str(refine).lower()}", "-p", f"zoom:={str(zoom).lower()}", "-p", f"device:={device}",
+            "-p", f"reliability:={reliability}", "-r", f"__ns:={NAMESPACE}"]
+    # cwd outside the source tree, which would shadow the installed package.
+    process = subprocess.Popen(args, cwd=workdir, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = Node("sharpeye_benchmark_client", namespace=NAMESPACE, context=context)
+    received: dict[int, dict] = {}
+    lock = threading.Condition()
+
+    def on_caption(msg) -> None:
+        now = node.get_clock().now().nanoseconds
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with lock:
+            received[stamp] = {"receive_latency": (now - stamp) / 1e9, "message_latency": float(msg.latency_seconds),
+                               "model": float(msg.glance_seconds) + float(msg.refine_seconds),
+                               "refined": bool(msg.refined)}
+            lock.notify_all()
+
+    node.create_subscription(Caption, "caption", on_caption, 10)
+    policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=policy)
+    publisher = node.create_publisher(Image, "image", qos)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+
+    def publish(i: int) -> tuple[int, str]:
+        encoding, msg = frames[i % len(frames)]
+        msg.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(msg)
+        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, encoding
+
+    def wait_for(stamp: int, timeout: float) -> Optional[dict]:
+        with lock:
+            lock.wait_for(lambda: stamp in received or process.poll() is not None, timeout)
+            return received.get(stamp)
+
+    try:
+        # Start-up: until the node has loaded its model and answered, and a few more.
+        deadline, warm = time.monotonic() + START_TIMEOUT, []
+        i = 0
+        while len(warm) < warmup:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise NodeBenchmarkError(f"the captioner gave {len(warm)} of {warmup} warm-up captions "
+                                         f"(exit code {process.poll()}); its log:\n{log.read_text()[-3000:]}")
+            stamp, _ = publish(i)
+            i += 1
+            got = wait_for(stamp, 1.0)
+            if got is not None:
+                warm.append(got["model"])
+        period = publish_period(warm)
+        # Frames can be lost on the way (a best-effort 640x480 frame is ~0.9 MB of UDP
+        # fragments): publish until ``captions`` came back, or give up after max_frames.
+        sent: dict[int, str] = {}
+        start, k = time.monotonic(), 0
+        while k < max_frames and _count(received, sent, lock) < captions:
+            stamp, encoding = publish(i + k)
+            sent[stamp] = encoding
+            k += 1
+            time.sleep(max(0.0, start + k * period - time.monotonic()))
+        time.sleep(min(5.0, 3.0 * period))  # the last caption's way back
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        executor.shutdown(timeout_sec=5)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    records = {stamp: received[stamp] for stamp in sent if stamp in received}
+    if len(records) < 2:
+        raise NodeBenchmarkError(f"only {len(records)} of {captions} frames were captioned; the node's log:\n"
+                                 f"{log.read_text()[-3000:]}")
+    result = {"captions": len(records), "frames_sent": len(sent), "frames_lost": len(sent) - len(records),
+              "publish_period_s": period, "image_size": list(image_size), "device": device, "refine": refine,
+              "zoom": zoom, "reliability": reliability,
+              "all": latency_summary(list(records.values())),
+              "refined": all(r["refined"] for r in records.values())}
+    for encoding in ENCODINGS:
+        chosen = [r for stamp, r in records.items() if sent[stamp] == encoding]
+        if chosen:
+            result[encoding] = latency_summary(chosen)
+    return result
+
+
+__all__ = ["NodeBenchmarkError", "isolate_dds", "installed_executable", "latency_summary", "publish_period",
+           "run_node_benchmark"]

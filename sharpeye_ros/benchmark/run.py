@@ -1,0 +1,285 @@
+"""``benchmark`` / ``sharpeye-benchmark``: speed, latency and memory against the limits.
+
+    scripts/setup; source scripts/env.sh
+    benchmark                      # CPU: paper size + demo model, naive path, node latency
+    benchmark --quick              # fewer repeats, a short node run
+    benchmark --model-only --device cuda --json gpu.json    # on a GPU machine (no ROS needed)
+    benchmark --merge gpu.json     # fold another machine's results into the docs
+    benchmark --render             # rewrite the docs from docs/benchmarks.json
+
+Each model is measured in a process of its own (:mod:`sharpeye_ros.benchmark.worker`),
+so its peak memory is its own. Results go to ``docs/benchmarks.json`` (one run per
+device kind, each with its machine and date), from which ``docs/benchmarks.md`` and
+``docs/benchmarks.png`` are generated. This is not a test: it measures and reports;
+the targets table says what passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+import sharpeye_ros
+from sharpeye_ros.benchmark import report
+from sharpeye_ros.benchmark.measure import copy_bandwidth, load_average, machine_info, matmul_throughput
+from sharpeye_ros.benchmark.worker import DTYPES, ModelSpec, spec_json
+
+RESULTS_NAME, DOC_NAME, PLOT_NAME = "benchmarks.json", "benchmarks.md", "benchmarks.png"
+MODEL_NAMES = ("paper", "demo")
+PAPER_TOKENS = 20  # a caption of about 15 words; the random paper-size LM never stops on its own
+RESULTS_FORMAT = 1
+
+
+class BenchmarkError(RuntimeError):
+    """A benchmark that cannot run or a results file that cannot be read; the message says why."""
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmark", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="1 timed repeat per mode and a short node run")
+    p.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated: paper, demo (default: both)")
+    p.add_argument("--model-path", default="", help="the demo model's directory (default: the shipped one; "
+                   "a tiny random model when there is none)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--dtype", default="auto", choices=("auto",) + tuple(DTYPES),
+                   help="auto: float32 on the CPU, float16 on CUDA")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, default=None, help="timed captions per mode (default 3, quick 1)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed captions before each mode (default 1)")
+    p.add_argument("--paper-tokens", type=int, default=PAPER_TOKENS,
+                   help=f"new tokens per caption of the random paper-size model (default {PAPER_TOKENS})")
+    p.add_argument("--node-captions", type=int, default=None, help="captions through the node (default 40, quick 10)")
+    p.add_argument("--model-only", action="store_true", help="no node run and no docs (e.g. on a GPU machine)")
+    p.add_argument("--json", default="", help="also write this run's results to this file")
+    p.add_argument("--out-dir", default="docs", help="where benchmarks.md/.png/.json go (default docs)")
+    p.add_argument("--max-load", type=float, default=1.5, help="warn (or wait, see --wait-load) above this load")
+    p.add_argument("--wait-load", type=float, default=0.0, help="wait up to this many seconds for a low load")
+    p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS",
+                   help="merge these results files into the docs' results and re-render")
+    p.add_argument("--tests-log", default="", help="with --merge: the GPU machine's model test log")
+    p.add_argument("--render", action="store_true", help="only re-render the docs from their results file")
+    args = p.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in args.models if m not in MODEL_NAMES]
+    if bad or not args.models:
+        p.error(f"--models: unknown {bad}; choose from {list(MODEL_NAMES)}")
+    if not (args.device == "cpu" or args.device.startswith("cuda")):
+        p.error(f"--device: {args.device!r} is not cpu, cuda or cuda:N")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available here")
+    for name in ("threads", "paper_tokens", "repeats", "node_captions"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "threads" else 1):
+            p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    if args.model_path and not Path(args.model_path).is_dir():
+        p.error(f"--model-path: {args.model_path} is not a directory")
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.node_captions = args.node_captions or (10 if args.quick else 40)
+    if args.dtype == "auto":
+        args.dtype = "float16" if args.device.startswith("cuda") else "float32"
+    return args
+
+
+# ---- results file ------------------------------------------------------------------------
+def load_results(path: Path) -> dict:
+    """A results file (``{"format": 1, "runs": {...}}``); empty results when it does not exist."""
+    if not path.exists():
+        return {"format": RESULTS_FORMAT, "runs": {}}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BenchmarkError(f"{path}: not a readable results file ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT or not isinstance(data.get("runs"), dict):
+        raise BenchmarkError(f"{path}: not a benchmark results file (format {RESULTS_FORMAT} with 'runs')")
+    return data
+
+
+def merge_results(base: dict, other: dict) -> dict:
+    """``base`` with each run of ``other`` replacing the run of the same device kind."""
+    merged = {**base, "runs": {**base.get("runs", {}), **other.get("runs", {})}}
+    for key in ("gpu_check", "gpu_note"):
+        if key in other:
+            merged[key] = other[key]
+    return merged
+
+
+def write_docs(results: dict, out_dir: Path) -> list[Path]:
+    """Write the results file, the markdown and the plot into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RESULTS_NAME).write_text(json.dumps(results, indent=1) + "\n")
+    plot = report.write_plot(results, out_dir / PLOT_NAME)
+    (out_dir / DOC_NAME).write_text(report.render_markdown(results, PLOT_NAME if plot else None))
+    return [out_dir / RESULTS_NAME, out_dir / DOC_NAME] + ([plot] if plot else [])
+
+
+def tests_summary(log: Path) -> str:
+    """pytest's last summary line ("12 passed in 3.4s") from a log."""
+    lines = [line.strip("= \n") for line in log.read_text(errors="replace").splitlines()
+             if " passed" in line or " failed" in line or " error" in line]
+    return lines[-1] if lines else "no pytest summary in the log"
+
+
+# ---- measuring ---------------------------------------------------------------------------
+def wait_for_low_load(max_load: float, wait: float) -> Optional[float]:
+    """Wait (up to ``wait`` s) until the 1-minute load is at most ``max_load``; returns it."""
+    deadline = time.monotonic() + wait
+    load = load_average()
+    while load is not None and load > max_load and time.monotonic() < deadline:
+        time.sleep(15)
+        load = load_average()
+    if load is not None and load > max_load:
+        print(f"benchmark: warning: load average {load:.2f} > {max_load}; timings will be slower than "
+              "this machine can do (the docs record the load)", file=sys.stderr)
+    return load
+
+
+def run_worker(spec: ModelSpec) -> dict:
+    """Measure ``spec`` in a fresh Python process; raises BenchmarkError with its output on failure."""
+    package_parent = str(Path(sharpeye_ros.__file__).absolute().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+    with tempfile.TemporaryDirectory(prefix="sharpeye_benchmark_") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(spec_json(spec))
+        code = ("import sys; from sharpeye_ros.benchmark.worker import main; "
+                "sys.exit(main(sys.argv[1:]))")
+        # cwd outside the source tree, which would shadow the installed package.
+        proc = subprocess.run([sys.executable, "-c", code, str(spec_path), str(out_path)], cwd=tmp, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0 or not out_path.exists():
+            raise BenchmarkError(f"measuring {spec.name} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+        return json.loads(out_path.read_text())
+
+
+def demo_source(model_path: str, tmp: Path) -> tuple[str, str]:
+    """(name, directory) of the demo model: the given or shipped one, else a tiny random
+    model saved to ``tmp`` (so that it still loads through the real path)."""
+    from sharpeye_ros.model import SharpEyes, SharpEyesConfig, default_model_path
+
+    path = Path(model_path) if model_path else default_model_path()
+    if (path / "config.json").is_file():
+        return "demo", str(path)
+    print(f"benchmark: no demo model at {path}: using a tiny random model instead", file=sys.stderr)
+    torch.manual_seed(0)
+    SharpEyes.from_config(SharpEyesConfig.tiny()).save_pretrained(tmp / "tiny")
+    return "tiny", str(tmp / "tiny")
+
+
+def model_specs(args: argparse.Namespace, demo: tuple[str, str]) -> list[ModelSpec]:
+    """What to measure for ``args``: the paper-size preset and/or the demo model."""
+    specs = []
+    common = dict(device=args.device, dtype=args.dtype, warmup=args.warmup, repeats=args.repeats,
+                  threads=args.threads)
+    gpu = args.device.startswith("cuda")
+    if "paper" in args.models:
+        # Zoom re-encodes two crops with ViT-L: measured on a GPU, left out of the CPU run's budget.
+        modes = ("glance", "deeplens", "deeplens_nodraft") + (("zoom",) if gpu else ()) + ("naive",)
+        specs.append(ModelSpec(name="paper", source="paper", modes=modes, tokens=args.paper_tokens, **common))
+    if "demo" in args.models:
+        specs.append(ModelSpec(name=demo[0], source=demo[1],
+                               modes=("glance", "deeplens", "deeplens_nodraft", "zoom", "naive"),
+                               tokens=None, extras=not gpu, **common))
+    return specs
+
+
+def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    """One run on ``args.device``: machine, limits, models and (unless model-only) the node."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = wait_for_low_load(args.max_load, args.wait_load)
+    machine = machine_info(args.device)
+    machine["load_average_1min"] = load
+    size = 4096 if args.device.startswith("cuda") else 2048
+    limits = {"dtype": args.dtype, "matmul_size": size,
+              "matmul_flops_per_s": matmul_throughput(args.device, DTYPES[args.dtype], size, reps=5),
+              "copy_bytes_per_s": copy_bandwidth(args.device)}
+    run = {"machine": machine, "limits": limits, "models": [], "quick": args.quick,
+           "command": " ".join(["benchmark", *argv])}
+    with tempfile.TemporaryDirectory(prefix="sharpeye_benchmark_models_") as tmp:
+        demo = demo_source(args.model_path, Path(tmp))
+        for spec in model_specs(args, demo):
+            print(f"benchmark: {spec.name} on {spec.device} ({spec.dtype}), modes {', '.join(spec.modes)}",
+                  file=sys.stderr)
+            try:
+                run["models"].append(run_worker(spec))
+            except BenchmarkError as err:
+                print(f"benchmark: {err}", file=sys.stderr)
+                run.setdefault("errors", []).append(str(err)[-2000:])
+        if not args.model_only:
+            run["node"] = measure_node(args, demo)
+    report.add_bounds(run)
+    machine["load_average_1min_end"] = load_average()
+    return run
+
+
+def measure_node(args: argparse.Namespace, demo: tuple[str, str]) -> dict:
+    """Node latency with best-effort (the default) and, unless quick, reliable image QoS."""
+    from sharpeye_ros.benchmark.node_bench import NodeBenchmarkError, isolate_dds, run_node_benchmark
+
+    isolate_dds()
+    out: dict = {}
+    for reliability in ("best_effort",) if args.quick else ("best_effort", "reliable"):
+        print(f"benchmark: node latency, {reliability} image QoS, {demo[0]} model", file=sys.stderr)
+        try:
+            result = run_node_benchmark(demo[1], captions=args.node_captions, device=args.device,
+                                        reliability=reliability)
+            result["model_name"] = demo[0]
+            out[reliability] = result
+        except NodeBenchmarkError as err:
+            print(f"benchmark: {err}", file=sys.stderr)
+            out[reliability] = str(err)[-1000:]
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the benchmark (see the module docstring); 0 on success, 1 on an error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    out_dir = Path(args.out_dir)
+    try:
+        if args.render or args.merge:
+            results = load_results(out_dir / RESULTS_NAME)
+            for path in args.merge or ():
+                if not Path(path).is_file():
+                    raise BenchmarkError(f"{path}: no such results file")
+                results = merge_results(results, load_results(Path(path)))
+            if args.tests_log:
+                check = dict(results.get("gpu_check") or {})
+                check["model_tests"] = tests_summary(Path(args.tests_log))
+                results["gpu_check"] = check
+            for path in write_docs(results, out_dir):
+                print(path)
+            return 0
+        key = "cuda" if args.device.startswith("cuda") else "cpu"
+        run = measure_run(args, argv)
+        fresh = {"format": RESULTS_FORMAT, "runs": {key: run}}
+        if key == "cuda":
+            fresh["gpu_check"] = {"gpu": run["machine"]["gpu"], "date_utc": run["machine"]["date_utc"]}
+        if args.json:
+            Path(args.json).write_text(json.dumps(fresh, indent=1) + "\n")
+            print(args.json)
+        if not args.model_only:
+            for path in write_docs(merge_results(load_results(out_dir / RESULTS_NAME), fresh), out_dir):
+                print(path)
+        for t in report.targets(fresh):
+            print(f"{t['target']}: {report.format_value(t)} ({report.verdict(t['passed'])})")
+        return 0
+    except BenchmarkError as err:
+        print(f"benchmark: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

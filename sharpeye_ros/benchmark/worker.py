@@ -1,0 +1,298 @@
+"""Model-only measurements of one model on one device, meant to run in a process of its
+own so that its peak memory is its own.
+
+For each mode (``glance``; ``deeplens``; ``deeplens_nodraft``, the same with the refined
+caption decoded token by token, without the initial caption as a draft; ``zoom``;
+``naive``, see :mod:`~sharpeye_ros.benchmark.naive`): per-stage seconds and the
+whole call's over ``repeats`` images after ``warmup`` ones, the mode's peak memory
+(CPU resident set; on CUDA also torch's allocated and reserved peaks), and one
+untimed extra run that counts each stage's FLOPs. Every mode generates the same
+``tokens`` per caption (stop rules off), so paths and modes compare like for like.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from sharpeye_ros.benchmark.bounds import Geometry
+from sharpeye_ros.benchmark.measure import (CountingTimer, peak_rss_bytes, reset_peak_rss, rss_bytes, summarize,
+                                            synchronize)
+from sharpeye_ros.benchmark.naive import naive_caption
+from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+from sharpeye_ros.model.timing import Timer
+
+MODES = ("glance", "deeplens", "deeplens_nodraft", "zoom", "naive")
+PRESETS = ("paper", "tiny")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+IMAGE_SIZE = (640, 480)
+
+
+@dataclass
+class ModelSpec:
+    """What to measure. ``source``: a preset name (random weights) or a checkpoint
+    directory. ``tokens``: new tokens per caption; None takes the model's natural caption
+    length on the first benchmark images. ``extras``: also time the node's image
+    conversion and drawing."""
+
+    name: str
+    source: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    modes: Sequence[str] = ("glance", "deeplens", "naive")
+    warmup: int = 1
+    repeats: int = 3
+    tokens: Optional[int] = None
+    threads: int = 0
+    extras: bool = False
+    seed: int = 0
+    overrides: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ValueError(f"modes: unknown or none {bad}; known: {list(MODES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: {self.dtype!r} is not one of {list(DTYPES)}")
+        if self.warmup < 0 or self.repeats < 1:
+            raise ValueError(f"need warmup >= 0 and repeats >= 1, got {self.warmup} and {self.repeats}")
+        if self.tokens is not None and self.tokens < 1:
+            raise ValueError(f"tokens must be >= 1, got {self.tokens}")
+        if self.source not in PRESETS and not Path(self.source).is_dir():
+            raise ValueError(f"model source {self.source!r} is neither a preset {list(PRESETS)} nor a directory")
+
+
+def benchmark_images(count: int, size: tuple[int, int] = IMAGE_SIZE) -> list[np.ndarray]:
+    """``count`` synthetic scenes of ``size`` (width, height) from the world's validation split."""
+    from sharpeye_ros.world import SceneConfig, generate_scene
+
+    config = SceneConfig(width=size[0], height=size[1])
+    return [generate_scene("val", i, config).image for i in range(count)]
+
+
+def build_model(spec: ModelSpec) -> tuple[SharpEyes, bool]:
+    """The model on its device and dtype, and whether its weights are random."""
+    dtype = DTYPES[spec.dtype]
+    if spec.source in PRESETS:
+        torch.manual_seed(spec.seed)
+        config = getattr(SharpEyesConfig, spec.source)()
+        if spec.overrides:
+            config = config.override(spec.overrides)
+        model = SharpEyes.from_config(config)
+        # A random LM over a 50k vocabulary would write ids the small word tokenizer of
+        # the preset cannot spell, leaving empty captions and short refine prompts. Zero
+        # the embedding rows past the tokenizer: the same compute, captions of real words.
+        with torch.no_grad():
+            model.lm.model.get_input_embeddings().weight[len(model.lm.tokenizer):] = 0
+        return model.to(spec.device, dtype).eval(), True
+    model = SharpEyes.from_pretrained(spec.source, device=spec.device, dtype=dtype)
+    if spec.overrides:
+        model.config = model.config.override(spec.overrides)
+    return model, False
+
+
+def unique_bytes(module: Optional[torch.nn.Module]) -> int:
+    """Bytes of a module's parameters and buffers, shared (tied) tensors counted once."""
+    if module is None:
+        return 0
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+def natural_tokens(model: SharpEyes, images: Sequence[np.ndarray]) -> int:
+    """Mean length in tokens (stop token included) of the glance captions of ``images``."""
+    lengths = [len(model.lm.caption_ids(r.initial_caption)) + 1
+               for image in images for r in model.caption([image], refine=False)]
+    return max(1, round(sum(lengths) / len(lengths)))
+
+
+def drafts(model: SharpEyes) -> bool:
+    """Whether the model decodes its refined caption with the initial caption as a draft."""
+    g = model.config.generation
+    return bool(getattr(g, "draft", False)) and (g.refine_num_beams or g.num_beams) == 1
+
+
+def _run(model: SharpEyes, mode: str, image: np.ndarray, timer: Optional[Timer]) -> dict[str, float]:
+    """One caption in ``mode``; returns its stage seconds. With ``timer``, the model's
+    glance/refine steps run under it (to count FLOPs) instead of through ``caption``."""
+    if mode == "deeplens_nodraft":
+        g = model.config.generation
+        g.draft = False
+        try:
+            return _run(model, "deeplens", image, timer)
+        finally:
+            g.draft = True
+    if mode == "naive":
+        timer = timer or Timer(model.device)
+        naive_caption(model, image, timer, refine=True)
+        return dict(timer.times)
+    refine, zoom = mode != "glance", mode == "zoom"
+    if timer is None:
+        return dict(model.caption([image], refine=refine, zoom=zoom)[0].timings)
+    crops = model.config.zoom.num_crops if zoom else 0
+    with torch.no_grad():
+        glance = model.glance([image], with_features=refine, timer=timer, min_regions=crops)
+        if refine:
+            model.refine([image], glance, zoom=zoom, timer=timer)
+    return dict(timer.times)
+
+
+def measure_mode(model: SharpEyes, mode: str, images: Sequence[np.ndarray], warmup: int) -> dict:
+    """Warm-up, timed runs and one FLOP-counting run of ``mode``, with its peak memory."""
+    device = model.device
+    reset_peak_rss()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    stages: dict[str, list[float]] = {}
+    totals = []
+    for i, image in enumerate(images):
+        synchronize(device)
+        start = time.perf_counter()
+        times = _run(model, mode, image, None)
+        synchronize(device)
+        if i < warmup:
+            continue
+        totals.append(time.perf_counter() - start)
+        for stage, seconds in times.items():
+            stages.setdefault(stage, []).append(seconds)
+    out = {
+        "stages": {s: summarize(v) for s, v in stages.items()}, "total": summarize(totals),
+        "captions_per_s": len(totals) / sum(totals), "peak_rss_bytes": peak_rss_bytes(),
+    }
+    if device.type == "cuda":
+        out["cuda_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        out["cuda_peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
+    counting = CountingTimer(device, watch=model.lm.model.model.decoder)
+    _run(model, mode, images[-1], counting)
+    out["flops"] = counting.flops
+    out["lm_passes"] = counting.calls
+    return out
+
+
+def geometry(model: SharpEyes, images: Sequence[np.ndarray]) -> Geometry:
+    """Weight bytes, LM shape and prompt lengths of ``model`` with its current settings."""
+    cfg, lm = model.config, model.lm
+    g = cfg.generation
+    n = model.vision.grid ** 2
+    visual = torch.zeros(1, n, lm.hidden_size, device=model.device, dtype=model.dtype)
+    prompt_len = lm.build_prompt(cfg.lm.prompt, visual).embeds.shape[1]
+    refine_len = prompt_len
+    if model.deeplens is not None:
+        caption = model.caption([images[0]], refine=False)[0].initial_caption
+        pool = cfg.deeplens.pool
+        refined = visual[:, :n // (pool * pool)]
+        refine_len = lm.build_prompt(cfg.lm.refine_prompt, refined, captions=[caption]).embeds.shape[1]
+    opt = lm.model.config
+    return Geometry(
+        vision_bytes=unique_bytes(model.vision), connector_bytes=unique_bytes(model.connector),
+        lm_bytes=unique_bytes(lm), deeplens_bytes=unique_bytes(model.deeplens),
+        lm_layers=int(opt.num_hidden_layers), lm_hidden=int(opt.hidden_size),
+        element_size=torch.empty((), dtype=model.dtype).element_size(), prompt_len=int(prompt_len),
+        refine_prompt_len=int(refine_len), tokens=int(g.max_new_tokens), beams=int(g.num_beams),
+        refine_beams=int(g.refine_num_beams or g.num_beams))
+
+
+def node_side_stages(images: Sequence[np.ndarray], caption: str, reps: int = 20) -> dict:
+    """Seconds of the node's own per-frame work at 640x480: converting an rgb8 and a bgr8
+    Image message to RGB, and drawing three regions and the caption."""
+    from sharpeye_ros.model import Region
+    from sharpeye_ros.ros.drawing import draw_annotations
+    from sharpeye_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_image_msg_fields
+
+    image = images[0]
+    h, w = image.shape[:2]
+    regions = [Region(w * 0.1, h * 0.1, w * 0.4, h * 0.5, 0.6, "large red circle"),
+               Region(w * 0.5, h * 0.2, w * 0.9, h * 0.6, 0.3, "blue square"),
+               Region(w * 0.3, h * 0.6, w * 0.5, h * 0.9, 0.1, "small star")]
+    jobs = {}
+    for encoding in ("rgb8", "bgr8"):
+        msg = SimpleNamespace(**rgb_to_image_msg_fields(image, encoding))
+        jobs[f"convert_{encoding}"] = lambda msg=msg: np.ascontiguousarray(image_msg_to_rgb(msg))
+    jobs["drawing"] = lambda: draw_annotations(image, caption, regions, initial_caption="a glance caption")
+    out = {}
+    for name, job in jobs.items():
+        job()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            job()
+            times.append(time.perf_counter() - start)
+        out[name] = summarize(times)
+    return out
+
+
+def measure(spec: ModelSpec) -> dict:
+    """Everything this module measures for ``spec``, as a JSON-ready dict."""
+    spec.validate()
+    if spec.threads > 0:
+        torch.set_num_threads(spec.threads)
+    device = torch.device(spec.device)
+    cuda_context = None
+    if device.type == "cuda":
+        torch.cuda.init()
+        torch.zeros(1, device=device)
+        free, total = torch.cuda.mem_get_info(device)
+        cuda_context = int(total - free)  # the context (and anything else on the GPU) before the model
+    rss_before = rss_bytes()
+    start = time.perf_counter()
+    model, random_weights = build_model(spec)
+    load_seconds = time.perf_counter() - start
+    images = benchmark_images(spec.warmup + spec.repeats)
+    g = model.config.generation
+    with torch.no_grad():
+        tokens, source = spec.tokens, "fixed"
+        if tokens is None:
+            tokens, source = natural_tokens(model, images[:max(2, spec.warmup)]), "natural"
+        g.max_new_tokens, g.stop = int(tokens), ()
+        geo = geometry(model, images)
+        modes = {}
+        for mode in spec.modes:
+            if mode != "glance" and model.deeplens is None:
+                modes[mode] = {"skipped": "the model has no DeepLens"}
+                continue
+            if mode == "deeplens_nodraft" and not drafts(model):
+                modes[mode] = {"skipped": "the model does not decode its refinement with a draft"}
+                continue
+            modes[mode] = measure_mode(model, mode, images, spec.warmup)
+    params = {name: sum(p.numel() for p in group) for name, group in model.parameter_groups().items()}
+    result = {
+        "name": spec.name, "source": spec.source, "random_weights": random_weights, "device": spec.device,
+        "dtype": spec.dtype, "threads": torch.get_num_threads(), "model_id": model.model_id,
+        "params": params, "load_seconds": load_seconds, "rss_before_model_bytes": rss_before,
+        "cuda_context_bytes": cuda_context, "tokens": int(tokens), "tokens_source": source,
+        "warmup": spec.warmup, "repeats": spec.repeats, "image_size": list(IMAGE_SIZE),
+        "geometry": geo.to_dict(), "modes": modes,
+    }
+    if spec.extras:
+        result["node_side"] = node_side_stages(images, "a large red circle at the top left and a small blue star")
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``worker SPEC.json OUT.json``: measure the spec, write the result."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 2:
+        print("usage: worker SPEC.json OUT.json", file=sys.stderr)
+        return 2
+    spec = ModelSpec(**json.loads(Path(argv[0]).read_text()))
+    result = measure(spec)
+    Path(argv[1]).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def spec_json(spec: ModelSpec) -> str:
+    """``spec`` as the JSON :func:`main` reads."""
+    return json.dumps({**asdict(spec), "modes": list(spec.modes)})

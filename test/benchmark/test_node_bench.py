@@ -1,0 +1,68 @@
+"""Latency through the node: the pure parts, and one short run of the installed captioner."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sharpeye_ros.benchmark import node_bench
+
+
+def test_publish_period_leaves_the_node_idle_between_frames():
+    assert node_bench.publish_period([0.1, 0.3, 0.2]) == pytest.approx(0.6)
+    assert node_bench.publish_period([0.001]) == pytest.approx(1.0 / node_bench.MAX_PUBLISH_HZ)
+    with pytest.raises(ValueError):
+        node_bench.publish_period([])
+
+
+def test_latency_summary_subtracts_model_time():
+    records = [{"receive_latency": 0.12, "message_latency": 0.11, "model": 0.10},
+               {"receive_latency": 0.25, "message_latency": 0.22, "model": 0.20}]
+    s = node_bench.latency_summary(records)
+    assert s["latency"]["n"] == 2 and s["latency"]["max"] == pytest.approx(0.25)
+    assert s["overhead"]["min"] == pytest.approx(0.02) and s["overhead"]["max"] == pytest.approx(0.05)
+    assert s["message_overhead"]["max"] == pytest.approx(0.02)
+    with pytest.raises(ValueError):
+        node_bench.latency_summary([])
+
+
+def test_isolate_dds_picks_a_private_domain(monkeypatch):
+    monkeypatch.setenv("ROS_DOMAIN_ID", "0")
+    monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
+    domain = node_bench.isolate_dds()
+    assert 1 <= domain <= 100 and os.environ["ROS_DOMAIN_ID"] == str(domain)
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+
+
+def test_missing_executable_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path))
+    with pytest.raises(node_bench.NodeBenchmarkError, match="scripts/setup"):
+        node_bench.installed_executable("captioner")
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_latency_through_the_running_node(tmp_path):
+    pytest.importorskip("rclpy")
+    import torch
+
+    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+
+    torch.manual_seed(0)
+    config = SharpEyesConfig.tiny()
+    config.generation.max_new_tokens = 4
+    SharpEyes.from_config(config).save_pretrained(tmp_path / "model")
+    # Reliable QoS and small frames: no frame lost on a busy test machine. The domain is
+    # the test session's own (test/conftest.py).
+    result = node_bench.run_node_benchmark(str(tmp_path / "model"), captions=4, warmup=1, reliability="reliable",
+                                           image_size=(320, 240))
+    assert result["captions"] >= 4 and result["refined"]
+    assert result["frames_sent"] >= result["captions"] and result["reliability"] == "reliable"
+    a = result["all"]
+    assert a["latency"]["n"] == result["captions"]
+    # Latency covers the model, and stays within what one test machine can plausibly add.
+    assert a["latency"]["min"] >= a["model"]["min"] > 0
+    assert 0 <= a["overhead"]["p50"] < 5.0
+    assert a["message_latency"]["max"] <= a["latency"]["max"] + 1e-3  # published before received
+    assert {"rgb8", "bgr8"} <= set(result)

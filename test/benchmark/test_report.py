@@ -1,0 +1,95 @@
+"""Targets, the markdown and the plot, from results."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from sharpeye_ros.benchmark import report
+
+
+def _paper(run: dict, glance_s: float, deeplens_s: float, flops: int) -> dict:
+    """The tiny measurement renamed 'paper', with chosen totals and glance FLOPs."""
+    model = copy.deepcopy(run["models"][0])
+    model["name"] = "paper"
+    model["modes"]["glance"]["total"]["mean"] = glance_s
+    model["modes"]["glance"]["flops"] = {"vision": flops}
+    model["modes"]["deeplens"]["total"]["mean"] = deeplens_s
+    return model
+
+
+def _node(p95: float) -> dict:
+    s = {"n": 30, "mean": p95 / 2, "p50": p95 / 2, "p95": p95, "min": 0.0, "max": p95}
+    part = {k: s for k in ("latency", "message_latency", "model", "overhead", "message_overhead")}
+    return {"captions": 30, "frames_sent": 32, "frames_lost": 2, "publish_period_s": 0.5, "image_size": [640, 480],
+            "device": "cpu", "refine": True, "zoom": False, "reliability": "best_effort", "model_name": "demo",
+            "all": part, "rgb8": part, "bgr8": part}
+
+
+def test_targets_pass_and_fail_from_measurements(tiny_run):
+    cpu = copy.deepcopy(tiny_run)
+    # 1e11 FLOP/s: 2e11 FLOPs take 2 s at the bound; 2.5 s measured is 1.25x.
+    cpu["models"] = [_paper(tiny_run, 2.5, 3.5, int(2e11))]
+    cpu["node"] = {"best_effort": _node(0.008), "reliable": _node(0.012)}
+    results = {"format": 1, "runs": {"cpu": cpu}}
+    found = report.targets(results)
+    deeplens_cpu = found[0]
+    assert deeplens_cpu["measured"] == pytest.approx(0.4) and deeplens_cpu["passed"] is False
+    flop = next(t for t in found if "FLOP bound" in t["target"])
+    assert flop["measured"] == pytest.approx(1.25) and flop["passed"] is True
+    node = {t["target"]: t for t in found if t["target"].startswith("Node overhead")}
+    assert [t["passed"] for _, t in sorted(node.items())] == [True, False]
+    gpu = [t for t in found if t["passed"] is None]
+    assert {t["target"] for t in gpu} == {"DeepLens adds <= 25% to the glance, paper size, GPU",
+                                          "Paper size + DeepLens fits a GPU in fp16"}
+    assert all(t["machine"] is None and t["detail"].startswith("not measured") for t in gpu)
+
+
+def test_gpu_memory_target_counts_the_cuda_context(tiny_run):
+    gpu = copy.deepcopy(tiny_run)
+    gpu["machine"]["gpu"] = "Test GPU"
+    paper = _paper(tiny_run, 0.1, 0.12, int(1e9))
+    paper["device"], paper["cuda_context_bytes"] = "cuda", int(0.5e9)
+    paper["modes"]["deeplens"].update(cuda_peak_reserved_bytes=int(2.0e9), cuda_peak_allocated_bytes=int(1.5e9))
+    gpu["models"] = [paper]
+    found = {t["target"]: t for t in report.targets({"runs": {"cuda": gpu}})}
+    memory = found["Paper size + DeepLens fits a GPU in fp16"]
+    assert memory["measured"] == int(2.5e9) and memory["passed"] is True
+    assert memory["machine"].startswith("Test GPU")
+    assert found["DeepLens adds <= 25% to the glance, paper size, GPU"]["measured"] == pytest.approx(0.2)
+
+
+def test_markdown_reports_every_run_with_machine_and_date(tiny_run):
+    cpu = copy.deepcopy(tiny_run)
+    cpu["models"].append(_paper(tiny_run, 2.5, 3.0, int(2e11)))
+    cpu["node"] = {"best_effort": _node(0.004), "reliable": "the captioner gave 0 of 3 warm-up captions"}
+    text = report.render_markdown({"format": 1, "runs": {"cpu": cpu}}, "benchmarks.png")
+    m = cpu["machine"]
+    assert m["date_utc"] in text and m["cpu"] in text and m["torch"] in text
+    assert "## Targets" in text and "**pass**" in text and "not measured" in text
+    assert "![" in text and "benchmarks.png" in text
+    assert "naive" in text and "GFLOP" in text and "rgb8" in text and "bgr8" in text
+    assert "None" not in text and "nan" not in text
+    for mode in ("glance + DeepLens", "refinement without draft", "zoom"):
+        assert mode in text
+
+
+def test_plot_is_written(tiny_run, tmp_path):
+    cpu = copy.deepcopy(tiny_run)
+    cpu["models"].append(_paper(tiny_run, 2.5, 3.0, int(2e11)))
+    report.add_bounds(cpu)
+    path = report.write_plot({"runs": {"cpu": cpu}}, tmp_path / "plot.png")
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.write_plot({"runs": {}}, tmp_path / "empty.png") is None
+
+
+def test_bounds_are_added_per_mode(tiny_run):
+    model = tiny_run["models"][0]
+    assert set(model["bounds"]) == set(model["modes"])
+    vision = model["bounds"]["glance"]["vision"]
+    assert vision["flops"] == model["modes"]["glance"]["flops"]["vision"]
+    assert vision["flop_bound_s"] == pytest.approx(vision["flops"] / 1e11)
+    steps = model["geometry"]["tokens"] - 1
+    assert model["bounds"]["glance"]["decode"]["bytes"] > steps * model["geometry"]["lm_bytes"]  # + KV cache
+    assert model["bounds"]["glance"]["regions"]["achieved"] is None

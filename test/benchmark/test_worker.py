@@ -1,0 +1,70 @@
+"""The model-only measurement of one model: every mode, like for like."""
+
+from __future__ import annotations
+
+import pytest
+
+from sharpeye_ros.benchmark.bounds import MODEL_STAGES, NAIVE_STAGES
+from sharpeye_ros.benchmark.worker import ModelSpec, benchmark_images, build_model
+
+ALL_MODES = ("glance", "deeplens", "deeplens_nodraft", "zoom", "naive")
+TOKENS = 4  # as in conftest.py
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"modes": ("glance", "fast")}, "modes"), ({"modes": ()}, "modes"), ({"dtype": "int8"}, "dtype"),
+    ({"repeats": 0}, "repeats"), ({"tokens": 0}, "tokens"), ({"source": "/no/such/model"}, "neither a preset"),
+])
+def test_spec_rejects_bad_fields(change, message):
+    spec = ModelSpec(**{"name": "x", "source": "tiny", **change})
+    with pytest.raises(ValueError, match=message):
+        spec.validate()
+
+
+def test_benchmark_images_have_the_asked_size():
+    images = benchmark_images(2, (320, 240))
+    assert [im.shape for im in images] == [(240, 320, 3)] * 2
+    assert images[0].dtype.name == "uint8" and (images[0] != images[1]).any()
+
+
+def test_random_preset_captions_are_words():
+    model, random_weights = build_model(ModelSpec(name="tiny", source="tiny"))
+    assert random_weights
+    emb = model.lm.model.get_input_embeddings().weight
+    assert not emb[len(model.lm.tokenizer):].any()
+
+
+def test_every_mode_measured_with_the_same_tokens(tiny_measurement):
+    r = tiny_measurement
+    assert r["tokens"] == TOKENS and r["tokens_source"] == "fixed" and r["random_weights"]
+    assert set(r["modes"]) == set(ALL_MODES)
+    for mode, m in r["modes"].items():
+        assert m["total"]["n"] == 1
+        stage_sum = sum(s["mean"] for s in m["stages"].values())
+        assert 0 < stage_sum <= m["total"]["mean"] * 1.05, mode
+        assert m["captions_per_s"] == pytest.approx(1 / m["total"]["mean"])
+        assert m["peak_rss_bytes"] > 0
+        assert m["flops"]["vision"] > 0
+    glance, deeplens, naive = (r["modes"][m] for m in ("glance", "deeplens", "naive"))
+    assert set(glance["stages"]) == {"preprocess", "vision", "connector", "prefill", "decode", "regions"}
+    assert set(deeplens["stages"]) <= set(MODEL_STAGES) and "refine_decode" in deeplens["stages"]
+    assert set(NAIVE_STAGES) <= set(naive["stages"])
+    # One prefill, then one LM pass per further token; transformers' generate: one per token.
+    assert glance["lm_passes"] == {"prefill": 1, "decode": TOKENS - 1}
+    assert naive["lm_passes"]["generate"] == TOKENS and naive["lm_passes"]["refine_generate"] == TOKENS
+    assert r["modes"]["deeplens_nodraft"]["lm_passes"]["refine_decode"] == TOKENS - 1
+    assert deeplens["lm_passes"]["refine_decode"] <= TOKENS - 1  # drafts can only save passes
+    # The same stage costs the same FLOPs in every mode; the naive path does more.
+    assert deeplens["flops"]["vision"] == glance["flops"]["vision"] == naive["flops"]["refine_vision"]
+    assert sum(naive["flops"].values()) > sum(deeplens["flops"].values())
+    assert r["modes"]["zoom"]["flops"]["zoom"] > 0
+
+
+def test_geometry_and_node_side(tiny_measurement):
+    g = tiny_measurement["geometry"]
+    grid_tokens = (64 // 16) ** 2  # conftest.SMALLER
+    assert g["prompt_len"] > grid_tokens and g["tokens"] == TOKENS
+    assert g["refine_prompt_len"] > grid_tokens  # tiny DeepLens keeps every patch (pool 1)
+    assert g["vision_bytes"] > 0 and g["lm_bytes"] > 0 and g["element_size"] == 4
+    assert sum(tiny_measurement["params"].values()) > 1e4
+    assert set(tiny_measurement["node_side"]) == {"convert_rgb8", "convert_bgr8", "drawing"}
