@@ -107,13 +107,19 @@ def targets(results: dict) -> list[dict]:
         detail = (f"torch reserved peak {_gb(mode['cuda_peak_reserved_bytes'])} (allocated "
                   f"{_gb(mode['cuda_peak_allocated_bytes'])}) + CUDA context {_gb(context)}, {paper['dtype']}")
     out.append(_target("Paper size + DeepLens fits a GPU in fp16", used, GPU_MAX_BYTES, "bytes", run, detail,
-                       results.get("gpu_note") or "not measured: no GPU run"))
+                       one_line(results.get("gpu_note") or "not measured: no GPU run")))
     return out
 
 
 def _node_missing(node: dict) -> str:
     errors = [v for v in node.values() if isinstance(v, str)]
-    return "not measured: " + (errors[0] if errors else "no node run")
+    return "not measured: " + (one_line(errors[0]) if errors else "no node run")
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """``text`` on one line (a table cell), cut to ``limit`` characters."""
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ---- formatting ----------------------------------------------------------------------------
@@ -243,7 +249,7 @@ def _node_section(run: dict) -> list[str]:
     lines = []
     for reliability, result in sorted(node.items()):
         if isinstance(result, str):
-            lines.append(f"- {reliability}: not measured: {result}")
+            lines.append(f"- {reliability}: not measured: {one_line(result, 600)}")
             continue
         size = "x".join(str(v) for v in result.get("image_size", ()))
         lines.append(f"\n**{reliability} image QoS**, {size}: {result['model_name']} on {result['device']}, refine "

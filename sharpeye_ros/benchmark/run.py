@@ -190,7 +190,7 @@ def model_specs(args: argparse.Namespace, demo: tuple[str, str]) -> list[ModelSp
     if "demo" in args.models:
         specs.append(ModelSpec(name=demo[0], source=demo[1],
                                modes=("glance", "deeplens", "deeplens_nodraft", "zoom", "naive"),
-                               tokens=None, extras=not gpu, **common))
+                               tokens=None, extras=not gpu, random_weights=demo[0] == "tiny", **common))
     return specs
 
 
@@ -201,10 +201,11 @@ def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     load = wait_for_low_load(args.max_load, args.wait_load)
     machine = machine_info(args.device)
     machine["load_average_1min"] = load
-    size = 4096 if args.device.startswith("cuda") else 2048
+    gpu = args.device.startswith("cuda")
+    size = 8192 if gpu else 2048
     limits = {"dtype": args.dtype, "matmul_size": size,
               "matmul_flops_per_s": matmul_throughput(args.device, DTYPES[args.dtype], size, reps=5),
-              "copy_bytes_per_s": copy_bandwidth(args.device)}
+              "copy_bytes_per_s": copy_bandwidth(args.device, num_bytes=(2 ** 30 if gpu else 2 ** 28))}
     run = {"machine": machine, "limits": limits, "models": [], "quick": args.quick,
            "command": " ".join(["benchmark", *argv])}
     with tempfile.TemporaryDirectory(prefix="sharpeye_benchmark_models_") as tmp:

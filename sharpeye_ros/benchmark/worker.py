@@ -41,7 +41,7 @@ class ModelSpec:
     """What to measure. ``source``: a preset name (random weights) or a checkpoint
     directory. ``tokens``: new tokens per caption; None takes the model's natural caption
     length on the first benchmark images. ``extras``: also time the node's image
-    conversion and drawing."""
+    conversion and drawing. ``random_weights``: a checkpoint known to hold random weights."""
 
     name: str
     source: str
@@ -55,6 +55,7 @@ class ModelSpec:
     extras: bool = False
     seed: int = 0
     overrides: dict = field(default_factory=dict)
+    random_weights: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -97,7 +98,7 @@ def build_model(spec: ModelSpec) -> tuple[SharpEyes, bool]:
     model = SharpEyes.from_pretrained(spec.source, device=spec.device, dtype=dtype)
     if spec.overrides:
         model.config = model.config.override(spec.overrides)
-    return model, False
+    return model, spec.random_weights
 
 
 def unique_bytes(module: Optional[torch.nn.Module]) -> int:
@@ -113,10 +114,11 @@ def unique_bytes(module: Optional[torch.nn.Module]) -> int:
 
 
 def natural_tokens(model: SharpEyes, images: Sequence[np.ndarray]) -> int:
-    """Mean length in tokens (stop token included) of the glance captions of ``images``."""
+    """Mean length in tokens (stop token included) of the glance captions of ``images``,
+    at most the configured ``max_new_tokens``."""
     lengths = [len(model.lm.caption_ids(r.initial_caption)) + 1
                for image in images for r in model.caption([image], refine=False)]
-    return max(1, round(sum(lengths) / len(lengths)))
+    return max(1, min(model.config.generation.max_new_tokens, round(sum(lengths) / len(lengths))))
 
 
 def drafts(model: SharpEyes) -> bool:
