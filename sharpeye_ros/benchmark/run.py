@@ -1,6 +1,7 @@
 """``benchmark`` / ``sharpeye-benchmark``: speed, latency and memory against the limits.
 
     scripts/setup; source scripts/env.sh
+    install/sharpeye_ros/lib/sharpeye_ros/benchmark   # (below: "benchmark") = ros2 run sharpeye_ros benchmark
     benchmark                      # CPU: paper size + demo model, naive path, node latency
     benchmark --quick              # fewer repeats, a short node run
     benchmark --model-only --device cuda --json gpu.json    # on a GPU machine (no ROS needed)

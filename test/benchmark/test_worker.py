@@ -68,3 +68,13 @@ def test_geometry_and_node_side(tiny_measurement):
     assert g["vision_bytes"] > 0 and g["lm_bytes"] > 0 and g["element_size"] == 4
     assert sum(tiny_measurement["params"].values()) > 1e4
     assert set(tiny_measurement["node_side"]) == {"convert_rgb8", "convert_bgr8", "drawing"}
+
+
+def test_vision_flops_match_the_vit_formula(tiny_measurement):
+    """FLOPs counted while running equal a ViT's by hand (conftest.SMALLER: 64 px, 16 px
+    patches, width 32, MLP 64, 4 layers), attention included."""
+    n, d, f, layers = (64 // 16) ** 2, 32, 64, 4
+    s = n + 1  # with the class token
+    patch = 2 * n * (3 * 16 * 16) * d
+    per_layer = 2 * s * (4 * d * d + 2 * d * f) + 4 * s * s * d
+    assert tiny_measurement["modes"]["glance"]["flops"]["vision"] == patch + layers * per_layer
