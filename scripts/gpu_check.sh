@@ -29,7 +29,8 @@ if ! "$python" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() el
 fi
 echo "== benchmark, model-only, cuda float16"
 timeout "${BENCH_TIMEOUT:-330}" "$python" -m sharpeye_ros.benchmark.run --model-only --device cuda \
-  --dtype float16 --repeats "${REPEATS:-10}" --warmup 2 --json "$out/gpu_results.json" 2>&1 | tee "$out/benchmark.log"
+  --dtype float16 --repeats "${REPEATS:-10}" --warmup 2 --json "$out/gpu_results.json" 2>&1 \
+  | tee "$out/benchmark.log"
 status=${PIPESTATUS[0]}
 echo "benchmark: exit $status"
 exit "$status"

@@ -12,8 +12,18 @@ from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
 
 # Stages as the model library names them, then the naive reference path's own ones.
-MODEL_STAGES = ("preprocess", "vision", "connector", "prefill", "decode", "regions", "zoom", "deeplens",
-                "refine_prefill", "refine_decode")
+MODEL_STAGES = (
+    "preprocess",
+    "vision",
+    "connector",
+    "prefill",
+    "decode",
+    "regions",
+    "zoom",
+    "deeplens",
+    "refine_prefill",
+    "refine_decode",
+)
 NAIVE_STAGES = ("generate", "attention", "refine_vision", "refine_connector", "refine_generate")
 GLANCE_STAGES = ("preprocess", "vision", "connector", "prefill", "decode", "regions", "generate", "attention")
 
@@ -55,18 +65,30 @@ def stage_bytes(g: Geometry, stage: str) -> Optional[int]:
     glance_decode = decode_bytes(g, g.prompt_len, g.beams)
     refine_decode = decode_bytes(g, g.refine_prompt_len, g.refine_beams)
     table = {
-        "vision": g.vision_bytes, "zoom": g.vision_bytes, "refine_vision": g.vision_bytes,
-        "connector": g.connector_bytes, "refine_connector": g.connector_bytes,
-        "prefill": g.lm_bytes, "refine_prefill": g.lm_bytes, "attention": g.lm_bytes,
-        "decode": glance_decode, "refine_decode": refine_decode,
-        "generate": g.lm_bytes + glance_decode, "refine_generate": g.lm_bytes + refine_decode,
+        "vision": g.vision_bytes,
+        "zoom": g.vision_bytes,
+        "refine_vision": g.vision_bytes,
+        "connector": g.connector_bytes,
+        "refine_connector": g.connector_bytes,
+        "prefill": g.lm_bytes,
+        "refine_prefill": g.lm_bytes,
+        "attention": g.lm_bytes,
+        "decode": glance_decode,
+        "refine_decode": refine_decode,
+        "generate": g.lm_bytes + glance_decode,
+        "refine_generate": g.lm_bytes + refine_decode,
         "deeplens": g.deeplens_bytes,
     }
     return table.get(stage)
 
 
-def stage_bounds(seconds: Mapping[str, float], flops: Mapping[str, int], g: Geometry,
-                 flops_per_s: float, bytes_per_s: float) -> dict[str, dict]:
+def stage_bounds(
+    seconds: Mapping[str, float],
+    flops: Mapping[str, int],
+    g: Geometry,
+    flops_per_s: float,
+    bytes_per_s: float,
+) -> dict[str, dict]:
     """Per stage: measured seconds, FLOPs, bytes, the time each would take at the
     machine's limit, and ``achieved`` = the larger bound / the measured time."""
     if flops_per_s <= 0 or bytes_per_s <= 0:
@@ -79,7 +101,10 @@ def stage_bounds(seconds: Mapping[str, float], flops: Mapping[str, int], g: Geom
         byte_bound = b / bytes_per_s if b is not None else 0.0
         bound = max(flop_bound, byte_bound)
         out[stage] = {
-            "seconds": measured, "flops": f, "bytes": b, "flop_bound_s": flop_bound,
+            "seconds": measured,
+            "flops": f,
+            "bytes": b,
+            "flop_bound_s": flop_bound,
             "byte_bound_s": byte_bound if b is not None else None,
             "limit": "memory" if byte_bound > flop_bound else "compute",
             "achieved": bound / measured if measured > 0 and bound > 0 else None,

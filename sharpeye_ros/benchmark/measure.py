@@ -38,8 +38,14 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
     values = [float(v) for v in values]
     if not values:
         raise ValueError("summarize: no values")
-    return {"n": len(values), "mean": sum(values) / len(values), "p50": percentile(values, 50),
-            "p95": percentile(values, 95), "min": min(values), "max": max(values)}
+    return {
+        "n": len(values),
+        "mean": sum(values) / len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 # ---- the machine -----------------------------------------------------------------------
@@ -82,10 +88,18 @@ def machine_info(device: str) -> dict:
 
     info = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "ram_bytes": total_ram_bytes(), "platform": platform.platform(), "python": platform.python_version(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "numpy": numpy.__version__,
-        "load_average_1min": load_average(), "device": device, "gpu": None,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "ram_bytes": total_ram_bytes(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "load_average_1min": load_average(),
+        "device": device,
+        "gpu": None,
     }
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(torch.device(device))
@@ -151,10 +165,10 @@ def matmul_throughput(device: str, dtype: torch.dtype, size: int = 2048, reps: i
         torch.mm(a, b)
         synchronize(dev)
         best = min(best, time.perf_counter() - start)
-    return 2.0 * size ** 3 / best
+    return 2.0 * size**3 / best
 
 
-def copy_bandwidth(device: str, num_bytes: int = 256 * 2 ** 20, reps: int = 3) -> float:
+def copy_bandwidth(device: str, num_bytes: int = 256 * 2**20, reps: int = 3) -> float:
     """Memory bandwidth in bytes/s of a tensor copy (bytes read plus bytes written), best of ``reps``."""
     dev = torch.device(device)
     src = torch.ones(num_bytes // 4, device=dev)

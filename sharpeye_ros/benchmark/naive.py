@@ -25,14 +25,30 @@ from sharpeye_ros.model.regions import find_regions
 from sharpeye_ros.model.timing import Timer
 
 
-def hf_generate(lm: LanguageModel, prompt: Prompt, tokens: int, num_beams: int, length_penalty: float,
-                early_stopping: bool) -> list[int]:
+def hf_generate(
+    lm: LanguageModel,
+    prompt: Prompt,
+    tokens: int,
+    num_beams: int,
+    length_penalty: float,
+    early_stopping: bool,
+) -> list[int]:
     """``tokens`` new token ids from transformers' ``generate`` on a batch-1 prompt."""
-    search = dict(num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping) \
-        if num_beams > 1 else {}  # transformers warns about beam settings in a greedy search
-    out = lm.model.generate(inputs_embeds=prompt.embeds, attention_mask=prompt.attention_mask,
-                            max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
-                            pad_token_id=lm.pad_id, eos_token_id=lm.eos_id, **search)
+    search = (
+        dict(num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping)
+        if num_beams > 1
+        else {}
+    )  # transformers warns about beam settings in a greedy search
+    out = lm.model.generate(
+        inputs_embeds=prompt.embeds,
+        attention_mask=prompt.attention_mask,
+        max_new_tokens=tokens,
+        min_new_tokens=tokens,
+        do_sample=False,
+        pad_token_id=lm.pad_id,
+        eos_token_id=lm.eos_id,
+        **search,
+    )
     return out[0].tolist()
 
 
@@ -49,16 +65,32 @@ def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: boo
     with timer.stage("connector"):
         embeds = model.connector(selected)
     with timer.stage("generate"):
-        ids = hf_generate(lm, lm.build_prompt(cfg.lm.prompt, embeds), g.max_new_tokens, g.num_beams,
-                          g.length_penalty, g.early_stopping)
+        ids = hf_generate(
+            lm,
+            lm.build_prompt(cfg.lm.prompt, embeds),
+            g.max_new_tokens,
+            g.num_beams,
+            g.length_penalty,
+            g.early_stopping,
+        )
     caption = lm.decode(ids, g.stop)[0]
     with timer.stage("attention"):
         target = lm.build_prompt(cfg.lm.prompt, embeds, targets=[lm.caption_ids(caption)])
         maps = lm.target_attention(target, model.attention_layers)
     with timer.stage("regions"):
         text, spans = lm.decode(lm.caption_ids(caption) + [lm.eos_id])
-        regions = find_regions(maps[0].float().cpu().numpy(), spans, text, transforms[0], r.num_regions,
-                               r.threshold, r.max_boxes_per_phrase, r.nms_iou, r.contrast, r.function_words)
+        regions = find_regions(
+            maps[0].float().cpu().numpy(),
+            spans,
+            text,
+            transforms[0],
+            r.num_regions,
+            r.threshold,
+            r.max_boxes_per_phrase,
+            r.nms_iou,
+            r.contrast,
+            r.function_words,
+        )
     if not refine:
         return caption
     if model.deeplens is None:
@@ -72,6 +104,12 @@ def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: boo
     refined = model.refined_embeddings([image], second, zoom=False, timer=timer)
     with timer.stage("refine_generate"):
         prompt = lm.build_prompt(cfg.lm.refine_prompt, refined, captions=[caption])
-        ids = hf_generate(lm, prompt, g.max_new_tokens, g.refine_num_beams or g.num_beams, g.length_penalty,
-                          g.early_stopping)
+        ids = hf_generate(
+            lm,
+            prompt,
+            g.max_new_tokens,
+            g.refine_num_beams or g.num_beams,
+            g.length_penalty,
+            g.early_stopping,
+        )
     return lm.decode(ids, g.stop)[0]

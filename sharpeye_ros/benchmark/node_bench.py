@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from sharpeye_ros.benchmark.measure import summarize
+from sharpeye_ros.benchmark.measure import percentile, summarize
 
 ENCODINGS = ("rgb8", "bgr8")
 RELIABILITIES = ("best_effort", "reliable")
@@ -55,16 +55,18 @@ def installed_executable(name: str) -> Path:
         path = Path(prefix) / "lib" / "sharpeye_ros" / name
         if prefix and path.is_file():
             return path
-    raise NodeBenchmarkError(f"the installed '{name}' executable is not under AMENT_PREFIX_PATH: run "
-                             "`scripts/setup; source scripts/env.sh` first (or pass --model-only)")
+    raise NodeBenchmarkError(
+        f"the installed '{name}' executable is not under AMENT_PREFIX_PATH: run "
+        "`scripts/setup; source scripts/env.sh` first (or pass --model-only)"
+    )
 
 
 def publish_period(model_seconds: Sequence[float], max_hz: float = MAX_PUBLISH_HZ) -> float:
-    """Seconds between frames: twice the slowest warm-up caption, so that each frame
+    """Seconds between frames: twice the median warm-up caption, so that a frame mostly
     finds the node idle, and no faster than ``max_hz``."""
     if not model_seconds:
         raise ValueError("publish_period: no warm-up captions")
-    return max(2.0 * max(model_seconds), 1.0 / max_hz)
+    return max(2.0 * percentile(model_seconds, 50), 1.0 / max_hz)
 
 
 def latency_summary(records: Sequence[dict]) -> dict:
@@ -76,7 +78,9 @@ def latency_summary(records: Sequence[dict]) -> dict:
     msg = [r["message_latency"] for r in records]
     model = [r["model"] for r in records]
     return {
-        "latency": summarize(recv), "message_latency": summarize(msg), "model": summarize(model),
+        "latency": summarize(recv),
+        "message_latency": summarize(msg),
+        "model": summarize(model),
         "overhead": summarize([a - m for a, m in zip(recv, model)]),
         "message_overhead": summarize([a - m for a, m in zip(msg, model)]),
     }
@@ -87,12 +91,20 @@ def _count(received: dict, sent: dict, lock: threading.Condition) -> int:
         return sum(1 for stamp in sent if stamp in received)
 
 
-def run_node_benchmark(model_path: str, captions: int = 30, warmup: int = 3, device: str = "cpu",
-                       refine: bool = True, zoom: bool = False, reliability: str = "best_effort",
-                       image_size: tuple[int, int] = (640, 480)) -> dict:
+def run_node_benchmark(
+    model_path: str,
+    captions: int = 30,
+    warmup: int = 3,
+    device: str = "cpu",
+    refine: bool = True,
+    zoom: bool = False,
+    reliability: str = "best_effort",
+    image_size: tuple[int, int] = (640, 480),
+    max_seconds: float = 300.0,
+) -> dict:
     """Latency of ``captions`` captions (frames of ``image_size`` alternate rgb8 and bgr8)
     through the node, whose image subscription has QoS ``reliability`` (the publisher here
-    matches it).
+    matches it). Publishing stops after ``max_seconds`` even with fewer captions.
     Raises :class:`NodeBenchmarkError` when rclpy, the messages or the executable are missing."""
     try:
         import rclpy
@@ -103,8 +115,10 @@ def run_node_benchmark(model_path: str, captions: int = 30, warmup: int = 3, dev
 
         from sharpeye_ros.msg import Caption
     except ImportError as err:
-        raise NodeBenchmarkError(f"the node benchmark needs rclpy and the built messages ({err}): run "
-                                 "`scripts/setup; source scripts/env.sh` first (or pass --model-only)") from None
+        raise NodeBenchmarkError(
+            f"the node benchmark needs rclpy and the built messages ({err}): run "
+            "`scripts/setup; source scripts/env.sh` first (or pass --model-only)"
+        ) from None
     from sharpeye_ros.benchmark.worker import benchmark_images
     from sharpeye_ros.ros.image_conversion import fill_image_msg
 
@@ -120,9 +134,24 @@ def run_node_benchmark(model_path: str, captions: int = 30, warmup: int = 3, dev
 
     workdir = Path(tempfile.mkdtemp(prefix="sharpeye_benchmark_"))
     log = workdir / "captioner.log"
-    args = [str(executable), "--ros-args", "-p", f"model_path:={model_path}", "-p", "max_rate:=100.0",
-            "-p", f"refine:={str(refine).lower()}", "-p", f"zoom:={str(zoom).lower()}", "-p", f"device:={device}",
-            "-p", f"reliability:={reliability}", "-r", f"__ns:={NAMESPACE}"]
+    args = [
+        str(executable),
+        "--ros-args",
+        "-p",
+        f"model_path:={model_path}",
+        "-p",
+        "max_rate:=100.0",
+        "-p",
+        f"refine:={str(refine).lower()}",
+        "-p",
+        f"zoom:={str(zoom).lower()}",
+        "-p",
+        f"device:={device}",
+        "-p",
+        f"reliability:={reliability}",
+        "-r",
+        f"__ns:={NAMESPACE}",
+    ]
     # cwd outside the source tree, which would shadow the installed package.
     process = subprocess.Popen(args, cwd=workdir, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     context = rclpy.Context()
@@ -135,9 +164,12 @@ def run_node_benchmark(model_path: str, captions: int = 30, warmup: int = 3, dev
         now = node.get_clock().now().nanoseconds
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with lock:
-            received[stamp] = {"receive_latency": (now - stamp) / 1e9, "message_latency": float(msg.latency_seconds),
-                               "model": float(msg.glance_seconds) + float(msg.refine_seconds),
-                               "refined": bool(msg.refined)}
+            received[stamp] = {
+                "receive_latency": (now - stamp) / 1e9,
+                "message_latency": float(msg.latency_seconds),
+                "model": float(msg.glance_seconds) + float(msg.refine_seconds),
+                "refined": bool(msg.refined),
+            }
             lock.notify_all()
 
     node.create_subscription(Caption, "caption", on_caption, 10)
@@ -161,8 +193,10 @@ def run_node_benchmark(model_path: str, captions: int = 30, warmup: int = 3, dev
         deadline, i = time.monotonic() + START_TIMEOUT, 0
         while len(received) < warmup:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise NodeBenchmarkError(f"the captioner gave {len(received)} of {warmup} warm-up captions "
-                                         f"(exit code {process.poll()}); its log:\n{log.read_text()[-3000:]}")
+                raise NodeBenchmarkError(
+                    f"the captioner gave {len(received)} of {warmup} warm-up captions "
+                    f"(exit code {process.poll()}); its log:\n{log.read_text()[-3000:]}"
+                )
             before = len(received)
             publish(i)
             i += 1
@@ -175,7 +209,11 @@ def run_node_benchmark(model_path: str, captions: int = 30, warmup: int = 3, dev
         # fragments): publish until ``captions`` came back, or give up after max_frames.
         sent: dict[int, str] = {}
         start, k = time.monotonic(), 0
-        while k < max_frames and _count(received, sent, lock) < captions:
+        while (
+            k < max_frames
+            and _count(received, sent, lock) < captions
+            and time.monotonic() - start < max_seconds
+        ):
             stamp, encoding = publish(i + k)
             sent[stamp] = encoding
             k += 1
@@ -193,13 +231,23 @@ def run_node_benchmark(model_path: str, captions: int = 30, warmup: int = 3, dev
         rclpy.try_shutdown(context=context)
     records = {stamp: received[stamp] for stamp in sent if stamp in received}
     if len(records) < 2:
-        raise NodeBenchmarkError(f"only {len(records)} of {captions} frames were captioned; the node's log:\n"
-                                 f"{log.read_text()[-3000:]}")
-    result = {"captions": len(records), "frames_sent": len(sent), "frames_lost": len(sent) - len(records),
-              "publish_period_s": period, "image_size": list(image_size), "device": device, "refine": refine,
-              "zoom": zoom, "reliability": reliability,
-              "all": latency_summary(list(records.values())),
-              "refined": all(r["refined"] for r in records.values())}
+        raise NodeBenchmarkError(
+            f"only {len(records)} of {captions} frames were captioned; the node's log:\n"
+            f"{log.read_text()[-3000:]}"
+        )
+    result = {
+        "captions": len(records),
+        "frames_sent": len(sent),
+        "frames_lost": len(sent) - len(records),
+        "publish_period_s": period,
+        "image_size": list(image_size),
+        "device": device,
+        "refine": refine,
+        "zoom": zoom,
+        "reliability": reliability,
+        "all": latency_summary(list(records.values())),
+        "refined": all(r["refined"] for r in records.values()),
+    }
     for encoding in ENCODINGS:
         chosen = [r for stamp, r in records.items() if sent[stamp] == encoding]
         if chosen:
@@ -207,5 +255,11 @@ def run_node_benchmark(model_path: str, captions: int = 30, warmup: int = 3, dev
     return result
 
 
-__all__ = ["NodeBenchmarkError", "isolate_dds", "installed_executable", "latency_summary", "publish_period",
-           "run_node_benchmark"]
+__all__ = [
+    "NodeBenchmarkError",
+    "isolate_dds",
+    "installed_executable",
+    "latency_summary",
+    "publish_period",
+    "run_node_benchmark",
+]

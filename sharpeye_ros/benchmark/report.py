@@ -12,13 +12,17 @@ from typing import Optional
 
 from sharpeye_ros.benchmark.bounds import GLANCE_STAGES, MODEL_STAGES, NAIVE_STAGES
 
-DEEPLENS_MAX_OVERHEAD = 0.25      # DeepLens adds at most 25% to the glance at paper size
-GLANCE_MAX_FLOP_RATIO = 1.5       # the paper-size CPU glance within 1.5x of its FLOP bound
-NODE_MAX_OVERHEAD_S = 0.010       # node overhead at p95, 640x480
-GPU_MAX_BYTES = 2.7e9             # paper size + DeepLens in fp16 on a GPU
-MODE_TITLES = {"glance": "glance", "deeplens": "glance + DeepLens",
-               "deeplens_nodraft": "glance + DeepLens, refinement without draft", "zoom": "glance + DeepLens + zoom",
-               "naive": "naive reference (glance + refinement)"}
+DEEPLENS_MAX_OVERHEAD = 0.25  # DeepLens adds at most 25% to the glance at paper size
+GLANCE_MAX_FLOP_RATIO = 1.5  # the paper-size CPU glance within 1.5x of its FLOP bound
+NODE_MAX_OVERHEAD_S = 0.010  # node overhead at p95, 640x480
+GPU_MAX_BYTES = 2.7e9  # paper size + DeepLens in fp16 on a GPU
+MODE_TITLES = {
+    "glance": "glance",
+    "deeplens": "glance + DeepLens",
+    "deeplens_nodraft": "glance + DeepLens, refinement without draft",
+    "zoom": "glance + DeepLens + zoom",
+    "naive": "naive reference (glance + refinement)",
+}
 STAGE_ORDER = MODEL_STAGES[:6] + ("generate", "attention") + MODEL_STAGES[6:] + NAIVE_STAGES[2:]
 RUN_TITLES = {"cpu": "CPU", "cuda": "GPU"}
 
@@ -51,12 +55,25 @@ def machine_label(run: dict) -> str:
 
 
 # ---- targets -----------------------------------------------------------------------------
-def _target(name: str, measured: Optional[float], limit: float, unit: str, run: Optional[dict], detail: str,
-            missing: str = "not measured") -> dict:
+def _target(
+    name: str,
+    measured: Optional[float],
+    limit: float,
+    unit: str,
+    run: Optional[dict],
+    detail: str,
+    missing: str = "not measured",
+) -> dict:
     passed = None if measured is None else measured <= limit
-    return {"target": name, "measured": measured, "limit": limit, "unit": unit, "passed": passed,
-            "machine": machine_label(run) if run and measured is not None else None,
-            "detail": detail if measured is not None else missing}
+    return {
+        "target": name,
+        "measured": measured,
+        "limit": limit,
+        "unit": unit,
+        "passed": passed,
+        "machine": machine_label(run) if run and measured is not None else None,
+        "detail": detail if measured is not None else missing,
+    }
 
 
 def targets(results: dict) -> list[dict]:
@@ -69,9 +86,21 @@ def targets(results: dict) -> list[dict]:
         paper = find_model(run, "paper")
         glance, deeplens = mode_seconds(paper, "glance"), mode_seconds(paper, "deeplens")
         ratio = None if glance is None or deeplens is None else deeplens / glance - 1.0
-        detail = f"glance {_ms(glance)} -> glance + DeepLens {_ms(deeplens)} per caption" if ratio is not None else ""
-        out.append(_target(f"DeepLens adds <= 25% to the glance, paper size, {RUN_TITLES[key]}",
-                           ratio, DEEPLENS_MAX_OVERHEAD, "fraction", run, detail))
+        detail = (
+            f"glance {_ms(glance)} -> glance + DeepLens {_ms(deeplens)} per caption"
+            if ratio is not None
+            else ""
+        )
+        out.append(
+            _target(
+                f"DeepLens adds <= 25% to the glance, paper size, {RUN_TITLES[key]}",
+                ratio,
+                DEEPLENS_MAX_OVERHEAD,
+                "fraction",
+                run,
+                detail,
+            )
+        )
     run = runs.get("cpu")
     paper = find_model(run, "paper")
     ratio, detail = None, ""
@@ -80,23 +109,47 @@ def targets(results: dict) -> list[dict]:
         flops = sum(mode["flops"].values())
         bound = flops / run["limits"]["matmul_flops_per_s"]
         ratio = mode["total"]["mean"] / bound
-        detail = (f"{_ms(mode['total']['mean'])} measured vs {_ms(bound)} = {flops / 1e9:.0f} GFLOP at "
-                  f"{run['limits']['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s")
-    out.append(_target("Paper-size glance on the CPU within 1.5x of its FLOP bound", ratio,
-                       GLANCE_MAX_FLOP_RATIO, "x", run, detail))
+        detail = (
+            f"{_ms(mode['total']['mean'])} measured vs {_ms(bound)} = {flops / 1e9:.0f} GFLOP at "
+            f"{run['limits']['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s"
+        )
+    out.append(
+        _target(
+            "Paper-size glance on the CPU within 1.5x of its FLOP bound",
+            ratio,
+            GLANCE_MAX_FLOP_RATIO,
+            "x",
+            run,
+            detail,
+        )
+    )
     node = (run or {}).get("node") or {}
     for reliability, result in sorted(node.items()):
         if not isinstance(result, dict) or "all" not in result:
             continue
         p95 = result["all"]["overhead"]["p95"]
-        detail = (f"{result['captions']} captions ({result['model_name']}), p50 {_ms(result['all']['overhead']['p50'])}; "
-                  f"{result['frames_lost']} of {result['frames_sent']} frames got no caption")
+        detail = (
+            f"{result['captions']} captions ({result['model_name']}), p50 "
+            f"{_ms(result['all']['overhead']['p50'])}; {result['frames_lost']} of {result['frames_sent']} "
+            "frames got no caption"
+        )
         size = "x".join(str(v) for v in result.get("image_size", ()))
-        out.append(_target(f"Node overhead at p95, {size}, {reliability} image QoS", p95, NODE_MAX_OVERHEAD_S, "s",
-                           run, detail))
+        out.append(
+            _target(
+                f"Node overhead at p95, {size}, {reliability} image QoS",
+                p95,
+                NODE_MAX_OVERHEAD_S,
+                "s",
+                run,
+                detail,
+            )
+        )
     if not any(t["target"].startswith("Node overhead") for t in out):
-        out.append(_target("Node overhead at p95, 640x480", None, NODE_MAX_OVERHEAD_S, "s", None, "",
-                           _node_missing(node)))
+        out.append(
+            _target(
+                "Node overhead at p95, 640x480", None, NODE_MAX_OVERHEAD_S, "s", None, "", _node_missing(node)
+            )
+        )
     run = runs.get("cuda")
     paper = find_model(run, "paper")
     used, detail = None, ""
@@ -104,10 +157,21 @@ def targets(results: dict) -> list[dict]:
     if mode and "cuda_peak_reserved_bytes" in mode:
         context = paper.get("cuda_context_bytes") or 0
         used = mode["cuda_peak_reserved_bytes"] + context
-        detail = (f"torch reserved peak {_gb(mode['cuda_peak_reserved_bytes'])} (allocated "
-                  f"{_gb(mode['cuda_peak_allocated_bytes'])}) + CUDA context {_gb(context)}, {paper['dtype']}")
-    out.append(_target("Paper size + DeepLens fits a GPU in fp16", used, GPU_MAX_BYTES, "bytes", run, detail,
-                       one_line(results.get("gpu_note") or "not measured: no GPU run")))
+        detail = (
+            f"torch reserved peak {_gb(mode['cuda_peak_reserved_bytes'])} (allocated "
+            f"{_gb(mode['cuda_peak_allocated_bytes'])}) + CUDA context {_gb(context)}, {paper['dtype']}"
+        )
+    out.append(
+        _target(
+            "Paper size + DeepLens fits a GPU in fp16",
+            used,
+            GPU_MAX_BYTES,
+            "bytes",
+            run,
+            detail,
+            one_line(results.get("gpu_note") or "not measured: no GPU run"),
+        )
+    )
     return out
 
 
@@ -119,7 +183,7 @@ def _node_missing(node: dict) -> str:
 def one_line(text: str, limit: int = 200) -> str:
     """``text`` on one line (a table cell), cut to ``limit`` characters."""
     text = " ".join(str(text).split()).replace("|", "/")
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---- formatting ----------------------------------------------------------------------------
@@ -142,7 +206,13 @@ def format_value(t: dict) -> str:
 
 def _limit(t: dict) -> str:
     v = t["limit"]
-    return {"fraction": f"<= +{v * 100:.0f}%", "x": f"<= {v:.1f}x", "s": f"<= {_ms(v)}", "bytes": f"<= {_gb(v)}"}[t["unit"]]
+    texts = {
+        "fraction": f"<= +{v * 100:.0f}%",
+        "x": f"<= {v:.1f}x",
+        "s": f"<= {_ms(v)}",
+        "bytes": f"<= {_gb(v)}",
+    }
+    return texts[t["unit"]]
 
 
 def verdict(passed: Optional[bool]) -> str:
@@ -166,19 +236,40 @@ def _machines(results: dict) -> list[str]:
     for key, run in results.get("runs", {}).items():
         m = run["machine"]
         ram = f"{m['ram_bytes'] / 2 ** 30:.0f} GiB" if m.get("ram_bytes") else "-"
-        gpu = f"{m['gpu']} ({m['gpu_memory_bytes'] / 2 ** 30:.0f} GiB), CUDA {m.get('cuda')}" if m.get("gpu") else "-"
+        gpu = (
+            f"{m['gpu']} ({m['gpu_memory_bytes'] / 2 ** 30:.0f} GiB), CUDA {m.get('cuda')}"
+            if m.get("gpu")
+            else "-"
+        )
         load = "-" if m.get("load_average_1min") is None else f"{m['load_average_1min']:.2f}"
-        rows.append([RUN_TITLES.get(key, key), m["date_utc"], f"{m['cpu']}, {m['cpu_count']} cores, "
-                     f"{m['torch_threads']} torch threads, {ram} RAM", gpu,
-                     f"torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}", load,
-                     f"`{run.get('command', '-')}`"])
+        rows.append(
+            [
+                RUN_TITLES.get(key, key),
+                m["date_utc"],
+                f"{m['cpu']}, {m['cpu_count']} cores, " f"{m['torch_threads']} torch threads, {ram} RAM",
+                gpu,
+                f"torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}",
+                load,
+                f"`{run.get('command', '-')}`",
+            ]
+        )
     return _table(["run", "date", "machine", "GPU", "software", "load (1 min)", "command"], rows)
 
 
 def _targets_section(results: dict) -> list[str]:
-    rows = [[t["target"], format_value(t), _limit(t), verdict(t["passed"]), t["machine"] or "-", t["detail"]]
-            for t in targets(results)]
+    rows = [
+        [t["target"], format_value(t), _limit(t), verdict(t["passed"]), t["machine"] or "-", t["detail"]]
+        for t in targets(results)
+    ]
     return _table(["target", "measured", "target", "result", "measured on", "how"], rows)
+
+
+def _passes(mode: dict) -> str:
+    """'glance decode passes / refine decode passes' (the naive path's: its generate calls)."""
+    p = mode.get("lm_passes", {})
+    return (
+        f"{p.get('decode', p.get('generate', '-'))} / {p.get('refine_decode', p.get('refine_generate', '-'))}"
+    )
 
 
 def _stage_table(model: dict) -> list[str]:
@@ -191,19 +282,28 @@ def _stage_table(model: dict) -> list[str]:
             s = model["modes"][m]["stages"].get(stage)
             row.append(_ms(s["mean"]) if s else "")
         rows.append(row)
-    rows.append(["**total per caption** (p50 / p95)"] + [
-        f"**{_ms(model['modes'][m]['total']['mean'])}** ({_ms(model['modes'][m]['total']['p50'])} / "
-        f"{_ms(model['modes'][m]['total']['p95'])})" for m in modes])
-    rows.append(["LM passes: decode / refine decode"] + [
-        f"{model['modes'][m].get('lm_passes', {}).get('decode', model['modes'][m].get('lm_passes', {}).get('generate', '-'))}"
-        f" / {model['modes'][m].get('lm_passes', {}).get('refine_decode', model['modes'][m].get('lm_passes', {}).get('refine_generate', '-'))}"
-        for m in modes])
+    rows.append(
+        ["**total per caption** (p50 / p95)"]
+        + [
+            f"**{_ms(model['modes'][m]['total']['mean'])}** ({_ms(model['modes'][m]['total']['p50'])} / "
+            f"{_ms(model['modes'][m]['total']['p95'])})"
+            for m in modes
+        ]
+    )
+    rows.append(["LM passes: decode / refine decode"] + [_passes(model["modes"][m]) for m in modes])
     rows.append(["captions per second"] + [f"{model['modes'][m]['captions_per_s']:.2f}" for m in modes])
-    rows.append(["peak resident memory (CPU)"] + [_gb(model["modes"][m].get("peak_rss_bytes")) for m in modes])
+    rows.append(
+        ["peak resident memory (CPU)"] + [_gb(model["modes"][m].get("peak_rss_bytes")) for m in modes]
+    )
     if model["device"].startswith("cuda"):
-        rows.append(["peak CUDA allocated / reserved"] + [
-            f"{_gb(model['modes'][m]['cuda_peak_allocated_bytes'])} / {_gb(model['modes'][m]['cuda_peak_reserved_bytes'])}"
-            for m in modes])
+        rows.append(
+            ["peak CUDA allocated / reserved"]
+            + [
+                f"{_gb(model['modes'][m]['cuda_peak_allocated_bytes'])} / "
+                f"{_gb(model['modes'][m]['cuda_peak_reserved_bytes'])}"
+                for m in modes
+            ]
+        )
     skipped = [f"{m}: {v['skipped']}" for m, v in model["modes"].items() if "skipped" in v]
     lines = _table(["stage (mean)"] + [MODE_TITLES[m] for m in modes], rows)
     return lines + ([f"\nNot measured: {'; '.join(skipped)}."] if skipped else [])
@@ -219,14 +319,37 @@ def _naive_section(results: dict) -> list[str]:
             naive, opt = modes["naive"], modes["deeplens"]
             ng, og = glance_part(naive), glance_part(opt)
             n_ref, o_ref = naive["total"]["mean"] - ng, opt["total"]["mean"] - og
-            rows.append([f"{model['name']}, {model['device']} {model['dtype']}", _ms(og), _ms(ng), f"{ng / og:.2f}x",
-                         _ms(o_ref), _ms(n_ref), f"{n_ref / o_ref:.2f}x" if o_ref > 0 else "-",
-                         _ms(opt["total"]["mean"]), _ms(naive["total"]["mean"]),
-                         f"**{naive['total']['mean'] / opt['total']['mean']:.2f}x**"])
+            rows.append(
+                [
+                    f"{model['name']}, {model['device']} {model['dtype']}",
+                    _ms(og),
+                    _ms(ng),
+                    f"{ng / og:.2f}x",
+                    _ms(o_ref),
+                    _ms(n_ref),
+                    f"{n_ref / o_ref:.2f}x" if o_ref > 0 else "-",
+                    _ms(opt["total"]["mean"]),
+                    _ms(naive["total"]["mean"]),
+                    f"**{naive['total']['mean'] / opt['total']['mean']:.2f}x**",
+                ]
+            )
     if not rows:
         return ["No naive reference was measured."]
-    return _table(["model", "glance", "naive glance", "ratio", "refinement", "naive refinement", "ratio",
-                   "glance + DeepLens", "naive", "speed-up"], rows)
+    return _table(
+        [
+            "model",
+            "glance",
+            "naive glance",
+            "ratio",
+            "refinement",
+            "naive refinement",
+            "ratio",
+            "glance + DeepLens",
+            "naive",
+            "speed-up",
+        ],
+        rows,
+    )
 
 
 def _bounds_table(model: dict, mode: str) -> list[str]:
@@ -237,11 +360,31 @@ def _bounds_table(model: dict, mode: str) -> list[str]:
         if not b or (not b["flops"] and b["bytes"] is None):
             continue
         achieved = "-" if b["achieved"] is None else f"{b['achieved'] * 100:.0f}%"
-        rows.append([stage, f"{b['flops'] / 1e9:.2f}", _ms(b["flop_bound_s"]),
-                     "-" if b["bytes"] is None else f"{b['bytes'] / 1e6:.0f}",
-                     _ms(b["byte_bound_s"]), _ms(b["seconds"]), achieved, b["limit"]])
-    return _table(["stage", "GFLOP", "FLOP bound", "MB read", "bytes bound", "measured (mean)", "achieved",
-                   "limited by"], rows)
+        rows.append(
+            [
+                stage,
+                f"{b['flops'] / 1e9:.2f}",
+                _ms(b["flop_bound_s"]),
+                "-" if b["bytes"] is None else f"{b['bytes'] / 1e6:.0f}",
+                _ms(b["byte_bound_s"]),
+                _ms(b["seconds"]),
+                achieved,
+                b["limit"],
+            ]
+        )
+    return _table(
+        [
+            "stage",
+            "GFLOP",
+            "FLOP bound",
+            "MB read",
+            "bytes bound",
+            "measured (mean)",
+            "achieved",
+            "limited by",
+        ],
+        rows,
+    )
 
 
 def _node_section(run: dict) -> list[str]:
@@ -252,22 +395,40 @@ def _node_section(run: dict) -> list[str]:
             lines.append(f"- {reliability}: not measured: {one_line(result, 600)}")
             continue
         size = "x".join(str(v) for v in result.get("image_size", ()))
-        lines.append(f"\n**{reliability} image QoS**, {size}: {result['model_name']} on {result['device']}, refine "
-                     f"{str(result['refine']).lower()}, zoom {str(result['zoom']).lower()}; {result['captions']} "
-                     f"captions of {result['frames_sent']} frames published every "
-                     f"{_ms(result['publish_period_s'])} ({result['frames_lost']} got no caption).\n")
+        lines.append(
+            f"\n**{reliability} image QoS**, {size}: {result['model_name']} on {result['device']}, refine "
+            f"{str(result['refine']).lower()}, zoom {str(result['zoom']).lower()}; {result['captions']} "
+            f"captions of {result['frames_sent']} frames published every "
+            f"{_ms(result['publish_period_s'])} ({result['frames_lost']} got no caption).\n"
+        )
         rows = []
         for part in ("all", "rgb8", "bgr8"):
             s = result.get(part)
             if not s:
                 continue
-            rows.append([part, str(s["latency"]["n"]), f"{_ms(s['latency']['p50'])} / {_ms(s['latency']['p95'])}",
-                         f"{_ms(s['message_latency']['p50'])} / {_ms(s['message_latency']['p95'])}",
-                         f"{_ms(s['model']['p50'])} / {_ms(s['model']['p95'])}",
-                         f"{_ms(s['overhead']['p50'])} / {_ms(s['overhead']['p95'])}",
-                         f"{_ms(s['message_overhead']['p50'])} / {_ms(s['message_overhead']['p95'])}"])
-        lines += _table(["frames", "captions", "latency p50 / p95 (received)", "latency p50 / p95 (node)",
-                         "model p50 / p95", "overhead p50 / p95 (received)", "overhead p50 / p95 (node)"], rows)
+            rows.append(
+                [
+                    part,
+                    str(s["latency"]["n"]),
+                    f"{_ms(s['latency']['p50'])} / {_ms(s['latency']['p95'])}",
+                    f"{_ms(s['message_latency']['p50'])} / {_ms(s['message_latency']['p95'])}",
+                    f"{_ms(s['model']['p50'])} / {_ms(s['model']['p95'])}",
+                    f"{_ms(s['overhead']['p50'])} / {_ms(s['overhead']['p95'])}",
+                    f"{_ms(s['message_overhead']['p50'])} / {_ms(s['message_overhead']['p95'])}",
+                ]
+            )
+        lines += _table(
+            [
+                "frames",
+                "captions",
+                "latency p50 / p95 (received)",
+                "latency p50 / p95 (node)",
+                "model p50 / p95",
+                "overhead p50 / p95 (received)",
+                "overhead p50 / p95 (node)",
+            ],
+            rows,
+        )
     return lines or ["Not measured."]
 
 
@@ -284,46 +445,71 @@ def _node_side(run: dict) -> list[str]:
 def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
     """The whole of ``docs/benchmarks.md`` for ``results``."""
     runs = results.get("runs", {})
-    out = ["# Benchmarks: speed, latency and memory", "",
-           "Generated by the benchmark command from its measurements; do not edit by hand. Every figure "
-           "names the machine and date that produced it (see Machines). Regenerate with:", "",
-           "```bash", "scripts/setup; source scripts/env.sh",
-           "install/sharpeye_ros/lib/sharpeye_ros/benchmark          # = ros2 run sharpeye_ros benchmark; "
-           "about 10-15 min on 2 CPU cores",
-           "install/sharpeye_ros/lib/sharpeye_ros/benchmark --quick  # a short run", "```", "",
-           "Run it on a quiet machine: other processes' load slows every stage (the load is recorded per run). "
-           "GPU figures come from `scripts/gpu_check.sh` on a GPU machine (model-only, no ROS needed), merged "
-           "here with `install/sharpeye_ros/lib/sharpeye_ros/benchmark --merge out/gpu/gpu_results.json "
-           "--tests-log out/gpu/model_tests.log`.", "", "## Machines", ""]
+    out = [
+        "# Benchmarks: speed, latency and memory",
+        "",
+        "Generated by the benchmark command from its measurements; do not edit by hand. Every figure "
+        "names the machine and date that produced it (see Machines). Regenerate with:",
+        "",
+        "```bash",
+        "scripts/setup; source scripts/env.sh",
+        "install/sharpeye_ros/lib/sharpeye_ros/benchmark          # = ros2 run sharpeye_ros benchmark; "
+        "about 10-15 min on 2 CPU cores",
+        "install/sharpeye_ros/lib/sharpeye_ros/benchmark --quick  # a short run",
+        "```",
+        "",
+        "Run it on a quiet machine: other processes' load slows every stage (the load is recorded per run). "
+        "GPU figures come from `scripts/gpu_check.sh` on a GPU machine (model-only, no ROS needed), merged "
+        "here with `install/sharpeye_ros/lib/sharpeye_ros/benchmark --merge out/gpu/gpu_results.json "
+        "--tests-log out/gpu/model_tests.log`.",
+        "",
+        "## Machines",
+        "",
+    ]
     out += _machines(results)
     out += ["", "## Targets", ""]
     out += _targets_section(results)
     if plot_name:
         out += ["", f"![Time per stage and fraction of the machine's limit]({plot_name})"]
-    out += ["", "## Naive reference vs the library", "",
-            "Both paths generate the same number of tokens per caption with the same search (see Definitions). "
-            "A ratio is naive time / library time.", ""]
+    out += [
+        "",
+        "## Naive reference vs the library",
+        "",
+        "Both paths generate the same number of tokens per caption with the same search (see Definitions). "
+        "A ratio is naive time / library time.",
+        "",
+    ]
     out += _naive_section(results)
     for key, run in runs.items():
         title = RUN_TITLES.get(key, key)
         out += ["", f"## {title}: time per stage", "", f"Measured on {machine_label(run)}.", ""]
         for model in run.get("models", []):
-            out += [f"### {_model_title(model)}", "",
-                    f"{model['tokens']} new tokens per caption ({model['tokens_source']}), beams "
-                    f"{model['geometry']['beams']}, glance prompt {model['geometry']['prompt_len']} tokens, refine "
-                    f"prompt {model['geometry']['refine_prompt_len']} tokens; mean of {model['repeats']} images "
-                    f"after {model['warmup']} warm-up; model built/loaded in {model['load_seconds']:.1f} s.", ""]
+            out += [
+                f"### {_model_title(model)}",
+                "",
+                f"{model['tokens']} new tokens per caption ({model['tokens_source']}), beams "
+                f"{model['geometry']['beams']}, glance prompt {model['geometry']['prompt_len']} tokens, "
+                f"refine prompt {model['geometry']['refine_prompt_len']} tokens; mean of {model['repeats']} "
+                "images "
+                f"after {model['warmup']} warm-up; model built/loaded in {model['load_seconds']:.1f} s.",
+                "",
+            ]
             out += _stage_table(model)
             out += [""]
         limits = run.get("limits")
         if limits:
-            out += [f"## {title}: the limit", "",
-                    f"Measured on {machine_label(run)}: {limits['dtype']} matrix product "
-                    f"{limits['matmul_size']}x{limits['matmul_size']}: **{limits['matmul_flops_per_s'] / 1e9:.0f} "
-                    f"GFLOP/s**; memory copy: **{limits['copy_bytes_per_s'] / 1e9:.1f} GB/s** (read + write). "
-                    "FLOP bound = stage FLOPs / matmul throughput; bytes bound = weights (and KV cache) read / "
-                    "bandwidth; achieved = the larger bound / measured time. Decoding at batch 1 reads every LM "
-                    "weight per token: it is limited by memory bandwidth, not FLOPs.", ""]
+            out += [
+                f"## {title}: the limit",
+                "",
+                f"Measured on {machine_label(run)}: {limits['dtype']} matrix product "
+                f"{limits['matmul_size']}x{limits['matmul_size']}: "
+                f"**{limits['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s**; memory copy: "
+                f"**{limits['copy_bytes_per_s'] / 1e9:.1f} GB/s** (read + write). "
+                "FLOP bound = stage FLOPs / matmul throughput; bytes bound = weights (and KV cache) read / "
+                "bandwidth; achieved = the larger bound / measured time. Decoding at batch 1 reads every LM "
+                "weight per token: it is limited by memory bandwidth, not FLOPs.",
+                "",
+            ]
             for model in run.get("models", []):
                 for mode in ("glance", "deeplens"):
                     if mode in model.get("bounds", {}):
@@ -331,28 +517,42 @@ def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
                         out += _bounds_table(model, mode)
                         out += [""]
         if key == "cpu":
-            out += ["## End-to-end latency through the node", "",
-                    f"Measured on {machine_label(run)}: the installed `captioner` process, frames "
-                    "alternating rgb8 and bgr8, stamped when published. Latency (received) = caption received - "
-                    "header.stamp; latency (node) = the caption's latency_seconds (stamp -> publish); model = "
-                    "glance_seconds + refine_seconds; overhead = latency - model.", ""]
+            out += [
+                "## End-to-end latency through the node",
+                "",
+                f"Measured on {machine_label(run)}: the installed `captioner` process, frames "
+                "alternating rgb8 and bgr8, stamped when published. Latency (received) = caption received - "
+                "header.stamp; latency (node) = the caption's latency_seconds (stamp -> publish); model = "
+                "glance_seconds + refine_seconds; overhead = latency - model.",
+                "",
+            ]
             out += _node_section(run)
-            out += ["", "Node-side work per frame outside the model (the annotated image is drawn only while "
-                    "someone subscribes to `caption_image`):", ""]
+            out += [
+                "",
+                "Node-side work per frame outside the model (the annotated image is drawn only while "
+                "someone subscribes to `caption_image`):",
+                "",
+            ]
             out += _node_side(run)
     if results.get("gpu_check"):
         check = results["gpu_check"]
-        out += ["", "## GPU check", "", f"On {check.get('gpu', '-')}, {check.get('date_utc', '-')}: "
-                f"model tests: {check.get('model_tests', '-')}."]
+        out += [
+            "",
+            "## GPU check",
+            "",
+            f"On {check.get('gpu', '-')}, {check.get('date_utc', '-')}: "
+            f"model tests: {check.get('model_tests', '-')}.",
+        ]
     out += ["", "## Definitions", "", *DEFINITIONS]
     return "\n".join(out) + "\n"
 
 
 DEFINITIONS = [
     "- **Images**: synthetic 640x480 scenes of the world's validation split, batch 1.",
-    "- **Stages** are the model's own timings (`CaptionResult.timings`; CUDA synchronised at each stage edge): "
-    "preprocess (pad, resize, normalise), vision (CLIP tower, all layers), connector, prefill and decode of the "
-    "glance, regions (boxes from the captured attention), deeplens, refine_prefill and refine_decode; "
+    "- **Stages** are the model's own timings (`CaptionResult.timings`; CUDA synchronised at each stage "
+    "edge): preprocess (pad, resize, normalise), vision (CLIP tower, all layers), connector, prefill and "
+    "decode of the glance, regions (boxes from the captured attention), deeplens, refine_prefill and "
+    "refine_decode; "
     "total = the whole `caption()` call.",
     "- **Tokens**: every mode and path generates the same number of new tokens per caption (stop rules off): "
     "the preset's random LM never stops on its own, so the paper-size model writes a fixed number; the demo "
@@ -371,10 +571,10 @@ DEFINITIONS = [
     "caption instead of attention captured while decoding; (3) refinement with a second full vision pass "
     "(nothing of the glance's vision states reused), the connector again, DeepLens, and `generate` again.",
     "- **FLOPs** are counted by `torch.utils.flop_counter.FlopCounterMode` on one extra run per mode (matrix "
-    "products, convolutions and attention, 2 FLOPs per multiply-add), so they are what actually ran, e.g. all "
-    "24 CLIP layers although the glance reads layer 23.",
-    "- **Peak memory**: CPU = the process's peak resident set (VmHWM, reset before each mode; each model runs "
-    "in a process of its own); CUDA = torch's peak allocated and reserved bytes per mode, plus the CUDA "
+    "products, convolutions and attention, 2 FLOPs per multiply-add), so they are what actually ran, e.g. "
+    "all 24 CLIP layers although the glance reads layer 23.",
+    "- **Peak memory**: CPU = the process's peak resident set (VmHWM, reset before each mode; each model "
+    "runs in a process of its own); CUDA = torch's peak allocated and reserved bytes per mode, plus the CUDA "
     "context (device memory in use before the model was loaded). GB = 10^9 bytes.",
 ]
 
@@ -397,12 +597,20 @@ def write_plot(results: dict, path: Path) -> Optional[Path]:
         for model in run.get("models", []):
             for mode, m in model["modes"].items():
                 if "stages" in m:
-                    bars.append((f"{RUN_TITLES.get(key, key)} {model['name']} {mode}",
-                                 {s: v["mean"] for s, v in m["stages"].items()}))
+                    bars.append(
+                        (
+                            f"{RUN_TITLES.get(key, key)} {model['name']} {mode}",
+                            {s: v["mean"] for s, v in m["stages"].items()},
+                        )
+                    )
             b = model.get("bounds", {}).get("deeplens")
             if model["name"] == "paper" and b:
-                achieved.append((RUN_TITLES.get(key, key),
-                                 {s: v["achieved"] for s, v in b.items() if v["achieved"] is not None}))
+                achieved.append(
+                    (
+                        RUN_TITLES.get(key, key),
+                        {s: v["achieved"] for s, v in b.items() if v["achieved"] is not None},
+                    )
+                )
     if not bars:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(14, 0.45 * len(bars) + 2.5), gridspec_kw={"width_ratios": [3, 2]})
@@ -420,17 +628,26 @@ def write_plot(results: dict, path: Path) -> Optional[Path]:
             ax.barh(0, 0, color=colours[i % len(colours)], label=stage)
     ax.set_yticks(range(len(bars)), [label for label, _ in bars])
     ax.invert_yaxis()
-    ax.set_xscale("log" if max(sum(t.values()) for _, t in bars) / min(sum(t.values()) for _, t in bars) > 50
-                  else "linear")
+    ax.set_xscale(
+        "log"
+        if max(sum(t.values()) for _, t in bars) / min(sum(t.values()) for _, t in bars) > 50
+        else "linear"
+    )
     ax.set_xlabel("seconds per caption (stacked stages)")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     ax = axes[1]
     width = 0.8 / max(1, len(achieved))
     names = [s for s in STAGE_ORDER if any(s in a for _, a in achieved)]
     for j, (label, fractions) in enumerate(achieved):
-        ax.bar([i + j * width for i in range(len(names))], [100 * fractions.get(s, 0.0) for s in names], width,
-               label=label)
-    ax.set_xticks([i + width * (len(achieved) - 1) / 2 for i in range(len(names))], names, rotation=45, ha="right")
+        ax.bar(
+            [i + j * width for i in range(len(names))],
+            [100 * fractions.get(s, 0.0) for s in names],
+            width,
+            label=label,
+        )
+    ax.set_xticks(
+        [i + width * (len(achieved) - 1) / 2 for i in range(len(names))], names, rotation=45, ha="right"
+    )
     ax.set_ylabel("% of the machine's limit (paper size, glance + DeepLens)")
     if achieved:
         ax.legend()
@@ -452,10 +669,25 @@ def add_bounds(run: dict) -> None:
     for model in run.get("models", []):
         g = Geometry(**model["geometry"])
         model["bounds"] = {
-            mode: stage_bounds({s: v["mean"] for s, v in m["stages"].items()}, m["flops"], g,
-                               limits["matmul_flops_per_s"], limits["copy_bytes_per_s"])
-            for mode, m in model["modes"].items() if "stages" in m}
+            mode: stage_bounds(
+                {s: v["mean"] for s, v in m["stages"].items()},
+                m["flops"],
+                g,
+                limits["matmul_flops_per_s"],
+                limits["copy_bytes_per_s"],
+            )
+            for mode, m in model["modes"].items()
+            if "stages" in m
+        }
 
 
-__all__ = ["add_bounds", "find_model", "format_value", "glance_part", "render_markdown", "targets", "verdict",
-           "write_plot"]
+__all__ = [
+    "add_bounds",
+    "find_model",
+    "format_value",
+    "glance_part",
+    "render_markdown",
+    "targets",
+    "verdict",
+    "write_plot",
+]

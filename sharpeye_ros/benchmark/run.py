@@ -45,28 +45,56 @@ class BenchmarkError(RuntimeError):
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmark", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="benchmark",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="1 timed repeat per mode and a short node run")
-    p.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated: paper, demo (default: both)")
-    p.add_argument("--model-path", default="", help="the demo model's directory (default: the shipped one; "
-                   "a tiny random model when there is none)")
+    p.add_argument(
+        "--models", default=",".join(MODEL_NAMES), help="comma-separated: paper, demo (default: both)"
+    )
+    p.add_argument(
+        "--model-path",
+        default="",
+        help="the demo model's directory (default: the shipped one; "
+        "a tiny random model when there is none)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--dtype", default="auto", choices=("auto",) + tuple(DTYPES),
-                   help="auto: float32 on the CPU, float16 on CUDA")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto",) + tuple(DTYPES),
+        help="auto: float32 on the CPU, float16 on CUDA",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--repeats", type=int, default=None, help="timed captions per mode (default 3, quick 1)")
     p.add_argument("--warmup", type=int, default=1, help="untimed captions before each mode (default 1)")
-    p.add_argument("--paper-tokens", type=int, default=PAPER_TOKENS,
-                   help=f"new tokens per caption of the random paper-size model (default {PAPER_TOKENS})")
-    p.add_argument("--node-captions", type=int, default=None, help="captions through the node (default 40, quick 10)")
-    p.add_argument("--model-only", action="store_true", help="no node run and no docs (e.g. on a GPU machine)")
+    p.add_argument(
+        "--paper-tokens",
+        type=int,
+        default=PAPER_TOKENS,
+        help=f"new tokens per caption of the random paper-size model (default {PAPER_TOKENS})",
+    )
+    p.add_argument(
+        "--node-captions", type=int, default=None, help="captions through the node (default 40, quick 10)"
+    )
+    p.add_argument(
+        "--model-only", action="store_true", help="no node run and no docs (e.g. on a GPU machine)"
+    )
     p.add_argument("--json", default="", help="also write this run's results to this file")
     p.add_argument("--out-dir", default="docs", help="where benchmarks.md/.png/.json go (default docs)")
-    p.add_argument("--max-load", type=float, default=1.5, help="warn (or wait, see --wait-load) above this load")
+    p.add_argument(
+        "--max-load", type=float, default=1.5, help="warn (or wait, see --wait-load) above this load"
+    )
     p.add_argument("--wait-load", type=float, default=0.0, help="wait up to this many seconds for a low load")
-    p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS",
-                   help="merge these results files into the docs' results and re-render")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="RESULTS",
+        help="merge these results files into the docs' results and re-render",
+    )
     p.add_argument("--tests-log", default="", help="with --merge: the GPU machine's model test log")
     p.add_argument("--render", action="store_true", help="only re-render the docs from their results file")
     args = p.parse_args(argv)
@@ -102,7 +130,11 @@ def load_results(path: Path) -> dict:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BenchmarkError(f"{path}: not a readable results file ({err})") from None
-    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT or not isinstance(data.get("runs"), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != RESULTS_FORMAT
+        or not isinstance(data.get("runs"), dict)
+    ):
         raise BenchmarkError(f"{path}: not a benchmark results file (format {RESULTS_FORMAT} with 'runs')")
     return data
 
@@ -127,8 +159,11 @@ def write_docs(results: dict, out_dir: Path) -> list[Path]:
 
 def tests_summary(log: Path) -> str:
     """pytest's last summary line ("12 passed in 3.4s") from a log."""
-    lines = [line.strip("= \n") for line in log.read_text(errors="replace").splitlines()
-             if " passed" in line or " failed" in line or " error" in line]
+    lines = [
+        line.strip("= \n")
+        for line in log.read_text(errors="replace").splitlines()
+        if " passed" in line or " failed" in line or " error" in line
+    ]
     return lines[-1] if lines else "no pytest summary in the log"
 
 
@@ -141,8 +176,11 @@ def wait_for_low_load(max_load: float, wait: float) -> Optional[float]:
         time.sleep(15)
         load = load_average()
     if load is not None and load > max_load:
-        print(f"benchmark: warning: load average {load:.2f} > {max_load}; timings will be slower than "
-              "this machine can do (the docs record the load)", file=sys.stderr)
+        print(
+            f"benchmark: warning: load average {load:.2f} > {max_load}; timings will be slower than "
+            "this machine can do (the docs record the load)",
+            file=sys.stderr,
+        )
     return load
 
 
@@ -154,13 +192,20 @@ def run_worker(spec: ModelSpec) -> dict:
     with tempfile.TemporaryDirectory(prefix="sharpeye_benchmark_") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(spec_json(spec))
-        code = ("import sys; from sharpeye_ros.benchmark.worker import main; "
-                "sys.exit(main(sys.argv[1:]))")
+        code = "import sys; from sharpeye_ros.benchmark.worker import main; " "sys.exit(main(sys.argv[1:]))"
         # cwd outside the source tree, which would shadow the installed package.
-        proc = subprocess.run([sys.executable, "-c", code, str(spec_path), str(out_path)], cwd=tmp, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(spec_path), str(out_path)],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         if proc.returncode != 0 or not out_path.exists():
-            raise BenchmarkError(f"measuring {spec.name} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+            raise BenchmarkError(
+                f"measuring {spec.name} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}"
+            )
         return json.loads(out_path.read_text())
 
 
@@ -181,17 +226,26 @@ def demo_source(model_path: str, tmp: Path) -> tuple[str, str]:
 def model_specs(args: argparse.Namespace, demo: tuple[str, str]) -> list[ModelSpec]:
     """What to measure for ``args``: the paper-size preset and/or the demo model."""
     specs = []
-    common = dict(device=args.device, dtype=args.dtype, warmup=args.warmup, repeats=args.repeats,
-                  threads=args.threads)
+    common = dict(
+        device=args.device, dtype=args.dtype, warmup=args.warmup, repeats=args.repeats, threads=args.threads
+    )
     gpu = args.device.startswith("cuda")
     if "paper" in args.models:
         # Zoom re-encodes two crops with ViT-L: measured on a GPU, left out of the CPU run's budget.
         modes = ("glance", "deeplens", "deeplens_nodraft") + (("zoom",) if gpu else ()) + ("naive",)
         specs.append(ModelSpec(name="paper", source="paper", modes=modes, tokens=args.paper_tokens, **common))
     if "demo" in args.models:
-        specs.append(ModelSpec(name=demo[0], source=demo[1],
-                               modes=("glance", "deeplens", "deeplens_nodraft", "zoom", "naive"),
-                               tokens=None, extras=not gpu, random_weights=demo[0] == "tiny", **common))
+        specs.append(
+            ModelSpec(
+                name=demo[0],
+                source=demo[1],
+                modes=("glance", "deeplens", "deeplens_nodraft", "zoom", "naive"),
+                tokens=None,
+                extras=not gpu,
+                random_weights=demo[0] == "tiny",
+                **common,
+            )
+        )
     return specs
 
 
@@ -204,16 +258,26 @@ def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     machine["load_average_1min"] = load
     gpu = args.device.startswith("cuda")
     size = 8192 if gpu else 2048
-    limits = {"dtype": args.dtype, "matmul_size": size,
-              "matmul_flops_per_s": matmul_throughput(args.device, DTYPES[args.dtype], size, reps=5),
-              "copy_bytes_per_s": copy_bandwidth(args.device, num_bytes=(2 ** 30 if gpu else 2 ** 28))}
-    run = {"machine": machine, "limits": limits, "models": [], "quick": args.quick,
-           "command": " ".join(["benchmark", *argv])}
+    limits = {
+        "dtype": args.dtype,
+        "matmul_size": size,
+        "matmul_flops_per_s": matmul_throughput(args.device, DTYPES[args.dtype], size, reps=5),
+        "copy_bytes_per_s": copy_bandwidth(args.device, num_bytes=(2**30 if gpu else 2**28)),
+    }
+    run = {
+        "machine": machine,
+        "limits": limits,
+        "models": [],
+        "quick": args.quick,
+        "command": " ".join(["benchmark", *argv]),
+    }
     with tempfile.TemporaryDirectory(prefix="sharpeye_benchmark_models_") as tmp:
         demo = demo_source(args.model_path, Path(tmp))
         for spec in model_specs(args, demo):
-            print(f"benchmark: {spec.name} on {spec.device} ({spec.dtype}), modes {', '.join(spec.modes)}",
-                  file=sys.stderr)
+            print(
+                f"benchmark: {spec.name} on {spec.device} ({spec.dtype}), modes {', '.join(spec.modes)}",
+                file=sys.stderr,
+            )
             try:
                 run["models"].append(run_worker(spec))
             except BenchmarkError as err:
@@ -235,8 +299,9 @@ def measure_node(args: argparse.Namespace, demo: tuple[str, str]) -> dict:
     for reliability in ("best_effort",) if args.quick else ("best_effort", "reliable"):
         print(f"benchmark: node latency, {reliability} image QoS, {demo[0]} model", file=sys.stderr)
         try:
-            result = run_node_benchmark(demo[1], captions=args.node_captions, device=args.device,
-                                        reliability=reliability)
+            result = run_node_benchmark(
+                demo[1], captions=args.node_captions, device=args.device, reliability=reliability
+            )
             result["model_name"] = demo[0]
             out[reliability] = result
         except NodeBenchmarkError as err:

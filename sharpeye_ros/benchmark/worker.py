@@ -24,8 +24,14 @@ import numpy as np
 import torch
 
 from sharpeye_ros.benchmark.bounds import Geometry
-from sharpeye_ros.benchmark.measure import (CountingTimer, peak_rss_bytes, reset_peak_rss, rss_bytes, summarize,
-                                            synchronize)
+from sharpeye_ros.benchmark.measure import (
+    CountingTimer,
+    peak_rss_bytes,
+    reset_peak_rss,
+    rss_bytes,
+    summarize,
+    synchronize,
+)
 from sharpeye_ros.benchmark.naive import naive_caption
 from sharpeye_ros.model import SharpEyes, SharpEyesConfig
 from sharpeye_ros.model.timing import Timer
@@ -69,7 +75,9 @@ class ModelSpec:
         if self.tokens is not None and self.tokens < 1:
             raise ValueError(f"tokens must be >= 1, got {self.tokens}")
         if self.source not in PRESETS and not Path(self.source).is_dir():
-            raise ValueError(f"model source {self.source!r} is neither a preset {list(PRESETS)} nor a directory")
+            raise ValueError(
+                f"model source {self.source!r} is neither a preset {list(PRESETS)} nor a directory"
+            )
 
 
 def benchmark_images(count: int, size: tuple[int, int] = IMAGE_SIZE) -> list[np.ndarray]:
@@ -93,7 +101,7 @@ def build_model(spec: ModelSpec) -> tuple[SharpEyes, bool]:
         # the preset cannot spell, leaving empty captions and short refine prompts. Zero
         # the embedding rows past the tokenizer: the same compute, captions of real words.
         with torch.no_grad():
-            model.lm.model.get_input_embeddings().weight[len(model.lm.tokenizer):] = 0
+            model.lm.model.get_input_embeddings().weight[len(model.lm.tokenizer) :] = 0
         return model.to(spec.device, dtype).eval(), True
     model = SharpEyes.from_pretrained(spec.source, device=spec.device, dtype=dtype)
     if spec.overrides:
@@ -116,8 +124,11 @@ def unique_bytes(module: Optional[torch.nn.Module]) -> int:
 def natural_tokens(model: SharpEyes, images: Sequence[np.ndarray]) -> int:
     """Mean length in tokens (stop token included) of the glance captions of ``images``,
     at most the configured ``max_new_tokens``."""
-    lengths = [len(model.lm.caption_ids(r.initial_caption)) + 1
-               for image in images for r in model.caption([image], refine=False)]
+    lengths = [
+        len(model.lm.caption_ids(r.initial_caption)) + 1
+        for image in images
+        for r in model.caption([image], refine=False)
+    ]
     return max(1, min(model.config.generation.max_new_tokens, round(sum(lengths) / len(lengths))))
 
 
@@ -156,7 +167,8 @@ def measure_mode(model: SharpEyes, mode: str, images: Sequence[np.ndarray], warm
     """Warm-up, timed runs and one FLOP-counting run of ``mode``, with its peak memory."""
     device = model.device
     reset_peak_rss()
-    if device.type == "cuda":
+    if device.type == "cuda":  # each mode's own peak: drop what earlier modes left cached
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     stages: dict[str, list[float]] = {}
     totals = []
@@ -171,8 +183,10 @@ def measure_mode(model: SharpEyes, mode: str, images: Sequence[np.ndarray], warm
         for stage, seconds in times.items():
             stages.setdefault(stage, []).append(seconds)
     out = {
-        "stages": {s: summarize(v) for s, v in stages.items()}, "total": summarize(totals),
-        "captions_per_s": len(totals) / sum(totals), "peak_rss_bytes": peak_rss_bytes(),
+        "stages": {s: summarize(v) for s, v in stages.items()},
+        "total": summarize(totals),
+        "captions_per_s": len(totals) / sum(totals),
+        "peak_rss_bytes": peak_rss_bytes(),
     }
     if device.type == "cuda":
         out["cuda_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
@@ -188,23 +202,30 @@ def geometry(model: SharpEyes, images: Sequence[np.ndarray]) -> Geometry:
     """Weight bytes, LM shape and prompt lengths of ``model`` with its current settings."""
     cfg, lm = model.config, model.lm
     g = cfg.generation
-    n = model.vision.grid ** 2
+    n = model.vision.grid**2
     visual = torch.zeros(1, n, lm.hidden_size, device=model.device, dtype=model.dtype)
     prompt_len = lm.build_prompt(cfg.lm.prompt, visual).embeds.shape[1]
     refine_len = prompt_len
     if model.deeplens is not None:
         caption = model.caption([images[0]], refine=False)[0].initial_caption
         pool = cfg.deeplens.pool
-        refined = visual[:, :n // (pool * pool)]
+        refined = visual[:, : n // (pool * pool)]
         refine_len = lm.build_prompt(cfg.lm.refine_prompt, refined, captions=[caption]).embeds.shape[1]
     opt = lm.model.config
     return Geometry(
-        vision_bytes=unique_bytes(model.vision), connector_bytes=unique_bytes(model.connector),
-        lm_bytes=unique_bytes(lm), deeplens_bytes=unique_bytes(model.deeplens),
-        lm_layers=int(opt.num_hidden_layers), lm_hidden=int(opt.hidden_size),
-        element_size=torch.empty((), dtype=model.dtype).element_size(), prompt_len=int(prompt_len),
-        refine_prompt_len=int(refine_len), tokens=int(g.max_new_tokens), beams=int(g.num_beams),
-        refine_beams=int(g.refine_num_beams or g.num_beams))
+        vision_bytes=unique_bytes(model.vision),
+        connector_bytes=unique_bytes(model.connector),
+        lm_bytes=unique_bytes(lm),
+        deeplens_bytes=unique_bytes(model.deeplens),
+        lm_layers=int(opt.num_hidden_layers),
+        lm_hidden=int(opt.hidden_size),
+        element_size=torch.empty((), dtype=model.dtype).element_size(),
+        prompt_len=int(prompt_len),
+        refine_prompt_len=int(refine_len),
+        tokens=int(g.max_new_tokens),
+        beams=int(g.num_beams),
+        refine_beams=int(g.refine_num_beams or g.num_beams),
+    )
 
 
 def node_side_stages(images: Sequence[np.ndarray], caption: str, reps: int = 20) -> dict:
@@ -216,9 +237,11 @@ def node_side_stages(images: Sequence[np.ndarray], caption: str, reps: int = 20)
 
     image = images[0]
     h, w = image.shape[:2]
-    regions = [Region(w * 0.1, h * 0.1, w * 0.4, h * 0.5, 0.6, "large red circle"),
-               Region(w * 0.5, h * 0.2, w * 0.9, h * 0.6, 0.3, "blue square"),
-               Region(w * 0.3, h * 0.6, w * 0.5, h * 0.9, 0.1, "small star")]
+    regions = [
+        Region(w * 0.1, h * 0.1, w * 0.4, h * 0.5, 0.6, "large red circle"),
+        Region(w * 0.5, h * 0.2, w * 0.9, h * 0.6, 0.3, "blue square"),
+        Region(w * 0.3, h * 0.6, w * 0.5, h * 0.9, 0.1, "small star"),
+    ]
     jobs = {}
     for encoding in ("rgb8", "bgr8"):
         msg = SimpleNamespace(**rgb_to_image_msg_fields(image, encoding))
@@ -257,7 +280,7 @@ def measure(spec: ModelSpec) -> dict:
     with torch.no_grad():
         tokens, source = spec.tokens, "fixed"
         if tokens is None:
-            tokens, source = natural_tokens(model, images[:max(2, spec.warmup)]), "natural"
+            tokens, source = natural_tokens(model, images[: max(2, spec.warmup)]), "natural"
         g.max_new_tokens, g.stop = int(tokens), ()
         geo = geometry(model, images)
         modes = {}
@@ -271,15 +294,29 @@ def measure(spec: ModelSpec) -> dict:
             modes[mode] = measure_mode(model, mode, images, spec.warmup)
     params = {name: sum(p.numel() for p in group) for name, group in model.parameter_groups().items()}
     result = {
-        "name": spec.name, "source": spec.source, "random_weights": random_weights, "device": spec.device,
-        "dtype": spec.dtype, "threads": torch.get_num_threads(), "model_id": model.model_id,
-        "params": params, "load_seconds": load_seconds, "rss_before_model_bytes": rss_before,
-        "cuda_context_bytes": cuda_context, "tokens": int(tokens), "tokens_source": source,
-        "warmup": spec.warmup, "repeats": spec.repeats, "image_size": list(IMAGE_SIZE),
-        "geometry": geo.to_dict(), "modes": modes,
+        "name": spec.name,
+        "source": spec.source,
+        "random_weights": random_weights,
+        "device": spec.device,
+        "dtype": spec.dtype,
+        "threads": torch.get_num_threads(),
+        "model_id": model.model_id,
+        "params": params,
+        "load_seconds": load_seconds,
+        "rss_before_model_bytes": rss_before,
+        "cuda_context_bytes": cuda_context,
+        "tokens": int(tokens),
+        "tokens_source": source,
+        "warmup": spec.warmup,
+        "repeats": spec.repeats,
+        "image_size": list(IMAGE_SIZE),
+        "geometry": geo.to_dict(),
+        "modes": modes,
     }
     if spec.extras:
-        result["node_side"] = node_side_stages(images, "a large red circle at the top left and a small blue star")
+        result["node_side"] = node_side_stages(
+            images, "a large red circle at the top left and a small blue star"
+        )
     return result
 
 

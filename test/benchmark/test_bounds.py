@@ -6,8 +6,20 @@ import pytest
 
 from sharpeye_ros.benchmark.bounds import Geometry, decode_bytes, stage_bounds, stage_bytes, total_flop_ratio
 
-GEO = Geometry(vision_bytes=1000, connector_bytes=100, lm_bytes=500, deeplens_bytes=50, lm_layers=2, lm_hidden=4,
-               element_size=2, prompt_len=10, refine_prompt_len=6, tokens=3, beams=2, refine_beams=1)
+GEO = Geometry(
+    vision_bytes=1000,
+    connector_bytes=100,
+    lm_bytes=500,
+    deeplens_bytes=50,
+    lm_layers=2,
+    lm_hidden=4,
+    element_size=2,
+    prompt_len=10,
+    refine_prompt_len=6,
+    tokens=3,
+    beams=2,
+    refine_beams=1,
+)
 
 
 def test_decode_bytes_reads_weights_and_kv_cache_per_step():

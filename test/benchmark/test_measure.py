@@ -63,17 +63,17 @@ def test_counting_timer_counts_flops_and_calls_per_stage():
 def test_peak_rss_sees_a_freed_allocation_until_reset():
     measure.reset_peak_rss()
     rss = measure.rss_bytes()
-    block = np.ones(200 * 2 ** 20 // 8)  # 200 MiB, touched
+    block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
     del block
     peak = measure.peak_rss_bytes()
-    assert peak >= rss + 150 * 2 ** 20  # the peak remembers the freed block
+    assert peak >= rss + 150 * 2**20  # the peak remembers the freed block
     if measure.reset_peak_rss():
-        assert measure.peak_rss_bytes() < peak - 100 * 2 ** 20
+        assert measure.peak_rss_bytes() < peak - 100 * 2**20
 
 
 def test_limits_are_plausible():
     flops = measure.matmul_throughput("cpu", torch.float32, size=128, reps=2)
-    bandwidth = measure.copy_bandwidth("cpu", num_bytes=8 * 2 ** 20, reps=2)
+    bandwidth = measure.copy_bandwidth("cpu", num_bytes=8 * 2**20, reps=2)
     assert 1e6 < flops < 1e15
     assert 1e6 < bandwidth < 1e13
 

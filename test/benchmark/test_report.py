@@ -22,9 +22,21 @@ def _paper(run: dict, glance_s: float, deeplens_s: float, flops: int) -> dict:
 def _node(p95: float) -> dict:
     s = {"n": 30, "mean": p95 / 2, "p50": p95 / 2, "p95": p95, "min": 0.0, "max": p95}
     part = {k: s for k in ("latency", "message_latency", "model", "overhead", "message_overhead")}
-    return {"captions": 30, "frames_sent": 32, "frames_lost": 2, "publish_period_s": 0.5, "image_size": [640, 480],
-            "device": "cpu", "refine": True, "zoom": False, "reliability": "best_effort", "model_name": "demo",
-            "all": part, "rgb8": part, "bgr8": part}
+    return {
+        "captions": 30,
+        "frames_sent": 32,
+        "frames_lost": 2,
+        "publish_period_s": 0.5,
+        "image_size": [640, 480],
+        "device": "cpu",
+        "refine": True,
+        "zoom": False,
+        "reliability": "best_effort",
+        "model_name": "demo",
+        "all": part,
+        "rgb8": part,
+        "bgr8": part,
+    }
 
 
 def test_targets_pass_and_fail_from_measurements(tiny_run):
@@ -41,8 +53,10 @@ def test_targets_pass_and_fail_from_measurements(tiny_run):
     node = {t["target"]: t for t in found if t["target"].startswith("Node overhead")}
     assert [t["passed"] for _, t in sorted(node.items())] == [True, False]
     gpu = [t for t in found if t["passed"] is None]
-    assert {t["target"] for t in gpu} == {"DeepLens adds <= 25% to the glance, paper size, GPU",
-                                          "Paper size + DeepLens fits a GPU in fp16"}
+    assert {t["target"] for t in gpu} == {
+        "DeepLens adds <= 25% to the glance, paper size, GPU",
+        "Paper size + DeepLens fits a GPU in fp16",
+    }
     assert all(t["machine"] is None and t["detail"].startswith("not measured") for t in gpu)
 
 
@@ -51,7 +65,9 @@ def test_gpu_memory_target_counts_the_cuda_context(tiny_run):
     gpu["machine"]["gpu"] = "Test GPU"
     paper = _paper(tiny_run, 0.1, 0.12, int(1e9))
     paper["device"], paper["cuda_context_bytes"] = "cuda", int(0.5e9)
-    paper["modes"]["deeplens"].update(cuda_peak_reserved_bytes=int(2.0e9), cuda_peak_allocated_bytes=int(1.5e9))
+    paper["modes"]["deeplens"].update(
+        cuda_peak_reserved_bytes=int(2.0e9), cuda_peak_allocated_bytes=int(1.5e9)
+    )
     gpu["models"] = [paper]
     found = {t["target"]: t for t in report.targets({"runs": {"cuda": gpu}})}
     memory = found["Paper size + DeepLens fits a GPU in fp16"]

@@ -9,10 +9,16 @@ import pytest
 from sharpeye_ros.benchmark import run
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--models", "paper,huge"], "--models"), (["--device", "tpu"], "--device"), (["--repeats", "0"], "--repeats"),
-    (["--warmup", "-1"], "--warmup"), (["--model-path", "/no/such/dir"], "--model-path"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "paper,huge"], "--models"),
+        (["--device", "tpu"], "--device"),
+        (["--repeats", "0"], "--repeats"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--model-path", "/no/such/dir"], "--model-path"),
+    ],
+)
 def test_bad_arguments_are_refused_with_their_name(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run.parse_args(argv)
@@ -58,7 +64,7 @@ def test_render_and_merge_write_the_docs(tiny_run, tmp_path, capsys):
     gpu_file = tmp_path / "gpu.json"
     gpu_run = json.loads(json.dumps(tiny_run))
     gpu_run["machine"]["gpu"] = "Test GPU"
-    gpu_run["machine"]["gpu_memory_bytes"] = 2 ** 34
+    gpu_run["machine"]["gpu_memory_bytes"] = 2**34
     gpu_file.write_text(json.dumps({"format": 1, "runs": {"cuda": gpu_run}}))
     log = tmp_path / "tests.log"
     log.write_text("7 passed in 1.0s\n")
@@ -84,8 +90,21 @@ def test_model_only_run_measures_in_a_subprocess(tmp_path):
     config.generation.max_new_tokens = 4
     SharpEyes.from_config(config).save_pretrained(tmp_path / "model")
     out = tmp_path / "results.json"
-    code = run.main(["--model-only", "--models", "demo", "--model-path", str(tmp_path / "model"), "--repeats", "1",
-                     "--warmup", "0", "--json", str(out)])
+    code = run.main(
+        [
+            "--model-only",
+            "--models",
+            "demo",
+            "--model-path",
+            str(tmp_path / "model"),
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     results = json.loads(out.read_text())
     cpu = results["runs"]["cpu"]

@@ -11,10 +11,17 @@ ALL_MODES = ("glance", "deeplens", "deeplens_nodraft", "zoom", "naive")
 TOKENS = 4  # as in conftest.py
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"modes": ("glance", "fast")}, "modes"), ({"modes": ()}, "modes"), ({"dtype": "int8"}, "dtype"),
-    ({"repeats": 0}, "repeats"), ({"tokens": 0}, "tokens"), ({"source": "/no/such/model"}, "neither a preset"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"modes": ("glance", "fast")}, "modes"),
+        ({"modes": ()}, "modes"),
+        ({"dtype": "int8"}, "dtype"),
+        ({"repeats": 0}, "repeats"),
+        ({"tokens": 0}, "tokens"),
+        ({"source": "/no/such/model"}, "neither a preset"),
+    ],
+)
 def test_spec_rejects_bad_fields(change, message):
     spec = ModelSpec(**{"name": "x", "source": "tiny", **change})
     with pytest.raises(ValueError, match=message):
@@ -31,7 +38,7 @@ def test_random_preset_captions_are_words():
     model, random_weights = build_model(ModelSpec(name="tiny", source="tiny"))
     assert random_weights
     emb = model.lm.model.get_input_embeddings().weight
-    assert not emb[len(model.lm.tokenizer):].any()
+    assert not emb[len(model.lm.tokenizer) :].any()
 
 
 def test_every_mode_measured_with_the_same_tokens(tiny_measurement):
