@@ -161,16 +161,16 @@ def targets(results: dict) -> list[dict]:
             f"torch reserved peak {_gb(mode['cuda_peak_reserved_bytes'])} (allocated "
             f"{_gb(mode['cuda_peak_allocated_bytes'])}) + CUDA context {_gb(context)}, {paper['dtype']}"
         )
-    out.append(
-        _target(
-            "Paper size + DeepLens fits a GPU in fp16",
-            used,
-            GPU_MAX_BYTES,
-            "bytes",
-            run,
-            detail,
-            one_line(results.get("gpu_note") or "not measured: no GPU run"),
+    missing = one_line(results.get("gpu_note") or "not measured: no GPU run")
+    cpu_paper = find_model(runs.get("cpu"), "paper")
+    if cpu_paper:  # what can be said without a GPU: the weights alone, in fp16
+        params = sum(cpu_paper["params"].values())
+        missing += (
+            f"; its weights alone take {_gb(2 * params)} in fp16 ({params / 1e6:.0f}M parameters, "
+            "CPU run), activations and the CUDA context come on top"
         )
+    out.append(
+        _target("Paper size + DeepLens fits a GPU in fp16", used, GPU_MAX_BYTES, "bytes", run, detail, missing)
     )
     return out
 
@@ -534,6 +534,14 @@ def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
                 "",
             ]
             out += _node_side(run)
+    if "cuda" not in runs:
+        out += [
+            "",
+            "## GPU",
+            "",
+            f"No GPU figures: {one_line(results.get('gpu_note') or 'no GPU run has been merged', 600)}. "
+            "`scripts/gpu_check.sh` measures them on a machine with CUDA.",
+        ]
     if results.get("gpu_check"):
         check = results["gpu_check"]
         out += [

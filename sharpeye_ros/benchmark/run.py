@@ -96,6 +96,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="merge these results files into the docs' results and re-render",
     )
     p.add_argument("--tests-log", default="", help="with --merge: the GPU machine's model test log")
+    p.add_argument("--gpu-note", default="", help="with --merge/--render: why there are no GPU figures")
     p.add_argument("--render", action="store_true", help="only re-render the docs from their results file")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -322,6 +323,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if not Path(path).is_file():
                     raise BenchmarkError(f"{path}: no such results file")
                 results = merge_results(results, load_results(Path(path)))
+            if args.gpu_note:
+                results["gpu_note"] = args.gpu_note
             if args.tests_log:
                 check = dict(results.get("gpu_check") or {})
                 check["model_tests"] = tests_summary(Path(args.tests_log))

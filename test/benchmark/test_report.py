@@ -58,6 +58,11 @@ def test_targets_pass_and_fail_from_measurements(tiny_run):
         "Paper size + DeepLens fits a GPU in fp16",
     }
     assert all(t["machine"] is None and t["detail"].startswith("not measured") for t in gpu)
+    memory = next(t for t in gpu if "fits a GPU" in t["target"])
+    params = sum(cpu["models"][0]["params"].values())
+    assert f"{2 * params / 1e9:.2f} GB in fp16" in memory["detail"]  # the weights, from the CPU run
+    text = report.render_markdown({**results, "gpu_note": "the device time was used up"})
+    assert "No GPU figures: the device time was used up." in text
 
 
 def test_gpu_memory_target_counts_the_cuda_context(tiny_run):
