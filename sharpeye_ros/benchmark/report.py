@@ -170,7 +170,9 @@ def targets(results: dict) -> list[dict]:
             "CPU run), activations and the CUDA context come on top"
         )
     out.append(
-        _target("Paper size + DeepLens fits a GPU in fp16", used, GPU_MAX_BYTES, "bytes", run, detail, missing)
+        _target(
+            "Paper size + DeepLens fits a GPU in fp16", used, GPU_MAX_BYTES, "bytes", run, detail, missing
+        )
     )
     return out
 

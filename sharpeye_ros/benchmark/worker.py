@@ -37,7 +37,7 @@ from sharpeye_ros.model import SharpEyes, SharpEyesConfig
 from sharpeye_ros.model.timing import Timer
 
 MODES = ("glance", "deeplens", "deeplens_nodraft", "zoom", "naive")
-PRESETS = ("paper", "tiny")
+PRESETS = ("paper", "tiny", "micro")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 IMAGE_SIZE = (640, 480)
 

@@ -8,47 +8,15 @@ import pytest
 
 ALL_MODES = ("glance", "deeplens", "deeplens_nodraft", "zoom", "naive")
 TOKENS = 4
-# The tiny preset made smaller still (64 px input, 4x4 patch grid), to stay fast.
-SMALLER = {
-    "vision.config": dict(
-        model_type="clip_vision_model",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        image_size=64,
-        patch_size=16,
-    ),
-    "lm.config": dict(
-        model_type="opt",
-        hidden_size=32,
-        num_hidden_layers=2,
-        ffn_dim=64,
-        num_attention_heads=4,
-        max_position_embeddings=256,
-        word_embed_proj_dim=32,
-        dropout=0.0,
-    ),
-    "deeplens.hidden_size": 32,
-    "deeplens.num_heads": 4,
-    "zoom.min_size": 24,
-}
 
 
 @pytest.fixture(scope="session")
 def tiny_measurement() -> dict:
-    """The worker's result for the tiny preset: every mode, one timed caption each."""
+    """The worker's result for the micro preset: every mode, one timed caption each."""
     from sharpeye_ros.benchmark.worker import ModelSpec, measure
 
     spec = ModelSpec(
-        name="tiny",
-        source="tiny",
-        modes=ALL_MODES,
-        warmup=0,
-        repeats=1,
-        tokens=TOKENS,
-        extras=True,
-        overrides=SMALLER,
+        name="tiny", source="micro", modes=ALL_MODES, warmup=0, repeats=1, tokens=TOKENS, extras=True
     )
     return measure(spec)
 
@@ -77,9 +45,9 @@ def tiny_run(tiny_measurement) -> dict:
 
 @pytest.fixture(scope="session")
 def smaller_config():
-    """The tiny preset shrunk by SMALLER, with 5 new tokens per caption and no stop rules."""
+    """The micro preset with 5 new tokens per caption and no stop rules."""
     from sharpeye_ros.model import SharpEyesConfig
 
-    config = SharpEyesConfig.tiny().override(SMALLER)
+    config = SharpEyesConfig.micro()
     config.generation.max_new_tokens, config.generation.stop = 5, ()
     return config

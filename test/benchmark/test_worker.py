@@ -69,16 +69,16 @@ def test_every_mode_measured_with_the_same_tokens(tiny_measurement):
 
 def test_geometry_and_node_side(tiny_measurement):
     g = tiny_measurement["geometry"]
-    grid_tokens = (64 // 16) ** 2  # conftest.SMALLER
+    grid_tokens = (64 // 16) ** 2  # the micro preset
     assert g["prompt_len"] > grid_tokens and g["tokens"] == TOKENS
-    assert g["refine_prompt_len"] > grid_tokens  # tiny DeepLens keeps every patch (pool 1)
+    assert g["refine_prompt_len"] > grid_tokens // 4  # DeepLens pools 2x2 patches into one token
     assert g["vision_bytes"] > 0 and g["lm_bytes"] > 0 and g["element_size"] == 4
     assert sum(tiny_measurement["params"].values()) > 1e4
     assert set(tiny_measurement["node_side"]) == {"convert_rgb8", "convert_bgr8", "drawing"}
 
 
 def test_vision_flops_match_the_vit_formula(tiny_measurement):
-    """FLOPs counted while running equal a ViT's by hand (conftest.SMALLER: 64 px, 16 px
+    """FLOPs counted while running equal a ViT's by hand (the micro preset: 64 px, 16 px
     patches, width 32, MLP 64, 4 layers), attention included."""
     n, d, f, layers = (64 // 16) ** 2, 32, 64, 4
     s = n + 1  # with the class token
