@@ -1,4 +1,4 @@
-"""What the benchmark measures with: the machine, peak memory, the matmul and memory-copy
+"""What the benchmark measures with: the machine, peak memory, the matmul and memory-read
 limits, FLOPs per stage, and summary statistics."""
 
 from __future__ import annotations
@@ -168,20 +168,21 @@ def matmul_throughput(device: str, dtype: torch.dtype, size: int = 2048, reps: i
     return 2.0 * size**3 / best
 
 
-def copy_bandwidth(device: str, num_bytes: int = 256 * 2**20, reps: int = 3) -> float:
-    """Memory bandwidth in bytes/s of a tensor copy (bytes read plus bytes written), best of ``reps``."""
+def read_bandwidth(device: str, num_bytes: int = 256 * 2**20, reps: int = 3) -> float:
+    """Memory read bandwidth in bytes/s: summing a tensor too large for the caches (a
+    sum is one add per 4 bytes read, so it is limited by memory, like reading weights),
+    best of ``reps`` after one warm-up."""
     dev = torch.device(device)
-    src = torch.ones(num_bytes // 4, device=dev)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
+    data = torch.ones(num_bytes // 4, device=dev)
+    data.sum()
     best = math.inf
     for _ in range(reps):
         synchronize(dev)
         start = time.perf_counter()
-        dst.copy_(src)
+        data.sum()
         synchronize(dev)
         best = min(best, time.perf_counter() - start)
-    return 2.0 * src.numel() * src.element_size() / best
+    return data.numel() * data.element_size() / best
 
 
 # ---- FLOPs per stage -----------------------------------------------------------------

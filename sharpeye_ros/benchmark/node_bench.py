@@ -15,20 +15,47 @@ The caller owns the DDS set-up: run it with a ROS_DOMAIN_ID of its own (see ``is
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from sharpeye_ros.benchmark.measure import percentile, summarize
 
 ENCODINGS = ("rgb8", "bgr8")
 RELIABILITIES = ("best_effort", "reliable")
+TRANSPORTS = ("default", "large_shm")
+# What the benchmark runs: the shipped defaults first.
+NODE_VARIANTS = {
+    "best_effort": {"reliability": "best_effort", "transport": "default"},
+    "best_effort_large_shm": {"reliability": "best_effort", "transport": "large_shm"},
+    "reliable": {"reliability": "reliable", "transport": "default"},
+}
+# Fast DDS's shared-memory segment is 512 KiB by default: a 640x480 rgb8 frame (0.9 MB)
+# then goes as UDP fragments, which a busy receiver drops. This profile (for both ends)
+# gives shared memory a 16 MiB segment. Other RMW implementations ignore it.
+LARGE_SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
+<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
+  <transport_descriptors>
+    <transport_descriptor><transport_id>large_shm</transport_id><type>SHM</type>
+      <segment_size>16777216</segment_size></transport_descriptor>
+    <transport_descriptor><transport_id>udp</transport_id><type>UDPv4</type></transport_descriptor>
+  </transport_descriptors>
+  <participant profile_name="sharpeye_large_shm" is_default_profile="true">
+    <rtps>
+      <userTransports><transport_id>large_shm</transport_id><transport_id>udp</transport_id></userTransports>
+      <useBuiltinTransports>false</useBuiltinTransports>
+    </rtps>
+  </participant>
+</profiles>
+"""
 NAMESPACE = "/sharpeye_benchmark"
 MAX_PUBLISH_HZ = 20.0
 START_TIMEOUT = 180.0  # seconds for the node to load its model and answer the first frame
@@ -108,6 +135,7 @@ def run_node_benchmark(
     Raises :class:`NodeBenchmarkError` when rclpy, the messages or the executable are missing."""
     try:
         import rclpy
+        from rclpy.utilities import get_rmw_implementation_identifier
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -245,6 +273,7 @@ def run_node_benchmark(
         "refine": refine,
         "zoom": zoom,
         "reliability": reliability,
+        "rmw": get_rmw_implementation_identifier(),
         "all": latency_summary(list(records.values())),
         "refined": all(r["refined"] for r in records.values()),
     }
@@ -255,7 +284,35 @@ def run_node_benchmark(
     return result
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``node_bench SPEC.json OUT.json``: one node run in this (fresh) process. SPEC holds
+    :func:`run_node_benchmark`'s arguments and ``transport`` ("default" or "large_shm",
+    which must be chosen before this process starts DDS)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 2:
+        print("usage: node_bench SPEC.json OUT.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text())
+    transport = spec.pop("transport", "default")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"node benchmark: transport must be one of {TRANSPORTS}, got {transport!r}")
+    if transport == "large_shm":
+        profile = Path(tempfile.mkdtemp(prefix="sharpeye_benchmark_dds_")) / "fastdds_large_shm.xml"
+        profile.write_text(LARGE_SHM_PROFILE)
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)  # this process and the node
+    try:
+        result = run_node_benchmark(**spec)
+    except NodeBenchmarkError as err:
+        print(err, file=sys.stderr)
+        return 1
+    result["transport"] = transport
+    Path(argv[1]).write_text(json.dumps(result, indent=1))
+    return 0
+
+
 __all__ = [
+    "NODE_VARIANTS",
+    "main",
     "NodeBenchmarkError",
     "isolate_dds",
     "installed_executable",

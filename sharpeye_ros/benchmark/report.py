@@ -113,6 +113,13 @@ def targets(results: dict) -> list[dict]:
             f"{_ms(mode['total']['mean'])} measured vs {_ms(bound)} = {flops / 1e9:.0f} GFLOP at "
             f"{run['limits']['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s"
         )
+        stages = paper.get("bounds", {}).get("glance", {})
+        roofline = sum(max(b["flop_bound_s"], b["byte_bound_s"] or 0.0) for b in stages.values())
+        if roofline > 0:  # decoding is bound by memory, which a FLOP bound leaves out
+            detail += (
+                f"; vs the roofline (per stage the slower of FLOPs and bytes read) {_ms(roofline)}: "
+                f"{mode['total']['mean'] / roofline:.2f}x"
+            )
     out.append(
         _target(
             "Paper-size glance on the CPU within 1.5x of its FLOP bound",
@@ -124,7 +131,7 @@ def targets(results: dict) -> list[dict]:
         )
     )
     node = (run or {}).get("node") or {}
-    for reliability, result in sorted(node.items()):
+    for name, result in node.items():
         if not isinstance(result, dict) or "all" not in result:
             continue
         p95 = result["all"]["overhead"]["p95"]
@@ -136,7 +143,7 @@ def targets(results: dict) -> list[dict]:
         size = "x".join(str(v) for v in result.get("image_size", ()))
         out.append(
             _target(
-                f"Node overhead at p95, {size}, {reliability} image QoS",
+                f"Node overhead at p95, {size}, {node_variant(name, result)}",
                 p95,
                 NODE_MAX_OVERHEAD_S,
                 "s",
@@ -175,6 +182,12 @@ def targets(results: dict) -> list[dict]:
         )
     )
     return out
+
+
+def node_variant(name: str, result: dict) -> str:
+    """'best_effort image QoS, 16 MiB shared memory' for a node result."""
+    shm = ", 16 MiB shared memory" if result.get("transport") == "large_shm" else ""
+    return f"{result.get('reliability', name)} image QoS{shm}"
 
 
 def _node_missing(node: dict) -> str:
@@ -392,13 +405,14 @@ def _bounds_table(model: dict, mode: str) -> list[str]:
 def _node_section(run: dict) -> list[str]:
     node = run.get("node") or {}
     lines = []
-    for reliability, result in sorted(node.items()):
+    for name, result in node.items():
         if isinstance(result, str):
-            lines.append(f"- {reliability}: not measured: {one_line(result, 600)}")
+            lines.append(f"- {name}: not measured: {one_line(result, 600)}")
             continue
         size = "x".join(str(v) for v in result.get("image_size", ()))
         lines.append(
-            f"\n**{reliability} image QoS**, {size}: {result['model_name']} on {result['device']}, refine "
+            f"\n**{node_variant(name, result)}** ({result.get('rmw', 'rmw unknown')}), {size}: "
+            f"{result['model_name']} on {result['device']}, refine "
             f"{str(result['refine']).lower()}, zoom {str(result['zoom']).lower()}; {result['captions']} "
             f"captions of {result['frames_sent']} frames published every "
             f"{_ms(result['publish_period_s'])} ({result['frames_lost']} got no caption).\n"
@@ -505,8 +519,9 @@ def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
                 "",
                 f"Measured on {machine_label(run)}: {limits['dtype']} matrix product "
                 f"{limits['matmul_size']}x{limits['matmul_size']}: "
-                f"**{limits['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s**; memory copy: "
-                f"**{limits['copy_bytes_per_s'] / 1e9:.1f} GB/s** (read + write). "
+                f"**{limits['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s**; memory read: "
+                f"**{limits['read_bytes_per_s'] / 1e9:.1f} GB/s** (summing a {limits['read_mib']} MiB "
+                "tensor). "
                 "FLOP bound = stage FLOPs / matmul throughput; bytes bound = weights (and KV cache) read / "
                 "bandwidth; achieved = the larger bound / measured time. Decoding at batch 1 reads every LM "
                 "weight per token: it is limited by memory bandwidth, not FLOPs.",
@@ -583,6 +598,11 @@ DEFINITIONS = [
     "- **FLOPs** are counted by `torch.utils.flop_counter.FlopCounterMode` on one extra run per mode (matrix "
     "products, convolutions and attention, 2 FLOPs per multiply-add), so they are what actually ran, e.g. "
     "all 24 CLIP layers although the glance reads layer 23.",
+    "- **Node runs**: each in a fresh process pair (benchmark client and `captioner`), with the shipped "
+    "parameters except max_rate 100 (frames come slower than captions). 'best_effort' is the node's default "
+    "image QoS with the RMW's default transport; '16 MiB shared memory' gives Fast DDS (both ends) a shared-"
+    "memory segment large enough for a whole 640x480 rgb8 frame (the default 512 KiB segment sends it as UDP "
+    "fragments, which a busy receiver drops); 'reliable' retransmits lost fragments.",
     "- **Peak memory**: CPU = the process's peak resident set (VmHWM, reset before each mode; each model "
     "runs in a process of its own); CUDA = torch's peak allocated and reserved bytes per mode, plus the CUDA "
     "context (device memory in use before the model was loaded). GB = 10^9 bytes.",
@@ -684,7 +704,7 @@ def add_bounds(run: dict) -> None:
                 m["flops"],
                 g,
                 limits["matmul_flops_per_s"],
-                limits["copy_bytes_per_s"],
+                limits["read_bytes_per_s"],
             )
             for mode, m in model["modes"].items()
             if "stages" in m

@@ -31,7 +31,7 @@ import torch
 
 import sharpeye_ros
 from sharpeye_ros.benchmark import report
-from sharpeye_ros.benchmark.measure import copy_bandwidth, load_average, machine_info, matmul_throughput
+from sharpeye_ros.benchmark.measure import load_average, machine_info, matmul_throughput, read_bandwidth
 from sharpeye_ros.benchmark.worker import DTYPES, ModelSpec, spec_json
 
 RESULTS_NAME, DOC_NAME, PLOT_NAME = "benchmarks.json", "benchmarks.md", "benchmarks.png"
@@ -185,15 +185,16 @@ def wait_for_low_load(max_load: float, wait: float) -> Optional[float]:
     return load
 
 
-def run_worker(spec: ModelSpec) -> dict:
-    """Measure ``spec`` in a fresh Python process; raises BenchmarkError with its output on failure."""
+def run_isolated(module: str, spec: str, what: str) -> dict:
+    """``module.main([spec.json, out.json])`` in a fresh Python process (its own peak
+    memory, its own DDS participant); its result. BenchmarkError with its output on failure."""
     package_parent = str(Path(sharpeye_ros.__file__).absolute().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
     with tempfile.TemporaryDirectory(prefix="sharpeye_benchmark_") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec_path.write_text(spec_json(spec))
-        code = "import sys; from sharpeye_ros.benchmark.worker import main; " "sys.exit(main(sys.argv[1:]))"
+        spec_path.write_text(spec)
+        code = f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"
         # cwd outside the source tree, which would shadow the installed package.
         proc = subprocess.run(
             [sys.executable, "-c", code, str(spec_path), str(out_path)],
@@ -204,10 +205,13 @@ def run_worker(spec: ModelSpec) -> dict:
             text=True,
         )
         if proc.returncode != 0 or not out_path.exists():
-            raise BenchmarkError(
-                f"measuring {spec.name} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}"
-            )
+            raise BenchmarkError(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
         return json.loads(out_path.read_text())
+
+
+def run_worker(spec: ModelSpec) -> dict:
+    """Measure ``spec`` in a process of its own (see :func:`run_isolated`)."""
+    return run_isolated("sharpeye_ros.benchmark.worker", spec_json(spec), f"measuring {spec.name}")
 
 
 def demo_source(model_path: str, tmp: Path) -> tuple[str, str]:
@@ -258,12 +262,13 @@ def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     machine = machine_info(args.device)
     machine["load_average_1min"] = load
     gpu = args.device.startswith("cuda")
-    size = 8192 if gpu else 2048
+    size, read_mib = (8192, 1024) if gpu else (2048, 512)
     limits = {
         "dtype": args.dtype,
         "matmul_size": size,
         "matmul_flops_per_s": matmul_throughput(args.device, DTYPES[args.dtype], size, reps=5),
-        "copy_bytes_per_s": copy_bandwidth(args.device, num_bytes=(2**30 if gpu else 2**28)),
+        "read_mib": read_mib,
+        "read_bytes_per_s": read_bandwidth(args.device, num_bytes=read_mib * 2**20),
     }
     run = {
         "machine": machine,
@@ -292,22 +297,28 @@ def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 
 
 def measure_node(args: argparse.Namespace, demo: tuple[str, str]) -> dict:
-    """Node latency with best-effort (the default) and, unless quick, reliable image QoS."""
-    from sharpeye_ros.benchmark.node_bench import NodeBenchmarkError, isolate_dds, run_node_benchmark
+    """Node latency, each variant in a process of its own: best-effort image QoS (the
+    default) and, unless quick, best-effort over a large shared-memory segment and reliable."""
+    from sharpeye_ros.benchmark.node_bench import NODE_VARIANTS, isolate_dds
 
     isolate_dds()
     out: dict = {}
-    for reliability in ("best_effort",) if args.quick else ("best_effort", "reliable"):
-        print(f"benchmark: node latency, {reliability} image QoS, {demo[0]} model", file=sys.stderr)
+    variants = list(NODE_VARIANTS)[:1] if args.quick else list(NODE_VARIANTS)
+    for name in variants:
+        print(f"benchmark: node latency, {name}, {demo[0]} model", file=sys.stderr)
+        spec = {
+            "model_path": demo[1],
+            "captions": args.node_captions,
+            "device": args.device,
+            **NODE_VARIANTS[name],
+        }
         try:
-            result = run_node_benchmark(
-                demo[1], captions=args.node_captions, device=args.device, reliability=reliability
-            )
+            result = run_isolated("sharpeye_ros.benchmark.node_bench", json.dumps(spec), f"node run {name}")
             result["model_name"] = demo[0]
-            out[reliability] = result
-        except NodeBenchmarkError as err:
+            out[name] = result
+        except BenchmarkError as err:
             print(f"benchmark: {err}", file=sys.stderr)
-            out[reliability] = str(err)[-1000:]
+            out[name] = str(err)[-1000:]
     return out
 
 

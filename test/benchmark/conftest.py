@@ -36,7 +36,8 @@ def tiny_run(tiny_measurement) -> dict:
             "dtype": "float32",
             "matmul_size": 256,
             "matmul_flops_per_s": 1e11,
-            "copy_bytes_per_s": 1e10,
+            "read_mib": 256,
+            "read_bytes_per_s": 1e10,
         },
     }
     report.add_bounds(run)

@@ -43,6 +43,14 @@ def test_missing_executable_is_a_clear_error(monkeypatch, tmp_path):
         node_bench.installed_executable("captioner")
 
 
+def test_main_refuses_an_unknown_transport(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text('{"model_path": "x", "transport": "carrier-pigeon"}')
+    with pytest.raises(ValueError, match="transport"):
+        node_bench.main([str(spec), str(tmp_path / "out.json")])
+    assert node_bench.main([]) == 2
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 def test_latency_through_the_running_node(tmp_path):

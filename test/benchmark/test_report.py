@@ -19,7 +19,7 @@ def _paper(run: dict, glance_s: float, deeplens_s: float, flops: int) -> dict:
     return model
 
 
-def _node(p95: float) -> dict:
+def _node(p95: float, reliability: str = "best_effort", transport: str = "default") -> dict:
     s = {"n": 30, "mean": p95 / 2, "p50": p95 / 2, "p95": p95, "min": 0.0, "max": p95}
     part = {k: s for k in ("latency", "message_latency", "model", "overhead", "message_overhead")}
     return {
@@ -31,7 +31,8 @@ def _node(p95: float) -> dict:
         "device": "cpu",
         "refine": True,
         "zoom": False,
-        "reliability": "best_effort",
+        "reliability": reliability,
+        "transport": transport,
         "model_name": "demo",
         "all": part,
         "rgb8": part,
@@ -43,15 +44,24 @@ def test_targets_pass_and_fail_from_measurements(tiny_run):
     cpu = copy.deepcopy(tiny_run)
     # 1e11 FLOP/s: 2e11 FLOPs take 2 s at the bound; 2.5 s measured is 1.25x.
     cpu["models"] = [_paper(tiny_run, 2.5, 3.5, int(2e11))]
-    cpu["node"] = {"best_effort": _node(0.008), "reliable": _node(0.012)}
+    cpu["node"] = {
+        "best_effort": _node(0.008),
+        "best_effort_large_shm": _node(0.003, transport="large_shm"),
+        "reliable": _node(0.012, "reliable"),
+    }
     results = {"format": 1, "runs": {"cpu": cpu}}
     found = report.targets(results)
     deeplens_cpu = found[0]
     assert deeplens_cpu["measured"] == pytest.approx(0.4) and deeplens_cpu["passed"] is False
     flop = next(t for t in found if "FLOP bound" in t["target"])
     assert flop["measured"] == pytest.approx(1.25) and flop["passed"] is True
-    node = {t["target"]: t for t in found if t["target"].startswith("Node overhead")}
-    assert [t["passed"] for _, t in sorted(node.items())] == [True, False]
+    assert "vs the roofline" in flop["detail"]  # the bounds of the tiny run, per stage
+    node = {t["target"]: t["passed"] for t in found if t["target"].startswith("Node overhead")}
+    assert node == {
+        "Node overhead at p95, 640x480, best_effort image QoS": True,
+        "Node overhead at p95, 640x480, best_effort image QoS, 16 MiB shared memory": True,
+        "Node overhead at p95, 640x480, reliable image QoS": False,
+    }
     gpu = [t for t in found if t["passed"] is None]
     assert {t["target"] for t in gpu} == {
         "DeepLens adds <= 25% to the glance, paper size, GPU",
