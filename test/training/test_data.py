@@ -1,0 +1,124 @@
+"""Dataset readers: COCO captions JSON + folder, LLaVA JSON, the synthetic world."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from sharpeye_ros.model.config import SharpEyesConfig
+from sharpeye_ros.model.preprocess import ImageProcessor
+from sharpeye_ros.training.data import (
+    CaptionDataset, WorldScenes, collate, open_dataset, read_coco, read_llava,
+)
+from sharpeye_ros.world import generate_scene, write_split
+
+
+def _png(path, seed):
+    image = np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return image
+
+
+def test_coco_json_with_an_image_folder(tmp_path):
+    a = _png(tmp_path / "imgs" / "a.png", 0)
+    b = _png(tmp_path / "imgs" / "sub" / "b.png", 1)
+    data = {"images": [{"id": 7, "file_name": "a.png"}, {"id": 9, "file_name": "sub/b.png"},
+                       {"id": 11, "file_name": "uncaptioned.png"}],
+            "annotations": [{"image_id": 9, "caption": " two cats. "}, {"image_id": 7, "caption": "a dog."},
+                            {"image_id": 9, "caption": "cats on a sofa."}]}
+    (tmp_path / "captions.json").write_text(json.dumps(data))
+    records = read_coco(tmp_path / "captions.json", tmp_path / "imgs")
+    assert [r.image_id for r in records] == [7, 9]  # the uncaptioned image is skipped
+    assert records[1].captions == ("two cats.", "cats on a sofa.")
+    assert records[0].objects is None
+    dataset = CaptionDataset(records)
+    assert np.array_equal(dataset[0]["image"], a) and np.array_equal(dataset[1]["image"], b)
+    assert dataset[1]["captions"] == ("two cats.", "cats on a sofa.")
+
+
+def test_world_export_reads_back_with_objects_and_pixels(tmp_path):
+    json_path = write_split(tmp_path, "test", 2)
+    processor = ImageProcessor(64, (0, 0, 0), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    dataset = open_dataset(f"coco:{json_path}", processor=processor)  # folder: the JSON's
+    scene = generate_scene("test", 1)
+    sample = dataset[1]
+    assert np.array_equal(sample["image"], scene.image)
+    assert sample["captions"] == scene.captions and sample["objects"] == scene.objects
+    assert tuple(sample["pixels"].shape) == (3, 64, 64)
+
+
+def test_llava_json(tmp_path):
+    image = _png(tmp_path / "folder" / "x.jpg", 2)
+    data = [
+        {"id": "x", "image": "x.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe the photo briefly."},
+            {"from": "gpt", "value": "A red kite in the sky. "}]},
+        {"id": "text-only", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+    ]
+    (tmp_path / "llava.json").write_text(json.dumps(data))
+    records = read_llava(tmp_path / "llava.json", tmp_path / "folder")
+    assert len(records) == 1 and records[0].captions == ("A red kite in the sky.",)
+    assert records[0].image_id == "x"
+    assert CaptionDataset(records)[0]["image"].shape == image.shape
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"images": []}), "'images' and 'annotations'"),
+    (json.dumps({"images": [{"id": 1}], "annotations": [{"image_id": 1, "caption": "x"}]}), "images[0]"),
+    (json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1}]}), "annotations[0]"),
+])
+def test_bad_coco_json_names_the_file_and_the_problem(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="bad.json") as info:
+        read_coco(path)
+    assert message in str(info.value)
+
+
+def test_bad_llava_and_missing_files_have_clear_errors(tmp_path):
+    path = tmp_path / "llava.json"
+    path.write_text(json.dumps([{"image": "a.png", "conversations": [{"from": "human", "value": "<image>"}]}]))
+    with pytest.raises(ValueError, match="entry 0 has no 'gpt' turn"):
+        read_llava(path, tmp_path)
+    with pytest.raises(ValueError, match="cannot read"):
+        read_coco(tmp_path / "absent.json")
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "gone.png"}],
+                                "annotations": [{"image_id": 1, "caption": "x"}]}))
+    with pytest.raises(ValueError, match="gone.png: missing or not a readable image"):
+        CaptionDataset(read_coco(path))[0]
+
+
+def test_world_scenes_in_memory_match_the_world():
+    processor = ImageProcessor(32, (0, 0, 0), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    dataset = WorldScenes("val", 3, start=5, processor=processor)
+    scene = generate_scene("val", 6)
+    assert len(dataset) == 3
+    assert np.array_equal(dataset[1]["image"], scene.image) and dataset[1]["objects"] == scene.objects
+    # float16 storage: within half-precision rounding of the processor's pixels
+    assert np.allclose(dataset[1]["pixels"].numpy(), processor.one(scene.image)[0].numpy(), atol=2e-2)
+    batch = collate([dataset[0], dataset[2]])
+    assert tuple(batch["pixels"].shape) == (2, 3, 32, 32) and batch["index"] == [0, 2]
+    assert [r.image_id for r in dataset.records()] == [5, 6, 7]
+
+
+@pytest.mark.parametrize("spec", ["world:train", "world:nosuch:3", "coco:", "llava:x.json", "pets:x", "world:train:x"])
+def test_bad_specs_name_the_spec(spec):
+    with pytest.raises(ValueError, match=f"data spec '{spec}'"):
+        open_dataset(spec)
+
+
+def test_the_demo_tokenizer_covers_every_world_token():
+    from sharpeye_ros.training.recipes import demo_model
+    from sharpeye_ros.model.tokenizer import build_word_tokenizer
+    from sharpeye_ros.world import vocabulary
+
+    cfg: SharpEyesConfig = demo_model()
+    tokenizer = build_word_tokenizer(cfg.lm.vocab_words)
+    unk = tokenizer.unk_token_id
+    ids = tokenizer(" ".join(vocabulary()) + " " + cfg.lm.refine_prompt.replace("<image>", "").replace("{caption}", ""))["input_ids"]
+    assert unk not in ids
