@@ -32,7 +32,7 @@ from sharpeye_ros.model import SharpEyes
 from sharpeye_ros.model.preprocess import ImageTransform
 from sharpeye_ros.training.data import collate, open_dataset
 from sharpeye_ros.training.auxiliary import PatchHead, glance_losses, patch_targets, shift_flip
-from sharpeye_ros.training.perturb import perturb_caption
+from sharpeye_ros.training.perturb import misname_small_shapes, perturb_caption
 from sharpeye_ros.training.recipes import StageConfig, TrainConfig
 
 STATE_NAME = "trainer_state.pt"
@@ -261,7 +261,8 @@ class Trainer:
             target = captions[0] if self.cfg.caption_choice == "first" else captions[int(rng.integers(len(captions)))]
             targets.append(target)
             if initial is not None:
-                initial.append(perturb_caption(target, rng, int(rng.integers(0, stage.max_changes + 1))).caption)
+                blind = misname_small_shapes(target, rng, stage.misname_small) if stage.misname_small else target
+                initial.append(perturb_caption(blind, rng, int(rng.integers(0, stage.max_changes + 1))).caption)
         return targets, initial
 
     def run(self, stop_after: Optional[int] = None) -> bool:

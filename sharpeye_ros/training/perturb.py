@@ -232,3 +232,29 @@ def _apply(caption: str, spans: list[tuple[str, int, int]], element: _Element,
         article = "an" if new.lstrip()[:1] in tuple("aeiou") else "a"
     old = caption[start:end]
     return Change(element.kind, old, _match_case(old, article + new), start, end)
+
+
+def misname_small_shapes(caption: str, rng: np.random.Generator, probability: float) -> str:
+    """Visual blindness, simulated: each singular shape named as ``small`` (or ``tiny``)
+    is replaced, with ``probability``, by another shape, as a glance that saw it as a blur
+    would write it.
+
+    Random perturbations alone rarely hit exactly these words, so a refiner trained on
+    them learns to trust the initial caption's small shapes, which a real glance mostly
+    gets wrong. Works on the caption's words alone (any reference order)."""
+    from sharpeye_ros.training.auxiliary import object_words  # the phrase parser the losses use
+
+    spans = token_spans(caption)
+    phrases: dict[int, list[int]] = {}
+    for token, k in object_words(caption):
+        phrases.setdefault(k, []).append(token)
+    text = caption
+    for tokens in sorted(phrases.values(), reverse=True):  # right to left keeps offsets valid
+        words = [spans[t][0] for t in tokens]
+        shape = words[-1]
+        if shape not in SHAPES or not {"small", "tiny"} & set(words) or rng.random() >= probability:
+            continue
+        others = [s for s in SHAPES if s != shape]
+        _, start, end = spans[tokens[-1]]
+        text = text[:start] + _match_case(text[start:end], others[int(rng.integers(len(others)))]) + text[end:]
+    return text

@@ -59,6 +59,7 @@ class StageConfig:
     glance_weight: float = 0.0
     zoom: bool = False
     max_changes: int = 3  # refine stage: perturb 0..max_changes elements
+    misname_small: float = 0.0  # refine stage: chance a small object's shape is misnamed first
     data: Optional[list[str]] = None  # this stage's data specs instead of the run's
     augment: bool = False
 
@@ -74,8 +75,10 @@ class StageConfig:
             raise ValueError(f"{where}: need lr > 0, batch_size >= 1 and 0 <= warmup < 1")
         if (self.steps is None and self.epochs <= 0) or (self.steps is not None and self.steps < 1):
             raise ValueError(f"{where}: need epochs > 0 or steps >= 1")
-        if self.name != "refine" and (self.zoom or self.glance_weight):
-            raise ValueError(f"{where}: zoom and glance_weight belong to the refine stage")
+        if self.name != "refine" and (self.zoom or self.glance_weight or self.misname_small):
+            raise ValueError(f"{where}: zoom, glance_weight and misname_small belong to the refine stage")
+        if not 0 <= self.misname_small <= 1:
+            raise ValueError(f"{where}: misname_small is a probability in [0, 1]")
         if self.name == "vision" and (self.patch_weight <= 0 or "vision" not in self.trainable):
             raise ValueError(f"{where}: the vision stage trains 'vision' on patch labels (patch_weight > 0)")
         if self.augment and self.name != "vision":
@@ -164,9 +167,12 @@ def demo_vocabulary() -> list[str]:
 
 
 def demo_model() -> SharpEyesConfig:
-    """The shipped demo model: the tiny preset with the world's vocabulary, three zoom
-    crops (a scene has at most three objects) cut tight around the attended cells."""
+    """The shipped demo model: the tiny preset with the world's vocabulary, a vision tower
+    twice as wide (at 64 channels it named only ~80% of large shapes when probed), three
+    zoom crops (a scene has at most three objects) cut tight around the attended cells."""
     return SharpEyesConfig.tiny().override({
+        "vision.config.hidden_size": 128, "vision.config.intermediate_size": 512,
+        "vision.config.projection_dim": 128,
         "lm.vocab_words": demo_vocabulary(),
         "zoom.enabled": True, "zoom.num_crops": 3, "zoom.margin": 0.0, "zoom.min_size": 48, "zoom.pool": 2,
         "regions.num_regions": 3,
@@ -181,14 +187,18 @@ def demo_recipe() -> TrainConfig:
         caption_choice="first",
         seed=0,
         stages=[
-            StageConfig("vision", lr=2e-3, steps=2500, batch_size=32, trainable=("vision",), patch_weight=1.0,
+            StageConfig("vision", lr=2e-3, steps=3500, batch_size=32, trainable=("vision",), patch_weight=1.0,
                         augment=True, warmup=0.05, weight_decay=0.01, data=["world-dense:2000"]),
             StageConfig("connector", lr=1e-3, epochs=1, batch_size=32, trainable=("connector",), word_weight=1.0),
             StageConfig("caption", lr=1e-3, epochs=10, batch_size=32, trainable=("vision", "connector", "lm"),
                         group_lr={"vision": 2e-4}, warmup=0.02, weight_decay=0.01, grounding_weight=0.5,
                         word_weight=1.0),
-            StageConfig("refine", lr=5e-4, epochs=3, batch_size=32, trainable=("deeplens", "lm"), zoom=True,
-                        glance_weight=1.0, grounding_weight=0.5, word_weight=1.0),
+            # Pseudo-initial captions: up to 5 changes (paper: 3), and every small shape
+            # misnamed (a glance names about one in five right), so the refiner learns to
+            # read small shapes from the zoom crops instead of copying them.
+            StageConfig("refine", lr=5e-4, epochs=5, batch_size=32, trainable=("deeplens", "lm"), zoom=True,
+                        glance_weight=1.0, grounding_weight=0.5, word_weight=1.0, max_changes=5,
+                        misname_small=1.0),
         ],
     )
 

@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from sharpeye_ros.training.perturb import GENERIC_ENGLISH, SYNTHETIC, perturb_caption
+from sharpeye_ros.training.perturb import GENERIC_ENGLISH, SYNTHETIC, misname_small_shapes, perturb_caption
 from sharpeye_ros.world import generate_scene, parse_objects, tokenize, vocabulary
 
 COCO = "A man riding a horse next to a red car on a beach."
@@ -115,3 +115,19 @@ def test_vocabulary_choice_and_bad_count():
     assert set(tokenize(result.caption)) <= set(vocabulary())
     with pytest.raises(ValueError, match="num_changes"):
         perturb_caption(COCO, rng, -1)
+
+
+def test_misname_small_shapes_changes_only_the_shapes_of_small_objects():
+    caption = "a large red star on the left, a small white diamond at the bottom and a tiny cyan triangle at the top."
+    changed = misname_small_shapes(caption, np.random.default_rng(0), 1.0)
+    before, after = parse_objects(caption), parse_objects(changed)
+    assert [colour for colour, _ in before] == [colour for colour, _ in after]
+    assert before[0] == after[0]  # the large star is kept
+    assert all(b[1] != a[1] for b, a in zip(before[1:], after[1:]))  # both small shapes changed
+    assert tokenize(changed).count("small") == 1 and tokenize(changed).count("tiny") == 1
+    assert tokenize(changed)[-4:] == tokenize(caption)[-4:]  # positions and the rest are kept
+    assert misname_small_shapes(caption, np.random.default_rng(0), 0.0) == caption
+    # about `probability` of the small shapes change, over many draws
+    rng = np.random.default_rng(1)
+    share = np.mean([misname_small_shapes(caption, rng, 0.5) != caption for _ in range(400)])
+    assert 0.65 < share < 0.85  # at least one of two small shapes changes: 1 - 0.5 ** 2
