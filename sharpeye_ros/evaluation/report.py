@@ -130,11 +130,14 @@ def _training_lines(training: Optional[dict]) -> list[str]:
              f"{m.get('processor')} with {m.get('cpu_count')} CPUs ({m.get('threads')} torch threads, torch "
              f"{m.get('torch')}, device {m.get('device')}); seed {training.get('seed')}, data "
              f"{', '.join(f'`{d}`' for d in training.get('train_data') or [])}.", "",
-             "| stage | epochs | batch | lr | trains | auxiliary losses (weight) |",
+             "| stage | epochs | batch | lr | trains | auxiliary losses (weight), stage-2 inputs |",
              "| --- | ---: | ---: | ---: | --- | --- |"]
     for s in training.get("stages", []):
-        aux = [f"{k.replace('_weight', '')} {s[k]:g}" for k in ("grounding_weight", "patch_weight", "glance_weight")
-               if s.get(k)]
+        aux = [f"{k.replace('_weight', '')} {s[k]:g}"
+               for k in ("grounding_weight", "patch_weight", "word_weight", "glance_weight") if s.get(k)]
+        if s["name"] == "refine" and s.get("max_changes") is not None:
+            aux.append(f"pseudo-initial captions: 0-{s['max_changes']} changes"
+                       + (f", small shapes misnamed {s['misname_small']:g}" if s.get("misname_small") else ""))
         length = f"{s['steps']} steps" if s.get("steps") else f"{s.get('epochs'):g}"
         lines.append(f"| {s['name']}{' + zoom' if s.get('zoom') else ''} | {length} | {s.get('batch_size')} | "
                      f"{s['lr']:g} | {', '.join(s.get('trainable') or [])} | {', '.join(aux) or '-'} |")
