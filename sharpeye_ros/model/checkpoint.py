@@ -37,7 +37,7 @@ def default_model_path() -> Path:
         from ament_index_python.packages import get_package_share_directory
 
         share = Path(get_package_share_directory(PACKAGE)) / "models" / "demo"
-        if share.is_dir():
+        if (share / "config.json").is_file():  # not a stale, emptied install
             return share
     except Exception:  # no ROS, or the package is not installed: use the source tree
         pass
