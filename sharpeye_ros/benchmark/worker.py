@@ -295,7 +295,7 @@ def measure(spec: ModelSpec) -> dict:
     params = {name: sum(p.numel() for p in group) for name, group in model.parameter_groups().items()}
     result = {
         "name": spec.name,
-        "source": spec.source,
+        "source": docs_name(spec.source),
         "random_weights": random_weights,
         "device": spec.device,
         "dtype": spec.dtype,
@@ -335,3 +335,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def spec_json(spec: ModelSpec) -> str:
     """``spec`` as the JSON :func:`main` reads."""
     return json.dumps({**asdict(spec), "modes": list(spec.modes)})
+
+
+def docs_name(source: str) -> str:
+    """A model source as the docs name it: a preset, or a directory by its path from
+    ``models/`` (the shipped model, also under an install's share/), never this machine's."""
+    parts = Path(source).parts
+    if not Path(source).is_absolute():
+        return source
+    if "models" in parts:
+        index = len(parts) - 1 - parts[::-1].index("models")
+        return "/".join(parts[index:])
+    return f"a temporary directory ({parts[-1]})"

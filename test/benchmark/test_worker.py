@@ -85,3 +85,13 @@ def test_vision_flops_match_the_vit_formula(tiny_measurement):
     patch = 2 * n * (3 * 16 * 16) * d
     per_layer = 2 * s * (4 * d * d + 2 * d * f) + 4 * s * s * d
     assert tiny_measurement["modes"]["glance"]["flops"]["vision"] == patch + layers * per_layer
+
+
+def test_docs_name_never_shows_this_machines_paths():
+    from sharpeye_ros.benchmark.worker import docs_name
+
+    assert docs_name("paper") == "paper"
+    assert docs_name("/opt/ws/install/sharpeye_ros/share/sharpeye_ros/models/demo") == "models/demo"
+    assert docs_name("/home/me/sharpeye_ros/models/demo") == "models/demo"
+    named = docs_name("/tmp/sharpeye_benchmark_models_x1/tiny")
+    assert "/tmp" not in named and "tiny" in named
