@@ -161,7 +161,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = {
         "model": str(model_dir), "data": args.data, "samples": len(dataset), "modes": modes,
         "glance_size": model.vision.image_size,
-        "command": " ".join(["sharpeye-evaluate", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(["sharpeye-evaluate", *(sys.argv[1:] if argv is None else argv)])
+        .replace(args.notes or "\0", "NOTES"),  # the notes are in the report already
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(), "caption_seconds": round(seconds, 1), "scores": scores,
         "model_info": model_info(model, model_dir), "training": training_info(model_dir),
