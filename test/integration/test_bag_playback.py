@@ -148,6 +148,9 @@ def test_demo_model_names_and_points_at_objects(play: Any) -> None:
               f"precision {naming['precision_all']:.0f}%, pointing {grounding['pointing_all']:.0f}%\n"
               + "\n".join(f"{texts[i]!r} vs {[(o.colour, o.shape, o.size_class) for o in objects[i]]}"
                           for i in texts))
+    # Bounds set below docs/evaluation.md's 500-scene figures (recall large ~90%,
+    # precision all ~55%, pointing ~89%) by about 2.5 standard errors of ~20 objects in
+    # ~10 captions; naming colour and shape at random would score about 2%.
     assert naming["recall_large"] >= 70.0, report
-    assert naming["precision_all"] >= 50.0, report
+    assert naming["precision_all"] >= 25.0, report
     assert grounding["pointing_all"] >= 50.0, report
