@@ -252,7 +252,8 @@ def misname_small_shapes(caption: str, rng: np.random.Generator, probability: fl
     for tokens in sorted(phrases.values(), reverse=True):  # right to left keeps offsets valid
         words = [spans[t][0] for t in tokens]
         shape = words[-1]
-        if shape not in SHAPES or not {"small", "tiny"} & set(words) or rng.random() >= probability:
+        sizes = {SIZE_SYNONYMS.get(w, w) for w in words}
+        if shape not in SHAPES or "small" not in sizes or rng.random() >= probability:
             continue
         others = [s for s in SHAPES if s != shape]
         _, start, end = spans[tokens[-1]]
