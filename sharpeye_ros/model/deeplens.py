@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,12 +30,14 @@ class ZoomTokens:
 
     ``features`` (B, C, N, L*Dv): the crops' DeepLens-layer hidden states;
     ``base`` (B, C, N, D): their connector embeddings; ``boxes`` (B, C, 4): the crops in
-    the glance's input frame, as fractions of its side.
+    the glance's input frame, as fractions of its side; ``source_boxes`` (B, C, 4): the
+    same crops in source pixels (x_min, y_min, x_max, y_max), where known.
     """
 
     features: torch.Tensor
     base: torch.Tensor
     boxes: torch.Tensor
+    source_boxes: Optional[np.ndarray] = None
 
 
 def pool_grid(x: torch.Tensor, pool: int) -> torch.Tensor:

@@ -304,7 +304,7 @@ class SharpEyes(nn.Module):
         timer = timer or Timer(self.device)
         refined = self.refined_embeddings(images, glance, zoom, timer)
         g = self.config.generation
-        prompt = self.lm.build_prompt(self.config.lm.refine_prompt, refined, captions=glance.captions)
+        prompt = self.refine_prompt(glance, refined)
         beams = g.refine_num_beams or g.num_beams
         drafts = [self.lm.caption_ids(c) for c in glance.captions] if beams == 1 and g.draft else None
         generated = self.lm.generate(
@@ -322,16 +322,21 @@ class SharpEyes(nn.Module):
         return [self.lm.decode(gen.ids, g.stop)[0] for gen in generated]
 
     def refined_embeddings(
-        self, images: Sequence[np.ndarray], glance: Glance, zoom: bool = False, timer: Optional[Timer] = None
+        self,
+        images: Sequence[np.ndarray],
+        glance: Glance,
+        zoom: bool = False,
+        timer: Optional[Timer] = None,
+        zoom_tokens: Optional[ZoomTokens] = None,
     ) -> torch.Tensor:
         """DeepLens on a glance's outputs: the refined visual embeddings (B, M, D_lm)
-        (shared by inference and the stage-2 loss). ``images``: for zoom crops."""
+        (shared by inference and the stage-2 loss). ``images``: for zoom crops;
+        ``zoom_tokens``: crops already cut by :meth:`zoom_crops`, used instead."""
         timer = timer or Timer(self.device)
         embeds, token_maps = glance.embeds, glance.token_maps
-        zoom_tokens = None
-        if zoom:
+        if zoom and zoom_tokens is None:
             with timer.stage("zoom"):
-                zoom_tokens = self._zoom_tokens(images, glance.transforms, glance.regions, token_maps)
+                zoom_tokens = self.zoom_crops(images, glance)
         with timer.stage("deeplens"):
             ids = [self.lm.caption_ids(c) for c in glance.captions]
             length = max(1, max(len(i) for i in ids))
@@ -374,15 +379,17 @@ class SharpEyes(nn.Module):
             boxes.append(np.array([0.0, 0.0, image.shape[1], image.shape[0]]))
         return boxes
 
-    def _zoom_tokens(self, images, transforms, regions, token_maps) -> ZoomTokens:
-        """Crops of the top attended regions from the full-resolution images, re-encoded."""
+    def zoom_crops(self, images: Sequence[np.ndarray], glance: Glance) -> ZoomTokens:
+        """Crops of the glance's top attended regions from the full-resolution images,
+        re-encoded."""
         z = self.config.zoom
-        crops, boxes = [], []
-        for image, transform, regs, maps in zip(images, transforms, regions, token_maps):
+        crops, boxes, source = [], [], []
+        for image, transform, regs, maps in zip(images, glance.transforms, glance.regions, glance.token_maps):
             image = check_image(image)
             for box in self._zoom_boxes(image, transform, regs, maps):
                 crop, crop_box = square_crop(image, box, z.margin, z.min_size)
                 crops.append(crop)
+                source.append(crop_box)
                 boxes.append(transform.to_model(crop_box) / transform.size)
         pixels, _ = self.preprocess(crops, device=self.device)
         selected, features = self._vision(pixels, self.deeplens_layers)
@@ -393,6 +400,7 @@ class SharpEyes(nn.Module):
             features.view(b, c, *features.shape[1:]),
             base.view(b, c, *base.shape[1:]),
             box_tensor.view(b, c, 4),
+            np.stack(source).reshape(b, c, 4),
         )
 
     # ---- attention of given captions (no generation) -------------------------------
@@ -437,6 +445,34 @@ class SharpEyes(nn.Module):
         )
         return self.lm.loss(prompt)
 
+    def glance_of(self, images: Sequence[np.ndarray], captions: Sequence[str], num_regions: int = 0) -> Glance:
+        """The glance that would have written ``captions`` (teacher-forced): embeddings,
+        DeepLens-layer features, the captions' attention and ``num_regions`` regions each."""
+        pixels, transforms = self.preprocess(images, device=self.device)
+        embeds, features = self.encode(pixels.to(self.device, self.dtype), with_features=True)
+        captions = [c.strip() for c in captions]
+        with torch.no_grad():
+            prompt = self.lm.build_prompt(
+                self.config.lm.prompt, embeds.detach(), targets=[self.lm.caption_ids(c) for c in captions]
+            )
+            maps = self.lm.target_attention(prompt, self.attention_layers)
+        regions: list[list[Region]] = [[] for _ in captions]
+        if num_regions > 0:
+            for b, (m, c, t) in enumerate(zip(maps, captions, transforms)):
+                text, spans = self.lm.decode(self.lm.caption_ids(c) + [self.lm.eos_id])
+                regions[b] = self._regions(m, spans, text, t, num_regions)
+        return Glance(transforms, embeds, features, captions, list(maps), [], regions)
+
+    def refine_prompt(self, glance: Glance, refined: torch.Tensor, targets: Optional[Sequence[str]] = None):
+        """The refinement's LM input: the refine prompt with the refined embeddings and the
+        glance's captions, followed by ``targets`` when training."""
+        return self.lm.build_prompt(
+            self.config.lm.refine_prompt,
+            refined,
+            captions=glance.captions,
+            targets=None if targets is None else [self.lm.caption_ids(c) for c in targets],
+        )
+
     def refine_loss(
         self,
         images: Sequence[np.ndarray],
@@ -449,25 +485,6 @@ class SharpEyes(nn.Module):
         if self.deeplens is None:
             raise ValueError("refine_loss: this model has no DeepLens (config.deeplens is None)")
         zoom = self.config.zoom.enabled if zoom is None else zoom
-        pixels, transforms = self.preprocess(images, device=self.device)
-        embeds, features = self.encode(pixels.to(self.device, self.dtype), with_features=True)
-        initial = [c.strip() for c in initial_captions]
-        with torch.no_grad():
-            prompt = self.lm.build_prompt(
-                self.config.lm.prompt, embeds.detach(), targets=[self.lm.caption_ids(c) for c in initial]
-            )
-            maps = self.lm.target_attention(prompt, self.attention_layers)
-        regions: list[list[Region]] = [[] for _ in initial]
-        if zoom:
-            for b, (m, c, t) in enumerate(zip(maps, initial, transforms)):
-                text, spans = self.lm.decode(self.lm.caption_ids(c) + [self.lm.eos_id])
-                regions[b] = self._regions(m, spans, text, t, self.config.zoom.num_crops)
-        glance = Glance(transforms, embeds, features, initial, list(maps), [], regions)
+        glance = self.glance_of(images, initial_captions, self.config.zoom.num_crops if zoom else 0)
         refined = self.refined_embeddings(images, glance, zoom)
-        prompt = self.lm.build_prompt(
-            self.config.lm.refine_prompt,
-            refined,
-            captions=initial,
-            targets=[self.lm.caption_ids(c) for c in target_captions],
-        )
-        return self.lm.loss(prompt)
+        return self.lm.loss(self.refine_prompt(glance, refined, target_captions))
