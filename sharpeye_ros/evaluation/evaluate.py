@@ -194,7 +194,8 @@ def training_info(model_dir: Path) -> Optional[dict]:
         return None
     config = info.get("config") or {}
     keep = ("name", "epochs", "steps", "batch_size", "lr", "trainable", "grounding_weight", "patch_weight",
-            "word_weight", "glance_weight", "zoom", "max_changes", "misname_small")
+            "word_weight", "glance_weight", "zoom", "zoom_grounding_weight", "zoom_word_weight", "max_changes",
+            "misname_small")
     return {"command": info.get("command"), "started_utc": info.get("started_utc"),
             "wall_time_s": info.get("wall_time_s"), "machine": info.get("machine"),
             "processes": info.get("processes"), "resumed": info.get("resumed"), "seed": config.get("seed"),

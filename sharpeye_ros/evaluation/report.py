@@ -134,7 +134,8 @@ def _training_lines(training: Optional[dict]) -> list[str]:
              "| --- | ---: | ---: | ---: | --- | --- |"]
     for s in training.get("stages", []):
         aux = [f"{k.replace('_weight', '')} {s[k]:g}"
-               for k in ("grounding_weight", "patch_weight", "word_weight", "glance_weight") if s.get(k)]
+               for k in ("grounding_weight", "patch_weight", "word_weight", "glance_weight", "zoom_grounding_weight",
+                         "zoom_word_weight") if s.get(k)]
         if s["name"] == "refine" and s.get("max_changes") is not None:
             aux.append(f"pseudo-initial captions: 0-{s['max_changes']} changes"
                        + (f", small shapes misnamed {s['misname_small']:g}" if s.get("misname_small") else ""))

@@ -14,6 +14,11 @@ signals, both only on the synthetic world (real-data recipes leave them off):
   LM's (tied) word embeddings, should score the object's colour and shape words highest.
   A visual token that already looks like the words for what it shows is one the LM can
   copy into the caption, which a from-scratch LM otherwise learns only slowly.
+
+Stage 2 (refinement with zoom) has the same two on its own pass: the refined zoom tokens
+should read as the words of the objects inside their crop (small shapes included: a crop
+sees them), and the refined caption's object words should attend to those crop cells.
+Without them the refiner re-reads the blurred glance tokens and ignores the crops.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sharpeye_ros.model.deeplens import ZoomTokens
 from sharpeye_ros.model.language import AttentionProbe
 from sharpeye_ros.model.preprocess import ImageTransform
 from sharpeye_ros.world import COLOURS, SHAPES, SIZE_CLASSES, WorldObject, tokenize
@@ -102,13 +108,13 @@ def grounding_loss(maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def patch_targets(objects: Sequence[Sequence[WorldObject]], transforms: Sequence[ImageTransform],
-                  grid: int) -> torch.Tensor:
+                  grid: int, small_shapes: bool = False) -> torch.Tensor:
     """(B, grid*grid, 3) long: per cell, 1 + the index of its object's colour, shape and
     size class, 0 for none. The size class (with its "none": where objects are) labels
     every cell an object's box touches, the larger object winning a shared cell; colour
     and shape label only the cell holding the object's centre, where they are clearest,
     and shape only for objects larger than "small" (a glance cannot see those shapes:
-    asking would only teach the tower noise)."""
+    asking would only teach the tower noise) unless ``small_shapes`` (zoom crops)."""
     out = np.zeros((len(objects), grid * grid, len(_LABELS)), dtype=np.int64)
     for b, (objs, transform) in enumerate(zip(objects, transforms)):
         for obj in sorted(objs, key=lambda o: o.size):
@@ -116,7 +122,7 @@ def patch_targets(objects: Sequence[Sequence[WorldObject]], transforms: Sequence
             out[b, box_cells(obj.box, transform, grid), -1] = labels[-1]
             cell = centre_cell(obj, transform, grid)
             out[b, cell, 0] = labels[0]
-            if obj.size_class != "small":  # a glance cannot see a small object's shape
+            if small_shapes or obj.size_class != "small":  # a glance cannot see a small object's shape
                 out[b, cell, 1] = labels[1]
     return torch.from_numpy(out)
 
@@ -192,6 +198,61 @@ def word_alignment_loss(model, embeds: torch.Tensor, targets: torch.Tensor) -> t
     return total / max(parts, 1)
 
 
+def crop_objects(zoom: ZoomTokens, objects: Sequence[Sequence[WorldObject]],
+                 image_size: int) -> tuple[list[dict[int, WorldObject]], list[ImageTransform]]:
+    """Per crop (image-major, as the zoom tokens): the objects whose centre lies inside it,
+    by their index in the image's objects, with boxes moved into the crop's frame; and the
+    crop's transform to the tower's input."""
+    if zoom.source_boxes is None:
+        raise ValueError("crop_objects: the zoom tokens carry no source boxes")
+    crops, transforms = [], []
+    for objs, boxes in zip(objects, zoom.source_boxes):
+        for x0, y0, x1, y1 in boxes:
+            crops.append({
+                k: dataclasses.replace(o, box=(o.box[0] - x0, o.box[1] - y0, o.box[2] - x0, o.box[3] - y0))
+                for k, o in enumerate(objs) if x0 <= o.centre[0] < x1 and y0 <= o.centre[1] < y1
+            })
+            transforms.append(ImageTransform.for_image(int(round(x1 - x0)), int(round(y1 - y0)), image_size))
+    return crops, transforms
+
+
+def refine_grounding_targets(captions: Sequence[str], objects: Sequence[Sequence[WorldObject]],
+                             transforms: Sequence[ImageTransform], zoom: ZoomTokens, grid: int,
+                             zoom_grid: int, image_size: int, max_len: int) -> Optional[torch.Tensor]:
+    """(B, max_len, grid^2 + C * zoom_grid^2) bool: for each object word of the refined
+    caption, the cells of the zoom crops holding its object (its sharp view), or its glance
+    cells (``grid``: DeepLens's pooled glance grid) when no crop holds it; None when no token
+    names an object."""
+    c = zoom.base.shape[1]
+    crops, crop_transforms = crop_objects(zoom, objects, image_size)
+    masks = np.zeros((len(captions), max_len, grid * grid + c * zoom_grid * zoom_grid), dtype=bool)
+    for i, (caption, objs, transform) in enumerate(zip(captions, objects, transforms)):
+        cells = []
+        for k, obj in enumerate(objs):
+            zoomed = np.zeros((c, zoom_grid * zoom_grid), dtype=bool)
+            for j in range(c):
+                if k in crops[i * c + j]:
+                    zoomed[j] = box_cells(crops[i * c + j][k].box, crop_transforms[i * c + j], zoom_grid)
+            glance = np.zeros(grid * grid, dtype=bool) if zoomed.any() else box_cells(obj.box, transform, grid)
+            cells.append(np.concatenate([glance, zoomed.reshape(-1)]))
+        for token, k in object_words(caption):
+            if token < max_len and k < len(cells):
+                masks[i, token] = cells[k]
+    return torch.from_numpy(masks) if masks.any() else None
+
+
+def _loss_and_maps(model, prompt) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LM loss of a teacher-forced prompt and its targets' attention over the visual
+    tokens (B, T, M), in the LM layers the regions read, with gradients."""
+    probe = GradAttentionProbe(model.lm.model, model.config.regions.attention_layers)
+    with probe:
+        loss = model.lm.loss(prompt)
+        probe.set_prompt(prompt.attention_mask[:, :prompt.prompt_len], prompt.visual_index)
+        start = prompt.prompt_len - 1
+        maps = probe.maps(slice(start, start + prompt.labels.shape[1]))
+    return loss, maps
+
+
 def glance_losses(model, pixels: torch.Tensor, captions: Sequence[str], objects: Sequence[Sequence[WorldObject]],
                   transforms: Sequence[ImageTransform], grounding: bool = True,
                   head: Optional[PatchHead] = None, words: bool = False) -> dict[str, torch.Tensor]:
@@ -207,12 +268,7 @@ def glance_losses(model, pixels: torch.Tensor, captions: Sequence[str], objects:
                                    targets=[model.lm.caption_ids(c) for c in captions])
     out = {}
     if grounding:
-        probe = GradAttentionProbe(model.lm.model, model.config.regions.attention_layers)
-        with probe:
-            out["caption"] = model.lm.loss(prompt)
-            probe.set_prompt(prompt.attention_mask[:, :prompt.prompt_len], prompt.visual_index)
-            start = prompt.prompt_len - 1
-            maps = probe.maps(slice(start, start + prompt.labels.shape[1]))
+        out["caption"], maps = _loss_and_maps(model, prompt)
         targets = grounding_targets(captions, objects, transforms, model.vision.grid, maps.shape[1])
         out["grounding"] = maps.new_zeros(()) if targets is None else grounding_loss(maps, targets.to(maps.device))
     else:
@@ -223,4 +279,35 @@ def glance_losses(model, pixels: torch.Tensor, captions: Sequence[str], objects:
             out["patch"] = head.loss(selected, labels)
         if words:
             out["words"] = word_alignment_loss(model, embeds, labels)
+    return out
+
+
+def refine_losses(model, images: Sequence[np.ndarray], initial: Sequence[str], targets: Sequence[str],
+                  objects: Sequence[Sequence[WorldObject]], grounding: bool = True,
+                  words: bool = True) -> dict[str, torch.Tensor]:
+    """The stage-2 loss with zoom and its auxiliary losses, from one teacher-forced pass:
+    ``refine``, plus ``zoom_grounding`` (:func:`refine_grounding_targets`) and
+    ``zoom_words`` (word alignment of the refined zoom tokens) when asked.
+
+    The same steps as ``SharpEyes.refine_loss`` with zoom, keeping the crops and the
+    refined embeddings for the auxiliary losses."""
+    glance = model.glance_of(images, initial, model.config.zoom.num_crops)
+    zoom = model.zoom_crops(images, glance)
+    refined = model.refined_embeddings(images, glance, zoom_tokens=zoom)
+    prompt = model.refine_prompt(glance, refined, targets)
+    grid = model.vision.grid // model.config.deeplens.pool
+    zoom_grid = model.vision.grid // model.config.zoom.pool
+    out = {}
+    if grounding:
+        out["refine"], maps = _loss_and_maps(model, prompt)
+        masks = refine_grounding_targets(targets, objects, glance.transforms, zoom, grid, zoom_grid,
+                                         model.vision.image_size, maps.shape[1])
+        out["zoom_grounding"] = maps.new_zeros(()) if masks is None else grounding_loss(maps, masks.to(maps.device))
+    else:
+        out["refine"] = model.lm.loss(prompt)
+    if words:
+        crops, crop_transforms = crop_objects(zoom, objects, model.vision.image_size)
+        labels = patch_targets([list(c.values()) for c in crops], crop_transforms, zoom_grid, small_shapes=True)
+        labels = labels.view(len(images), -1, labels.shape[-1]).to(refined.device)
+        out["zoom_words"] = word_alignment_loss(model, refined[:, grid * grid:], labels)
     return out

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from sharpeye_ros.model import SharpEyes
 from sharpeye_ros.model.preprocess import ImageTransform
 from sharpeye_ros.training.data import collate, open_dataset
-from sharpeye_ros.training.auxiliary import PatchHead, glance_losses, patch_targets, shift_flip
+from sharpeye_ros.training.auxiliary import PatchHead, glance_losses, patch_targets, refine_losses, shift_flip
 from sharpeye_ros.training.perturb import misname_small_shapes, perturb_caption
 from sharpeye_ros.training.recipes import StageConfig, TrainConfig
 
@@ -123,9 +123,17 @@ class StageLoss(nn.Module):
         elif s.name != "refine":
             parts = self._glance(batch, targets)
         else:
+            objects = batch.get("objects")
+            zoom_aux = (s.zoom_grounding_weight > 0 or s.zoom_word_weight > 0) and objects \
+                and all(o is not None for o in objects)
             with cached_pixels(self.model, batch["image"], batch.get("pixels")):
-                parts = {"refine": self.model.refine_loss(batch["image"], initial, targets, zoom=s.zoom)}
-            weights = {"refine": 1.0, **{k: s.glance_weight * w for k, w in weights.items()}}
+                if zoom_aux:
+                    parts = refine_losses(self.model, batch["image"], initial, targets, objects,
+                                          s.zoom_grounding_weight > 0, s.zoom_word_weight > 0)
+                else:
+                    parts = {"refine": self.model.refine_loss(batch["image"], initial, targets, zoom=s.zoom)}
+            weights = {"refine": 1.0, "zoom_grounding": s.zoom_grounding_weight, "zoom_words": s.zoom_word_weight,
+                       **{k: s.glance_weight * w for k, w in weights.items()}}
             if s.glance_weight > 0:
                 parts.update(self._glance(batch, targets))
         parts["loss"] = sum(weights[k] * v for k, v in parts.items())

@@ -140,3 +140,61 @@ def test_shift_flip_moves_the_boxes_with_the_pixels():
         assert (lit[:, 1].min(), lit[:, 1].max() + 1, lit[:, 0].min(), lit[:, 0].max() + 1) == \
             tuple(round(v) for v in (x0, x1, y0, y1))
         assert (image[0] == -1.0).any()  # uncovered pixels take the padding colour
+
+
+def _zoom(source_boxes, crops_per_image):
+    from sharpeye_ros.model.deeplens import ZoomTokens
+
+    b = len(source_boxes)
+    return ZoomTokens(torch.zeros(b, crops_per_image, 4, 1), torch.zeros(b, crops_per_image, 4, 1),
+                      torch.zeros(b, crops_per_image, 4), np.asarray(source_boxes, dtype=np.float64))
+
+
+def test_crop_objects_moves_the_objects_whose_centre_is_inside_into_the_crop_frame():
+    from sharpeye_ros.training.auxiliary import crop_objects
+
+    small = _obj("blue", "star", "small", (100, 100, 112, 112))  # centre (106, 106)
+    big = _obj("red", "circle", "large", (60, 60, 160, 160))  # centre (110, 110)
+    far = _obj("white", "cross", "medium", (500, 300, 530, 330))
+    zoom = _zoom([[[90, 90, 108, 108], [480, 280, 560, 360]]], 2)
+    crops, transforms = crop_objects(zoom, [(small, big, far)], 128)
+    assert list(crops[0]) == [0] and crops[0][0].box == (10, 10, 22, 22)  # the big one's centre is outside
+    assert list(crops[1]) == [2] and crops[1][2].box == (20, 20, 50, 50)
+    assert (transforms[0].side, transforms[1].side) == (18, 80)
+
+
+def test_refine_grounding_targets_point_at_the_crop_that_holds_the_object_else_at_the_glance():
+    from sharpeye_ros.training.auxiliary import refine_grounding_targets
+
+    small = _obj("blue", "star", "small", (100, 100, 120, 120))  # in the first crop
+    big = _obj("red", "circle", "large", (320, 240, 420, 340))  # in no crop
+    caption = "a small blue star at the top left and a large red circle in the middle."
+    zoom = _zoom([[[80, 80, 160, 160], [0, 0, 40, 40]]], 2)  # 80 px crop: 20 px per cell of a 4x4 grid
+    masks = refine_grounding_targets([caption], [(small, big)], [T], zoom, 8, 4, 128, 20)[0].numpy()
+    tokens = tokenize(caption)
+    star, circle = tokens.index("star"), tokens.index("circle")
+    glance, crop1, crop2 = masks[:, :64], masks[:, 64:80].reshape(-1, 4, 4), masks[:, 80:]
+    # crop frame: x, y 20..40 px -> cell 1 of each axis (20 <= x < 40)
+    assert set(zip(*np.nonzero(crop1[star]))) == {(1, 1)}
+    assert not glance[star].any() and not crop2[star].any()
+    assert glance[circle].any() and not crop1[circle].any() and not crop2[circle].any()
+    assert masks[tokens.index("a")].sum() == 0  # "a" names nothing
+
+
+def test_refine_losses_match_the_refine_loss_and_train_the_zoom_tokens():
+    from sharpeye_ros.training.auxiliary import refine_losses
+    from sharpeye_ros.training.recipes import RECIPES
+
+    torch.manual_seed(0)
+    model = SharpEyes.from_config(RECIPES["smoke"]().model_config())
+    scenes = [generate_scene("train", i) for i in range(3)]
+    images = [s.image for s in scenes]
+    captions = [s.captions[0] for s in scenes]
+    parts = refine_losses(model, images, captions, captions, [s.objects for s in scenes])
+    assert set(parts) == {"refine", "zoom_grounding", "zoom_words"}
+    assert torch.allclose(parts["refine"], model.refine_loss(images, captions, captions, zoom=True), atol=1e-6)
+    assert parts["zoom_grounding"] > 0 and parts["zoom_words"] > 0
+    model.zero_grad()
+    parts["zoom_words"].backward()
+    # the word alignment of the refined zoom tokens reaches DeepLens's output layer
+    assert model.deeplens.out.weight.grad is not None and model.deeplens.out.weight.grad.abs().sum() > 0

@@ -141,3 +141,20 @@ def test_overrides_reach_stages_and_nested_model_fields(smoke):
     assert cfg.train_data == ["world:val:8"]
     with pytest.raises(ValueError, match="no stage 'refine'"):
         apply_overrides({"stages": []}, ["refine.lr=1"])
+
+
+def test_the_refine_stage_adds_its_zoom_losses_with_their_weights(smoke, tmp_path):
+    stage = StageConfig("refine", lr=1e-3, steps=1, batch_size=4, trainable=("deeplens", "lm"), zoom=True,
+                        zoom_grounding_weight=0.5, zoom_word_weight=2.0)
+    smoke.stages = [stage]
+    trainer = _trainer(smoke, tmp_path)
+    dataset = trainer.dataset(stage)
+    batch = next(iter(trainer.batches(dataset, 0, stage, 0, 0)))
+    targets, initial = trainer.targets(batch, 0, stage, 0)
+    with torch.no_grad():
+        parts = StageLoss(trainer.model, stage)(batch, targets, initial)
+    assert {"refine", "zoom_grounding", "zoom_words"} <= set(parts)
+    expected = parts["refine"] + 0.5 * parts["zoom_grounding"] + 2.0 * parts["zoom_words"]
+    assert torch.allclose(parts["loss"], expected)
+    with pytest.raises(ValueError, match="need a refine stage with zoom"):
+        StageConfig("refine", lr=1e-3, zoom=False, zoom_word_weight=1.0).validate()
