@@ -1,8 +1,11 @@
 """End-to-end latency through the running ``captioner`` node: image stamp -> caption.
 
 Starts the installed ``captioner`` executable as a process, publishes 640x480 frames
-(rgb8 and bgr8 in turn) stamped with the current time at a rate below its caption rate,
-and receives ``caption``. Per caption:
+(rgb8 and bgr8 in turn) stamped with the current time, and receives ``caption``. Each
+frame goes out once the previous one's caption came back (or it was given up as lost),
+after a short gap: every frame finds the node idle, so what is measured is the node's
+own overhead, not waiting behind an earlier caption (that is throughput, measured by the
+model benchmark's captions per second). Per caption:
 
 - latency: receive time - ``header.stamp`` (and the node's own ``latency_seconds``,
   stamp -> publish);
@@ -37,27 +40,15 @@ NODE_VARIANTS = {
     "best_effort": {"reliability": "best_effort", "transport": "default"},
     "best_effort_large_shm": {"reliability": "best_effort", "transport": "large_shm"},
     "reliable": {"reliability": "reliable", "transport": "default"},
+    "reliable_large_shm": {"reliability": "reliable", "transport": "large_shm"},
 }
 # Fast DDS's shared-memory segment is 512 KiB by default: a 640x480 rgb8 frame (0.9 MB)
-# then goes as UDP fragments, which a busy receiver drops. This profile (for both ends)
-# gives shared memory a 16 MiB segment. Other RMW implementations ignore it.
-LARGE_SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
-  <transport_descriptors>
-    <transport_descriptor><transport_id>large_shm</transport_id><type>SHM</type>
-      <segment_size>16777216</segment_size></transport_descriptor>
-    <transport_descriptor><transport_id>udp</transport_id><type>UDPv4</type></transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="sharpeye_large_shm" is_default_profile="true">
-    <rtps>
-      <userTransports><transport_id>large_shm</transport_id><transport_id>udp</transport_id></userTransports>
-      <useBuiltinTransports>false</useBuiltinTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
+# then goes as UDP fragments, which a busy receiver drops (best effort) or which are
+# acknowledged and resent (reliable). The package's profile config/fastdds_large_shm.xml
+# (used by both ends) gives shared memory a 16 MiB segment; other RMWs ignore it.
+LARGE_SHM_PROFILE = "fastdds_large_shm.xml"
 NAMESPACE = "/sharpeye_benchmark"
-MAX_PUBLISH_HZ = 20.0
+PUBLISH_GAP = 0.02  # seconds between a caption and the next frame
 START_TIMEOUT = 180.0  # seconds for the node to load its model and answer the first frame
 
 
@@ -76,24 +67,30 @@ def isolate_dds() -> int:
     return domain
 
 
-def installed_executable(name: str) -> Path:
-    """``lib/sharpeye_ros/<name>`` of the installed package, found through AMENT_PREFIX_PATH."""
+def installed_file(kind: str, name: str) -> Path:
+    """``<kind>/sharpeye_ros/<name>`` of the installed package (``lib`` for executables,
+    ``share`` for data), found through AMENT_PREFIX_PATH."""
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        path = Path(prefix) / "lib" / "sharpeye_ros" / name
+        path = Path(prefix) / kind / "sharpeye_ros" / name
         if prefix and path.is_file():
             return path
     raise NodeBenchmarkError(
-        f"the installed '{name}' executable is not under AMENT_PREFIX_PATH: run "
+        f"the installed '{kind}/sharpeye_ros/{name}' is not under AMENT_PREFIX_PATH: run "
         "`scripts/setup; source scripts/env.sh` first (or pass --model-only)"
     )
 
 
-def publish_period(model_seconds: Sequence[float], max_hz: float = MAX_PUBLISH_HZ) -> float:
-    """Seconds between frames: twice the median warm-up caption, so that a frame mostly
-    finds the node idle, and no faster than ``max_hz``."""
+def installed_executable(name: str) -> Path:
+    """``lib/sharpeye_ros/<name>`` of the installed package."""
+    return installed_file("lib", name)
+
+
+def frame_timeout(model_seconds: Sequence[float]) -> float:
+    """Seconds to wait for a frame's caption before counting it lost: five times the
+    median warm-up caption, at least one second."""
     if not model_seconds:
-        raise ValueError("publish_period: no warm-up captions")
-    return max(2.0 * percentile(model_seconds, 50), 1.0 / max_hz)
+        raise ValueError("frame_timeout: no warm-up captions")
+    return max(5.0 * percentile(model_seconds, 50), 1.0)
 
 
 def latency_summary(records: Sequence[dict]) -> dict:
@@ -232,7 +229,8 @@ def run_node_benchmark(
                 lock.wait_for(lambda: len(received) > before or process.poll() is not None, 1.0)
         with lock:
             warm = [r["model"] for r in received.values()]
-        period = publish_period(warm[1:] or warm)  # the first caption pays for lazy set-up
+        timeout = frame_timeout(warm[1:] or warm)  # the first caption pays for lazy set-up
+        time.sleep(timeout)  # late warm-up captions come back before the measured frames
         # Frames can be lost on the way (a best-effort 640x480 frame is ~0.9 MB of UDP
         # fragments): publish until ``captions`` came back, or give up after max_frames.
         sent: dict[int, str] = {}
@@ -245,8 +243,9 @@ def run_node_benchmark(
             stamp, encoding = publish(i + k)
             sent[stamp] = encoding
             k += 1
-            time.sleep(max(0.0, start + k * period - time.monotonic()))
-        time.sleep(min(5.0, 3.0 * period))  # the last caption's way back
+            with lock:
+                lock.wait_for(lambda: stamp in received or process.poll() is not None, timeout)
+            time.sleep(PUBLISH_GAP)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -267,7 +266,8 @@ def run_node_benchmark(
         "captions": len(records),
         "frames_sent": len(sent),
         "frames_lost": len(sent) - len(records),
-        "publish_period_s": period,
+        "publish_gap_s": PUBLISH_GAP,
+        "frame_timeout_s": timeout,
         "image_size": list(image_size),
         "device": device,
         "refine": refine,
@@ -297,8 +297,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if transport not in TRANSPORTS:
         raise ValueError(f"node benchmark: transport must be one of {TRANSPORTS}, got {transport!r}")
     if transport == "large_shm":
-        profile = Path(tempfile.mkdtemp(prefix="sharpeye_benchmark_dds_")) / "fastdds_large_shm.xml"
-        profile.write_text(LARGE_SHM_PROFILE)
+        try:
+            profile = installed_file("share", f"config/{LARGE_SHM_PROFILE}")
+        except NodeBenchmarkError as err:
+            print(err, file=sys.stderr)
+            return 1
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)  # this process and the node
     try:
         result = run_node_benchmark(**spec)
@@ -315,8 +318,9 @@ __all__ = [
     "main",
     "NodeBenchmarkError",
     "isolate_dds",
+    "frame_timeout",
     "installed_executable",
+    "installed_file",
     "latency_summary",
-    "publish_period",
     "run_node_benchmark",
 ]

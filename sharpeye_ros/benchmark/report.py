@@ -414,8 +414,9 @@ def _node_section(run: dict) -> list[str]:
             f"\n**{node_variant(name, result)}** ({result.get('rmw', 'rmw unknown')}), {size}: "
             f"{result['model_name']} on {result['device']}, refine "
             f"{str(result['refine']).lower()}, zoom {str(result['zoom']).lower()}; {result['captions']} "
-            f"captions of {result['frames_sent']} frames published every "
-            f"{_ms(result['publish_period_s'])} ({result['frames_lost']} got no caption).\n"
+            f"captions of {result['frames_sent']} frames, each published {_ms(result['publish_gap_s'])} after "
+            f"the previous caption came back, so that it finds the node idle ({result['frames_lost']} got "
+            f"no caption within {_ms(result['frame_timeout_s'])}).\n"
         )
         rows = []
         for part in ("all", "rgb8", "bgr8"):
@@ -599,10 +600,14 @@ DEFINITIONS = [
     "products, convolutions and attention, 2 FLOPs per multiply-add), so they are what actually ran, e.g. "
     "all 24 CLIP layers although the glance reads layer 23.",
     "- **Node runs**: each in a fresh process pair (benchmark client and `captioner`), with the shipped "
-    "parameters except max_rate 100 (frames come slower than captions). 'best_effort' is the node's default "
-    "image QoS with the RMW's default transport; '16 MiB shared memory' gives Fast DDS (both ends) a shared-"
-    "memory segment large enough for a whole 640x480 rgb8 frame (the default 512 KiB segment sends it as UDP "
-    "fragments, which a busy receiver drops); 'reliable' retransmits lost fragments.",
+    "parameters except max_rate 100. Each frame is published 20 ms after the previous caption came back, so "
+    "it finds the node idle: overhead = latency - model time is what the node and the transport add, not "
+    "waiting behind an earlier caption (a frame that comes while the node is busy waits up to one caption's "
+    "model time on top; the rate is the captions per second above). 'best_effort' is the node's default "
+    "image QoS with the RMW's default transport; '16 MiB shared memory' is `config/fastdds_large_shm.xml` "
+    "for both ends: a Fast DDS shared-memory segment large enough for a whole 640x480 rgb8 frame (the default "
+    "512 KiB segment sends it as UDP fragments, which a busy receiver drops, or with 'reliable' acknowledges "
+    "and resends).",
     "- **Peak memory**: CPU = the process's peak resident set (VmHWM, reset before each mode; each model "
     "runs in a process of its own); CUDA = torch's peak allocated and reserved bytes per mode, plus the CUDA "
     "context (device memory in use before the model was loaded). GB = 10^9 bytes.",
