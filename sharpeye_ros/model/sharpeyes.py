@@ -250,7 +250,8 @@ class SharpEyes(nn.Module):
         with timer.stage("connector"):
             embeds = self.connector(selected)
         capture = want_regions > 0 or with_features
-        prompt = self.lm.build_prompt(cfg.lm.prompt, embeds)
+        with timer.stage("prefill"):  # building the prompt is part of the prefill's work
+            prompt = self.lm.build_prompt(cfg.lm.prompt, embeds)
         g = cfg.generation
         generated = self.lm.generate(
             prompt,
@@ -304,9 +305,10 @@ class SharpEyes(nn.Module):
         timer = timer or Timer(self.device)
         refined = self.refined_embeddings(images, glance, zoom, timer)
         g = self.config.generation
-        prompt = self.refine_prompt(glance, refined)
         beams = g.refine_num_beams or g.num_beams
-        drafts = [self.lm.caption_ids(c) for c in glance.captions] if beams == 1 and g.draft else None
+        with timer.stage("refine_prefill"):  # building the prompt is part of the prefill's work
+            prompt = self.refine_prompt(glance, refined)
+            drafts = [self.lm.caption_ids(c) for c in glance.captions] if beams == 1 and g.draft else None
         generated = self.lm.generate(
             prompt,
             g.max_new_tokens,
@@ -319,7 +321,8 @@ class SharpEyes(nn.Module):
             stage_prefix="refine_",
             drafts=drafts,
         )
-        return [self.lm.decode(gen.ids, g.stop)[0] for gen in generated]
+        with timer.stage("refine_decode"):
+            return [self.lm.decode(gen.ids, g.stop)[0] for gen in generated]
 
     def refined_embeddings(
         self,
