@@ -300,7 +300,7 @@ def measure(spec: ModelSpec) -> dict:
         "device": spec.device,
         "dtype": spec.dtype,
         "threads": torch.get_num_threads(),
-        "model_id": model.model_id,
+        "model_id": docs_name(model.model_id),
         "params": params,
         "load_seconds": load_seconds,
         "rss_before_model_bytes": rss_before,
