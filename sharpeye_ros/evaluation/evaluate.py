@@ -6,7 +6,8 @@ CIDEr against the references; on the synthetic world also precision/recall/F1 of
 named (colour, shape) objects by size class and the grounding of the named objects
 (pointing game and IoU of their attended region). A glance's regions are those it
 published; a refined caption's regions come from its own words' attention over the
-glance's patches (teacher-forced), so each caption is judged on its own grounding.
+glance's patches (teacher-forced, as the node publishes them), so each caption is judged
+on its own grounding.
 
     sharpeye-evaluate --model models/demo --data world:test:500:1 --output docs/evaluation
 
@@ -88,7 +89,7 @@ def caption_modes(model: SharpEyes, dataset, modes: Sequence[str] = MODES, batch
                 captions, regions = glance.captions, [r[:num_regions] for r in glance.regions]
             else:
                 captions = model.refine(images, glance, zoom=mode == "zoom")
-                regions = model.regions_for(images, captions, num_regions)
+                regions = [r[:num_regions] for r in model.final_regions(glance, captions, num_regions)]
             for s, caption, regs in zip(samples, captions, regions):
                 out[mode].captions[s["index"]] = caption
                 out[mode].regions[s["index"]] = _pairs(regs)

@@ -214,6 +214,39 @@ class LanguageModel(nn.Module):
         lengths = (prompt.labels != -100).sum(1).tolist()
         return [maps[b, :n] for b, n in enumerate(lengths)]
 
+    @torch.no_grad()
+    def continuation_attention(
+        self,
+        prompt: Prompt,
+        prompt_kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        targets: Sequence[Sequence[int]],
+        layers: Sequence[int],
+    ) -> list[torch.Tensor]:
+        """:meth:`target_attention` of ``targets`` after a prompt that already ran, from its
+        per-layer (keys, values) (``generate``'s ``keep_prompt``): only the targets go
+        through the LM, e.g. to ground a refined caption in the glance's prompt."""
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(prompt_kv):  # all but the last prompt token, which is fed again
+            cache.update(k[:, :, :-1], v[:, :, :-1], i)
+        ids = [list(t) + [self.eos_id] for t in targets]
+        length = max(len(t) for t in ids)
+        # Fed: the last prompt token, then each target but the last: the queries that predict the targets.
+        fed = torch.full((len(ids), length - 1), self.pad_id, dtype=torch.long)
+        fed_mask = torch.zeros((len(ids), length), dtype=torch.long)
+        for b, row in enumerate(ids):
+            fed[b, : len(row) - 1] = torch.tensor(row[:-1], dtype=torch.long)
+            fed_mask[b, : len(row)] = 1
+        device = prompt.embeds.device
+        embeds = torch.cat([prompt.embeds[:, -1:], self.embed(fed.to(device)).to(prompt.embeds.dtype)], dim=1)
+        mask = torch.cat([prompt.attention_mask[:, :-1], fed_mask.to(device)], dim=1)
+        positions = prompt.position_ids[:, -1:] + torch.arange(length, device=device)
+        probe = AttentionProbe(self.model, layers)
+        with probe:
+            self._decoder(embeds, mask, positions, cache)
+        probe.use_prompt_keys(prompt.attention_mask, prompt.visual_index, [prompt_kv[j][0] for j in probe.layers])
+        maps = probe.maps(slice(0, length))
+        return [maps[b, : len(row)] for b, row in enumerate(ids)]
+
     # ---- decoding ------------------------------------------------------------------
     def stop_ids(self, rules: Sequence[str]) -> frozenset[int]:
         """Token ids that end a caption under ``rules`` ("eos", "sentence", "newline")."""
@@ -269,6 +302,7 @@ class LanguageModel(nn.Module):
         timer=None,
         stage_prefix: str = "",
         drafts: Optional[Sequence[Sequence[int]]] = None,
+        keep_prompt: Optional[list] = None,
     ) -> list[Generated]:
         """Greedy (``num_beams`` 1) or beam search from a prompt, one result per sample.
 
@@ -278,6 +312,8 @@ class LanguageModel(nn.Module):
         no attention capture): per sample, token ids that probably recur in the output
         (the initial caption, when refining); runs of them are checked in one forward
         pass each, so decoding takes fewer steps for the same greedy result.
+        ``keep_prompt``: a list that receives the prompt's per-layer (keys, values) after
+        the prefill, for :meth:`continuation_attention` (no copy: decoding makes new tensors).
         """
         if drafts is not None and (num_beams != 1 or attention_layers):
             raise ValueError("generate: drafts need greedy decoding (num_beams=1) without attention capture")
@@ -295,6 +331,8 @@ class LanguageModel(nn.Module):
             with timer.stage(stage_prefix + "prefill") if timer else nullcontext():
                 hidden = self._decoder(prompt.embeds, prompt.attention_mask, prompt.position_ids, cache)
                 logp = F.log_softmax(self.model.lm_head(hidden[:, -1]).float(), dim=-1)
+                if keep_prompt is not None:
+                    keep_prompt.extend((layer.keys, layer.values) for layer in cache.layers)
                 att = None
                 if probe is not None:
                     probe.set_prompt(prompt.attention_mask, prompt.visual_index)
@@ -544,6 +582,13 @@ class AttentionProbe:
         for idx, attn in enumerate(self.attn):
             k = self.k[idx][:, : mask.shape[1]]
             self.keys.append(k.view(k.shape[0], k.shape[1], attn.num_heads, attn.head_dim).transpose(1, 2))
+
+    def use_prompt_keys(self, mask: torch.Tensor, visual_index: torch.Tensor, keys: Sequence[torch.Tensor]) -> None:
+        """Like :meth:`set_prompt`, with the probed layers' prompt keys (B, H, T, D) taken
+        from a KV cache instead of this probe's hooks."""
+        self.key_mask = mask.bool()[:, None, :]
+        self.visual_index = visual_index
+        self.keys = list(keys)
 
     def maps(self, positions: slice, per_sample: int = 1) -> torch.Tensor:
         """Attention over visual tokens of the last call's queries at ``positions``:

@@ -20,7 +20,7 @@ from torch import nn
 from sharpeye_ros.model.config import SharpEyesConfig
 from sharpeye_ros.model.connector import build_connector
 from sharpeye_ros.model.deeplens import DeepLens, ZoomTokens
-from sharpeye_ros.model.language import LanguageModel
+from sharpeye_ros.model.language import LanguageModel, Prompt
 from sharpeye_ros.model.preprocess import ImageProcessor, ImageTransform, check_image, square_crop
 from sharpeye_ros.model.regions import Region, find_regions, heat_boxes, valid_cells
 from sharpeye_ros.model.timing import Timer
@@ -54,6 +54,10 @@ class Glance:
     token_maps: list[Optional[torch.Tensor]]  # per image (T, N) attention over patches
     token_spans: list[list[tuple[int, int]]]
     regions: list[list[Region]]  # the zoom's candidates (at least num_crops)
+    # The glance's prompt and its per-layer (keys, values), kept when refining, so that a
+    # refined caption's regions come from the same prompt without running it again.
+    prompt: Optional[Prompt] = None
+    prompt_kv: list = field(default_factory=list)
 
 
 class SharpEyes(nn.Module):
@@ -212,20 +216,42 @@ class SharpEyes(nn.Module):
             timer=timer,
             min_regions=self.config.zoom.num_crops if zoom else 0,
         )
-        finals = glance.captions
+        finals, regions = glance.captions, glance.regions
         if refine:
             finals = self.refine(images, glance, zoom=zoom, timer=timer)
+            with timer.stage("regions"):
+                regions = self.final_regions(glance, finals, num_regions)
         return [
             CaptionResult(
                 caption=final,
                 initial_caption=initial,
                 refined=refine,
                 zoomed=zoom,
-                regions=regions[:num_regions],
+                regions=regs[:num_regions],
                 timings=dict(timer.times),
             )
-            for final, initial, regions in zip(finals, glance.captions, glance.regions)
+            for final, initial, regs in zip(finals, glance.captions, regions)
         ]
+
+    def final_regions(self, glance: Glance, finals: Sequence[str], num_regions: int) -> list[list[Region]]:
+        """Attended regions of the final captions: the glance's where a caption is
+        unchanged, else from the final caption's own attention over the glance's patches
+        (teacher-forced on the glance's kept prompt: its phrases are the final caption's)."""
+        changed = [f != c for f, c in zip(finals, glance.captions)]
+        if num_regions <= 0 or not any(changed):
+            return list(glance.regions)
+        if glance.prompt is None or not glance.prompt_kv:
+            raise ValueError("final_regions: the glance kept no prompt (run it with with_features=True)")
+        ids = [self.lm.caption_ids(f) for f in finals]
+        maps = self.lm.continuation_attention(glance.prompt, glance.prompt_kv, ids, self.attention_layers)
+        out = []
+        for b, (final, m, t) in enumerate(zip(finals, maps, glance.transforms)):
+            if not changed[b]:
+                out.append(glance.regions[b])
+                continue
+            text, spans = self.lm.decode(ids[b] + [self.lm.eos_id])
+            out.append(self._regions(m, spans, text, t, num_regions))
+        return out
 
     @torch.no_grad()
     def glance(
@@ -253,6 +279,7 @@ class SharpEyes(nn.Module):
         with timer.stage("prefill"):  # building the prompt is part of the prefill's work
             prompt = self.lm.build_prompt(cfg.lm.prompt, embeds)
         g = cfg.generation
+        prompt_kv: list = []
         generated = self.lm.generate(
             prompt,
             g.max_new_tokens,
@@ -262,6 +289,7 @@ class SharpEyes(nn.Module):
             g.early_stopping,
             self.attention_layers if capture else None,
             timer,
+            keep_prompt=prompt_kv if with_features else None,
         )
         with timer.stage("regions"):
             captions, spans, maps = [], [], []
@@ -274,7 +302,9 @@ class SharpEyes(nn.Module):
                 self._regions(m, s, c, t, want_regions)
                 for m, s, c, t in zip(maps, spans, captions, transforms)
             ]
-        return Glance(transforms, embeds, features, captions, maps, spans, regions)
+        if not with_features:
+            prompt = None
+        return Glance(transforms, embeds, features, captions, maps, spans, regions, prompt, prompt_kv)
 
     def _regions(self, token_maps, spans, caption, transform, num_regions) -> list[Region]:
         if token_maps is None or num_regions <= 0:

@@ -207,3 +207,24 @@ def test_refinement_with_and_without_draft_decoding_agree(small_model, images):
         m.config.generation.draft = True
         torch.nn.init.zeros_(m.deeplens.out.weight)
     assert [r.caption for r in with_draft] == [r.caption for r in without]
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_a_changed_caption_gets_regions_of_its_own_words(small_model, images, beams):
+    m = small_model
+    m.config.generation.num_beams = beams
+    try:
+        glance = m.glance(images, num_regions=3, with_features=True)
+    finally:
+        m.config.generation.num_beams = 1
+    # stand-ins for refined captions: the second and third differ from their glance's
+    finals = [glance.captions[0], "a red circle and a blue star.", "a star and a square."]
+    assert finals[1] != glance.captions[1] and finals[2] != glance.captions[2]
+    regions = m.final_regions(glance, finals, 3)
+    assert regions[0] is glance.regions[0]  # unchanged caption: the glance's own regions
+    # the same as a teacher-forced pass of prompt + caption, without running the prompt again
+    expected = m.regions_for(images, finals, 3)
+    for got, want in zip(regions[1:], expected[1:]):
+        assert got and [r.phrase for r in got] == [r.phrase for r in want]
+        assert np.allclose([[r.x_min, r.y_min, r.x_max, r.y_max] for r in got],
+                           [[r.x_min, r.y_min, r.x_max, r.y_max] for r in want], atol=1e-3)
