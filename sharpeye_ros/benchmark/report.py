@@ -195,6 +195,16 @@ def _node_missing(node: dict) -> str:
     return "not measured: " + (one_line(errors[0]) if errors else "no node run")
 
 
+def _samples_note(limits: dict) -> str:
+    """Which samples the limits are the best of, when there were several."""
+    matmul, read = limits.get("matmul_samples") or [], limits.get("read_samples") or []
+    if len(matmul) < 2:
+        return ""
+    return (f"Each is the best of samples taken before and after the models (matmul "
+            f"{', '.join(f'{v / 1e9:.0f}' for v in matmul)} GFLOP/s; read "
+            f"{', '.join(f'{v / 1e9:.1f}' for v in read)} GB/s): this machine's speed drifts. ")
+
+
 def one_line(text: str, limit: int = 200) -> str:
     """``text`` on one line (a table cell), cut to ``limit`` characters."""
     text = " ".join(str(text).split()).replace("|", "/")
@@ -523,6 +533,7 @@ def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
                 f"**{limits['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s**; memory read: "
                 f"**{limits['read_bytes_per_s'] / 1e9:.1f} GB/s** (summing a {limits['read_mib']} MiB "
                 "tensor). "
+                + _samples_note(limits) +
                 "FLOP bound = stage FLOPs / matmul throughput; bytes bound = weights (and KV cache) read / "
                 "bandwidth; achieved = the larger bound / measured time. Decoding at batch 1 reads every LM "
                 "weight per token: it is limited by memory bandwidth, not FLOPs.",

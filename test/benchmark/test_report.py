@@ -125,3 +125,9 @@ def test_bounds_are_added_per_mode(tiny_run):
     steps = model["geometry"]["tokens"] - 1
     assert model["bounds"]["glance"]["decode"]["bytes"] > steps * model["geometry"]["lm_bytes"]  # + KV cache
     assert model["bounds"]["glance"]["regions"]["achieved"] is None
+
+
+def test_the_limits_say_which_samples_they_are_the_best_of():
+    note = report._samples_note({"matmul_samples": [1.6e11, 3.2e11], "read_samples": [1.8e10, 1.2e10]})
+    assert "160, 320 GFLOP/s" in note and "18.0, 12.0 GB/s" in note
+    assert report._samples_note({"matmul_samples": [1e11], "read_samples": [1e10]}) == ""

@@ -109,6 +109,9 @@ def test_model_only_run_measures_in_a_subprocess(tmp_path):
     results = json.loads(out.read_text())
     cpu = results["runs"]["cpu"]
     assert cpu["limits"]["matmul_flops_per_s"] > 0 and not cpu.get("errors")
+    # sampled before and after the models; the limit is the best sample
+    assert len(cpu["limits"]["matmul_samples"]) == 2
+    assert cpu["limits"]["matmul_flops_per_s"] == max(cpu["limits"]["matmul_samples"])
     (model,) = cpu["models"]
     assert model["name"] == "demo" and not model["random_weights"] and model["tokens_source"] == "natural"
     assert set(model["modes"]) == {"glance", "deeplens", "deeplens_nodraft", "zoom", "naive"}
