@@ -244,14 +244,10 @@ class SharpEyes(nn.Module):
             raise ValueError("final_regions: the glance kept no prompt (run it with with_features=True)")
         ids = [self.lm.caption_ids(f) for f in finals]
         maps = self.lm.continuation_attention(glance.prompt, glance.prompt_kv, ids, self.attention_layers)
-        out = []
-        for b, (final, m, t) in enumerate(zip(finals, maps, glance.transforms)):
-            if not changed[b]:
-                out.append(glance.regions[b])
-                continue
-            text, spans = self.lm.decode(ids[b] + [self.lm.eos_id])
-            out.append(self._regions(m, spans, text, t, num_regions))
-        return out
+        return [
+            self._caption_regions(m, final, t, num_regions) if new else kept
+            for final, m, t, new, kept in zip(finals, maps, glance.transforms, changed, glance.regions)
+        ]
 
     @torch.no_grad()
     def glance(
@@ -302,9 +298,15 @@ class SharpEyes(nn.Module):
                 self._regions(m, s, c, t, want_regions)
                 for m, s, c, t in zip(maps, spans, captions, transforms)
             ]
-        if not with_features:
-            prompt = None
-        return Glance(transforms, embeds, features, captions, maps, spans, regions, prompt, prompt_kv)
+        kept = prompt if with_features else None
+        return Glance(transforms, embeds, features, captions, maps, spans, regions, kept, prompt_kv)
+
+    def _caption_regions(self, token_maps, caption: str, transform, num_regions: int) -> list[Region]:
+        """Regions of a given caption from its teacher-forced maps (EOS included)."""
+        if num_regions <= 0:
+            return []
+        text, spans = self.lm.decode(self.lm.caption_ids(caption) + [self.lm.eos_id])
+        return self._regions(token_maps, spans, text, transform, num_regions)
 
     def _regions(self, token_maps, spans, caption, transform, num_regions) -> list[Region]:
         if token_maps is None or num_regions <= 0:
@@ -456,12 +458,7 @@ class SharpEyes(nn.Module):
         num_regions = self.config.regions.num_regions if num_regions is None else num_regions
         pixels, transforms = self.preprocess(images, device=self.device)
         maps = self.attention_maps(pixels, captions)
-        out = []
-        for m, c, t in zip(maps, captions, transforms):
-            ids = self.lm.caption_ids(c) + [self.lm.eos_id]
-            text, spans = self.lm.decode(ids)
-            out.append(self._regions(m, spans, text, t, num_regions))
-        return out
+        return [self._caption_regions(m, c, t, num_regions) for m, c, t in zip(maps, captions, transforms)]
 
     # ---- training losses -----------------------------------------------------------
     def _pixels(self, images_or_pixels) -> torch.Tensor:
@@ -489,11 +486,7 @@ class SharpEyes(nn.Module):
                 self.config.lm.prompt, embeds.detach(), targets=[self.lm.caption_ids(c) for c in captions]
             )
             maps = self.lm.target_attention(prompt, self.attention_layers)
-        regions: list[list[Region]] = [[] for _ in captions]
-        if num_regions > 0:
-            for b, (m, c, t) in enumerate(zip(maps, captions, transforms)):
-                text, spans = self.lm.decode(self.lm.caption_ids(c) + [self.lm.eos_id])
-                regions[b] = self._regions(m, spans, text, t, num_regions)
+        regions = [self._caption_regions(m, c, t, num_regions) for m, c, t in zip(maps, captions, transforms)]
         return Glance(transforms, embeds, features, captions, list(maps), [], regions)
 
     def refine_prompt(self, glance: Glance, refined: torch.Tensor, targets: Optional[Sequence[str]] = None):

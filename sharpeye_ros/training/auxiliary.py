@@ -217,14 +217,14 @@ def crop_objects(zoom: ZoomTokens, objects: Sequence[Sequence[WorldObject]],
 
 
 def refine_grounding_targets(captions: Sequence[str], objects: Sequence[Sequence[WorldObject]],
-                             transforms: Sequence[ImageTransform], zoom: ZoomTokens, grid: int,
-                             zoom_grid: int, image_size: int, max_len: int) -> Optional[torch.Tensor]:
+                             transforms: Sequence[ImageTransform], crops: Sequence[dict[int, WorldObject]],
+                             crop_transforms: Sequence[ImageTransform], grid: int, zoom_grid: int,
+                             max_len: int) -> Optional[torch.Tensor]:
     """(B, max_len, grid^2 + C * zoom_grid^2) bool: for each object word of the refined
-    caption, the cells of the zoom crops holding its object (its sharp view), or its glance
-    cells (``grid``: DeepLens's pooled glance grid) when no crop holds it; None when no token
-    names an object."""
-    c = zoom.base.shape[1]
-    crops, crop_transforms = crop_objects(zoom, objects, image_size)
+    caption, the cells of the zoom crops holding its object (its sharp view; ``crops`` and
+    ``crop_transforms`` from :func:`crop_objects`), or its glance cells (``grid``: DeepLens's
+    pooled glance grid) when no crop holds it; None when no token names an object."""
+    c = len(crops) // len(captions)
     masks = np.zeros((len(captions), max_len, grid * grid + c * zoom_grid * zoom_grid), dtype=bool)
     for i, (caption, objs, transform) in enumerate(zip(captions, objects, transforms)):
         cells = []
@@ -297,16 +297,16 @@ def refine_losses(model, images: Sequence[np.ndarray], initial: Sequence[str], t
     prompt = model.refine_prompt(glance, refined, targets)
     grid = model.vision.grid // model.config.deeplens.pool
     zoom_grid = model.vision.grid // model.config.zoom.pool
+    crops, crop_transforms = crop_objects(zoom, objects, model.vision.image_size)
     out = {}
     if grounding:
         out["refine"], maps = _loss_and_maps(model, prompt)
-        masks = refine_grounding_targets(targets, objects, glance.transforms, zoom, grid, zoom_grid,
-                                         model.vision.image_size, maps.shape[1])
+        masks = refine_grounding_targets(targets, objects, glance.transforms, crops, crop_transforms, grid,
+                                         zoom_grid, maps.shape[1])
         out["zoom_grounding"] = maps.new_zeros(()) if masks is None else grounding_loss(maps, masks.to(maps.device))
     else:
         out["refine"] = model.lm.loss(prompt)
     if words:
-        crops, crop_transforms = crop_objects(zoom, objects, model.vision.image_size)
         labels = patch_targets([list(c.values()) for c in crops], crop_transforms, zoom_grid, small_shapes=True)
         labels = labels.view(len(images), -1, labels.shape[-1]).to(refined.device)
         out["zoom_words"] = word_alignment_loss(model, refined[:, grid * grid:], labels)

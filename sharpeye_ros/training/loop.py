@@ -77,6 +77,12 @@ def cached_pixels(model: SharpEyes, images: list, pixels: Optional[torch.Tensor]
         del model.preprocess
 
 
+def _objects(batch: dict) -> Optional[list]:
+    """The batch's ground-truth objects when every sample has them (synthetic world), else None."""
+    objects = batch.get("objects")
+    return objects if objects and all(o is not None for o in objects) else None
+
+
 class StageLoss(nn.Module):
     """The losses of one stage on a batch; a module so DDP can wrap it. Holds the
     training-only patch head when the stage uses one."""
@@ -108,9 +114,8 @@ class StageLoss(nn.Module):
     def _glance(self, batch: dict, targets: list[str]) -> dict[str, torch.Tensor]:
         model, s = self.model, self.stage
         pixels = self._pixels(batch)
-        objects = batch.get("objects")
-        if (s.grounding_weight > 0 or self.head is not None or s.word_weight > 0) and objects \
-                and all(o is not None for o in objects):
+        objects = _objects(batch)
+        if (s.grounding_weight > 0 or self.head is not None or s.word_weight > 0) and objects:
             return glance_losses(model, pixels, targets, objects, self._transforms(batch), s.grounding_weight > 0,
                                  self.head, s.word_weight > 0)
         return {"caption": model.glance_loss(pixels, targets)}
@@ -123,9 +128,8 @@ class StageLoss(nn.Module):
         elif s.name != "refine":
             parts = self._glance(batch, targets)
         else:
-            objects = batch.get("objects")
-            zoom_aux = (s.zoom_grounding_weight > 0 or s.zoom_word_weight > 0) and objects \
-                and all(o is not None for o in objects)
+            objects = _objects(batch)
+            zoom_aux = (s.zoom_grounding_weight > 0 or s.zoom_word_weight > 0) and objects
             with cached_pixels(self.model, batch["image"], batch.get("pixels")):
                 if zoom_aux:
                     parts = refine_losses(self.model, batch["image"], initial, targets, objects,

@@ -164,13 +164,14 @@ def test_crop_objects_moves_the_objects_whose_centre_is_inside_into_the_crop_fra
 
 
 def test_refine_grounding_targets_point_at_the_crop_that_holds_the_object_else_at_the_glance():
-    from sharpeye_ros.training.auxiliary import refine_grounding_targets
+    from sharpeye_ros.training.auxiliary import crop_objects, refine_grounding_targets
 
     small = _obj("blue", "star", "small", (100, 100, 120, 120))  # in the first crop
     big = _obj("red", "circle", "large", (320, 240, 420, 340))  # in no crop
     caption = "a small blue star at the top left and a large red circle in the middle."
     zoom = _zoom([[[80, 80, 160, 160], [0, 0, 40, 40]]], 2)  # 80 px crop: 20 px per cell of a 4x4 grid
-    masks = refine_grounding_targets([caption], [(small, big)], [T], zoom, 8, 4, 128, 20)[0].numpy()
+    crops, crop_transforms = crop_objects(zoom, [(small, big)], 128)
+    masks = refine_grounding_targets([caption], [(small, big)], [T], crops, crop_transforms, 8, 4, 20)[0].numpy()
     tokens = tokenize(caption)
     star, circle = tokens.index("star"), tokens.index("circle")
     glance, crop1, crop2 = masks[:, :64], masks[:, 64:80].reshape(-1, 4, 4), masks[:, 80:]
