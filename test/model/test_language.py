@@ -235,3 +235,37 @@ def test_draft_lookup_follows_the_longest_tail_match():
     assert _draft_lookup([9, 2], draft, 3) == [3, 4, 2]  # first occurrence of the 1-gram
     assert _draft_lookup([4, 2], draft, 3) == [5, 6]  # the 2-gram wins over the 1-gram
     assert _draft_lookup([7], draft, 3) == [] and _draft_lookup([1], draft, 0) == []
+
+
+def test_kv_buffer_matches_a_concatenating_cache():
+    """The in-place buffer gives the keys/values transformers' DynamicLayer gives, through
+    prefill, a split into beams, reorders within each sample's beams, and outgrowing its room."""
+    from transformers.cache_utils import DynamicLayer
+
+    from sharpeye_ros.model.language import KVBuffer
+
+    torch.manual_seed(0)
+    ours, ref = KVBuffer(capacity=7), DynamicLayer()
+
+    def update(length: int, rows: int) -> None:
+        k, v = torch.randn(rows, 2, length, 4), torch.randn(rows, 2, length, 4)
+        got, want = ours.update(k, v), ref.update(k, v)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+    update(5, 2)  # a 2-sample prompt
+    kept = (ours.keys, ours.values)
+    kept_copy = (kept[0].clone(), kept[1].clone())
+    ours.batch_repeat_interleave(3)
+    ref.batch_repeat_interleave(3)
+    for step, rows in enumerate([[2, 0, 0, 5, 3, 4], [0, 1, 2, 3, 4, 5], [1, 1, 0, 4, 4, 4], [2, 0, 1, 3, 5, 4]]):
+        update(1 if step != 2 else 3, 6)  # the 3-token update passes the initial room
+        beam_idx = torch.tensor(rows)
+        ours.reorder_cache(beam_idx)
+        ref.reorder_cache(beam_idx)
+        torch.testing.assert_close(ours.keys, ref.keys, rtol=0, atol=0)
+        torch.testing.assert_close(ours.values, ref.values, rtol=0, atol=0)
+    assert ours.get_seq_length() == ref.get_seq_length() == 11
+    # The prompt's kept views were never written over by decoding.
+    torch.testing.assert_close(kept[0], kept_copy[0], rtol=0, atol=0)
+    torch.testing.assert_close(kept[1], kept_copy[1], rtol=0, atol=0)
