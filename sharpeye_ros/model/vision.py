@@ -65,22 +65,28 @@ class VisionTower(nn.Module):
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Pixels (B, 3, S, S) -> (selected-layer patch features (B, N, D),
         the hidden states of ``layers`` (resolved indices) concatenated on channels
-        (B, N, len(layers) * D), or None without ``layers``). CLS is dropped."""
+        (B, N, len(layers) * D), or None without ``layers``). CLS is dropped.
+
+        Only the layers up to the deepest one asked for run: LLaVA-style towers select
+        the penultimate layer, so the last layer (and the pooled head) would be wasted.
+        """
         expected = (3, self.image_size, self.image_size)
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
             raise ValueError(
                 f"vision tower: expected pixels of shape (B, {expected}), got {tuple(pixels.shape)}"
             )
+        wanted = [self.select_layer, *(layers or [])]
+        # Older transformers nest the tower's modules under ``vision_model``.
+        tower = getattr(self.model, "vision_model", self.model)
         param = next(self.model.parameters())
-        out = self.model(
-            pixel_values=pixels.to(device=param.device, dtype=param.dtype), output_hidden_states=True
-        )
-        hidden = out.hidden_states
-        selected = hidden[self.select_layer][:, 1:]
-        multi = None
-        if layers:
-            multi = torch.cat([hidden[i][:, 1:] for i in layers], dim=-1)
-        return selected, multi
+        hidden = tower.pre_layrnorm(tower.embeddings(pixels.to(device=param.device, dtype=param.dtype)))
+        states = {}
+        for index, layer in enumerate(tower.encoder.layers[: max(wanted)], start=1):
+            hidden = layer(hidden, None)
+            if index in wanted:
+                states[index] = hidden[:, 1:]
+        multi = torch.cat([states[i] for i in layers], dim=-1) if layers else None
+        return states[self.select_layer], multi
 
 
 def clip_vision_config(data: dict) -> CLIPVisionConfig:
