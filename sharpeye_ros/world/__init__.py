@@ -7,19 +7,20 @@ cluttered backgrounds, with reference captions and ground-truth objects. Public 
   :data:`SPLITS`, :func:`size_range`, :func:`size_class_of` (``scene``)
 - :func:`reference_captions`, :func:`parse_objects`, :func:`tokenize`,
   :func:`vocabulary`, :data:`SHAPES`, :data:`COLOURS`, :data:`SIZE_CLASSES` (``captions``)
-- :func:`write_split`, :func:`read_objects`, and ``python -m sharpeye_ros.world`` (``dataset``)
+- :func:`write_split` and ``python -m sharpeye_ros.world`` (``dataset``); the training
+  data readers (``sharpeye_ros.training.data.read_coco``) read its splits back
 """
 
 from sharpeye_ros.world.captions import (
     COLOURS, SHAPES, SIZE_CLASSES, parse_objects, reference_captions, tokenize, vocabulary,
 )
-from sharpeye_ros.world.dataset import read_objects, write_split
+from sharpeye_ros.world.dataset import write_split
 from sharpeye_ros.world.scene import (
     SPLITS, Scene, SceneConfig, WorldObject, generate_scene, size_class_of, size_range,
 )
 
 __all__ = [
     "COLOURS", "SHAPES", "SIZE_CLASSES", "SPLITS", "Scene", "SceneConfig", "WorldObject",
-    "generate_scene", "parse_objects", "read_objects", "reference_captions", "size_class_of",
+    "generate_scene", "parse_objects", "reference_captions", "size_class_of",
     "size_range", "tokenize", "vocabulary", "write_split",
 ]

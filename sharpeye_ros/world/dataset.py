@@ -22,7 +22,7 @@ from typing import Optional, Sequence, Union
 
 import cv2
 
-from sharpeye_ros.world.scene import SPLITS, SceneConfig, WorldObject, generate_scene, split_config
+from sharpeye_ros.world.scene import SPLITS, SceneConfig, generate_scene, split_config
 
 
 def write_split(out_dir: Union[str, Path], split: str, count: int,
@@ -48,23 +48,6 @@ def write_split(out_dir: Union[str, Path], split: str, count: int,
     json_path = out_dir / f"{split}.json"
     json_path.write_text(json.dumps({"info": info, "images": images, "annotations": annotations}))
     return json_path
-
-
-def read_objects(json_path: Union[str, Path]) -> dict[int, tuple[WorldObject, ...]]:
-    """Ground-truth objects per image id from a JSON that :func:`write_split` wrote."""
-    json_path = Path(json_path)
-    try:
-        data = json.loads(json_path.read_text())
-        images = data["images"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{json_path}: not a readable COCO-style captions JSON ({error})") from error
-    objects = {}
-    for image in images:
-        if "objects" not in image:
-            raise ValueError(f"{json_path}: image {image.get('id')} has no 'objects' metadata; "
-                             f"only synthetic-world JSONs carry it")
-        objects[int(image["id"])] = tuple(WorldObject.from_dict(o) for o in image["objects"])
-    return objects
 
 
 def _split_count(text: str, default: int) -> tuple[str, int]:

@@ -71,6 +71,9 @@ def test_llava_json(tmp_path):
     (json.dumps({"images": []}), "'images' and 'annotations'"),
     (json.dumps({"images": [{"id": 1}], "annotations": [{"image_id": 1, "caption": "x"}]}), "images[0]"),
     (json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1}]}), "annotations[0]"),
+    (json.dumps({"images": [{"id": 1, "file_name": "a.png", "objects": [
+        {"shape": "ring", "colour": "red", "size_class": "large", "size": 70.0, "box": [0, 0, 70, 70],
+         "position": "top left"}]}], "annotations": [{"image_id": 1, "caption": "x"}]}), "unknown shape"),
 ])
 def test_bad_coco_json_names_the_file_and_the_problem(tmp_path, content, message):
     path = tmp_path / "bad.json"
