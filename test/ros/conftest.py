@@ -89,7 +89,7 @@ class Harness:
     def __init__(self, context: Any, model: Any, params: dict[str, Any], transport: str = "raw",
                  **node_kwargs: Any) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from rclpy.parameter import Parameter
         from rclpy.qos import qos_profile_sensor_data
@@ -113,7 +113,10 @@ class Harness:
                                       self._store(self.received["diagnostics"]), 10)
         topic, kind = ("image/compressed", CompressedImage) if transport == "compressed" else ("image", Image)
         self.image_pub = self.node.create_publisher(kind, topic, qos_profile_sensor_data)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        # Single-threaded, as the node runs in production (spin.py). rclpy's multi-threaded
+        # executor re-polls its wait set while a callback is in flight; on 2 cores that busy
+        # loop held the GIL for up to 1.6 s and starved the test's publishing thread.
+        self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.captioner)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -197,10 +200,12 @@ class Harness:
         return self.snapshot()
 
     def close(self) -> None:
+        """Stop spinning, then destroy the nodes: the captioner stops its worker first, so
+        no thread touches a publisher while the context shuts down."""
         self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(timeout=5.0)
         self.captioner.destroy_node()
         self.node.destroy_node()
-        self._thread.join(timeout=5.0)
 
 
 @pytest.fixture
