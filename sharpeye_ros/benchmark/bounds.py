@@ -50,20 +50,25 @@ class Geometry:
         return asdict(self)
 
 
-def decode_bytes(g: Geometry, prompt_len: int, rows: int) -> int:
-    """Bytes read by the decode steps after the prefill: ``tokens - 1`` steps, each
-    reading every LM weight once and the KV cache of ``rows`` sequences."""
+def decode_bytes(g: Geometry, prompt_len: int, rows: int, passes: Optional[int] = None) -> int:
+    """Bytes read by the decode's LM passes after the prefill, each reading every LM weight
+    once and the KV cache of ``rows`` sequences. ``passes`` defaults to one per new token
+    after the first (``tokens - 1``); draft decoding checks several tokens per pass, so it
+    makes fewer. Pass ``i`` reads a cache of at least ``prompt_len + i`` positions."""
+    passes = max(g.tokens - 1, 0) if passes is None else passes
     total = 0
-    for step in range(1, max(g.tokens, 1)):
+    for step in range(1, passes + 1):
         kv = rows * g.lm_layers * 2 * (prompt_len + step) * g.lm_hidden * g.element_size
         total += g.lm_bytes + kv
     return total
 
 
-def stage_bytes(g: Geometry, stage: str) -> Optional[int]:
-    """The least bytes ``stage`` reads, or None for a stage that runs no model weights."""
-    glance_decode = decode_bytes(g, g.prompt_len, g.beams)
-    refine_decode = decode_bytes(g, g.refine_prompt_len, g.refine_beams)
+def stage_bytes(g: Geometry, stage: str, passes: Optional[Mapping[str, int]] = None) -> Optional[int]:
+    """The least bytes ``stage`` reads, or None for a stage that runs no model weights.
+    ``passes``: the LM passes measured per stage (the decode stages' count is used)."""
+    passes = passes or {}
+    glance_decode = decode_bytes(g, g.prompt_len, g.beams, passes.get("decode"))
+    refine_decode = decode_bytes(g, g.refine_prompt_len, g.refine_beams, passes.get("refine_decode"))
     table = {
         "vision": g.vision_bytes,
         "zoom": g.vision_bytes,
@@ -75,8 +80,8 @@ def stage_bytes(g: Geometry, stage: str) -> Optional[int]:
         "attention": g.lm_bytes,
         "decode": glance_decode,
         "refine_decode": refine_decode,
-        "generate": g.lm_bytes + glance_decode,
-        "refine_generate": g.lm_bytes + refine_decode,
+        "generate": g.lm_bytes + decode_bytes(g, g.prompt_len, g.beams),
+        "refine_generate": g.lm_bytes + decode_bytes(g, g.refine_prompt_len, g.refine_beams),
         "deeplens": g.deeplens_bytes,
     }
     return table.get(stage)
@@ -88,15 +93,17 @@ def stage_bounds(
     g: Geometry,
     flops_per_s: float,
     bytes_per_s: float,
+    passes: Optional[Mapping[str, int]] = None,
 ) -> dict[str, dict]:
     """Per stage: measured seconds, FLOPs, bytes, the time each would take at the
-    machine's limit, and ``achieved`` = the larger bound / the measured time."""
+    machine's limit, and ``achieved`` = the larger bound / the measured time.
+    ``passes``: LM passes per stage, as measured (see :func:`stage_bytes`)."""
     if flops_per_s <= 0 or bytes_per_s <= 0:
         raise ValueError("stage_bounds: throughput and bandwidth must be positive")
     out = {}
     for stage, measured in seconds.items():
         f = int(flops.get(stage, 0))
-        b = stage_bytes(g, stage)
+        b = stage_bytes(g, stage, passes)
         flop_bound = f / flops_per_s
         byte_bound = b / bytes_per_s if b is not None else 0.0
         bound = max(flop_bound, byte_bound)

@@ -721,6 +721,7 @@ def add_bounds(run: dict) -> None:
                 g,
                 limits["matmul_flops_per_s"],
                 limits["read_bytes_per_s"],
+                m.get("lm_passes"),
             )
             for mode, m in model["modes"].items()
             if "stages" in m

@@ -27,6 +27,9 @@ def test_decode_bytes_reads_weights_and_kv_cache_per_step():
     expected = sum(500 + 2 * 2 * 2 * (10 + s) * 4 * 2 for s in (1, 2))
     assert decode_bytes(GEO, GEO.prompt_len, GEO.beams) == expected
     assert decode_bytes(Geometry(**{**GEO.to_dict(), "tokens": 1}), 10, 2) == 0
+    assert decode_bytes(GEO, GEO.prompt_len, GEO.beams, passes=2) == expected  # one pass per token
+    # Draft decoding: one pass that checked both tokens reads the weights once.
+    assert decode_bytes(GEO, GEO.prompt_len, GEO.beams, passes=1) == 500 + 2 * 2 * 2 * 11 * 4 * 2
 
 
 def test_stage_bytes_by_stage():
@@ -34,6 +37,9 @@ def test_stage_bytes_by_stage():
     assert stage_bytes(GEO, "prefill") == 500
     assert stage_bytes(GEO, "generate") == 500 + decode_bytes(GEO, 10, 2)
     assert stage_bytes(GEO, "refine_decode") == decode_bytes(GEO, 6, 1)
+    measured = {"decode": 1, "refine_decode": 1}
+    assert stage_bytes(GEO, "refine_decode", measured) == decode_bytes(GEO, 6, 1, passes=1)
+    assert stage_bytes(GEO, "decode", measured) == decode_bytes(GEO, 10, 2, passes=1)
     assert stage_bytes(GEO, "deeplens") == 50
     assert stage_bytes(GEO, "preprocess") is None and stage_bytes(GEO, "regions") is None
 
