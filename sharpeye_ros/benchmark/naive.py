@@ -2,7 +2,8 @@
 
 Defined as:
 
-- glance: preprocess, a full vision-tower pass, the connector, then
+- glance: preprocess, a full vision-tower pass (transformers' forward: every layer, even
+  those after the deepest one read), the connector, then
   ``OPTForCausalLM.generate`` with transformers' defaults (its own KV cache and search),
   told only what makes the output comparable: ``num_beams``, ``length_penalty``,
   ``early_stopping`` of the model's config and a fixed number of new tokens;
@@ -52,6 +53,15 @@ def hf_generate(
     return out[0].tolist()
 
 
+def full_tower_pass(model: SharpEyes, pixels: torch.Tensor, layers=None):
+    """The vision tower as transformers runs it: all layers and the pooled head, with the
+    hidden states picked afterwards. Returns what ``model.vision`` returns."""
+    tower = model.vision
+    hidden = tower.model(pixel_values=pixels, output_hidden_states=True).hidden_states
+    multi = torch.cat([hidden[i][:, 1:] for i in layers], dim=-1) if layers else None
+    return hidden[tower.select_layer][:, 1:], multi
+
+
 @torch.no_grad()
 def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: bool = True) -> str:
     """Caption one RGB uint8 image the naive way (module docstring); returns the caption."""
@@ -61,7 +71,7 @@ def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: boo
         pixels, transforms = model.preprocess([image])
         pixels = pixels.to(model.device, model.dtype)
     with timer.stage("vision"):
-        selected, _ = model.vision(pixels)
+        selected, _ = full_tower_pass(model, pixels)
     with timer.stage("connector"):
         embeds = model.connector(selected)
     with timer.stage("generate"):
@@ -96,7 +106,7 @@ def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: boo
     if model.deeplens is None:
         raise ValueError("naive_caption: refine=True but the model has no DeepLens")
     with timer.stage("refine_vision"):
-        selected, features = model.vision(pixels, model.deeplens_layers)
+        selected, features = full_tower_pass(model, pixels, model.deeplens_layers)
     with timer.stage("refine_connector"):
         embeds = model.connector(selected)
     # DeepLens on the second pass's states (the library times it as "deeplens").

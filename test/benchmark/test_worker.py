@@ -61,8 +61,10 @@ def test_every_mode_measured_with_the_same_tokens(tiny_measurement):
     assert naive["lm_passes"]["generate"] == TOKENS and naive["lm_passes"]["refine_generate"] == TOKENS
     assert r["modes"]["deeplens_nodraft"]["lm_passes"]["refine_decode"] == TOKENS - 1
     assert deeplens["lm_passes"]["refine_decode"] <= TOKENS - 1  # drafts can only save passes
-    # The same stage costs the same FLOPs in every mode; the naive path does more.
-    assert deeplens["flops"]["vision"] == glance["flops"]["vision"] == naive["flops"]["refine_vision"]
+    # The same stage costs the same FLOPs in every mode; the naive path does more (its
+    # vision passes run every layer, the library's only those it reads: 3 of the micro's 4).
+    assert deeplens["flops"]["vision"] == glance["flops"]["vision"]
+    assert naive["flops"]["vision"] == naive["flops"]["refine_vision"] > glance["flops"]["vision"]
     assert sum(naive["flops"].values()) > sum(deeplens["flops"].values())
     assert r["modes"]["zoom"]["flops"]["zoom"] > 0
 
