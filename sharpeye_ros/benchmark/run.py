@@ -228,6 +228,11 @@ def demo_source(model_path: str, tmp: Path) -> tuple[str, str]:
     return "tiny", str(tmp / "tiny")
 
 
+def matmul_size(device: str) -> int:
+    """Side of the square matrices whose product measures the device's FLOP/s."""
+    return 8192 if device.startswith("cuda") else 2048
+
+
 def model_specs(args: argparse.Namespace, demo: tuple[str, str]) -> list[ModelSpec]:
     """What to measure for ``args``: the paper-size preset and/or the demo model."""
     specs = []
@@ -238,7 +243,16 @@ def model_specs(args: argparse.Namespace, demo: tuple[str, str]) -> list[ModelSp
     if "paper" in args.models:
         # Zoom re-encodes two crops with ViT-L: measured on a GPU, left out of the CPU run's budget.
         modes = ("glance", "deeplens", "deeplens_nodraft") + (("zoom",) if gpu else ()) + ("naive",)
-        specs.append(ModelSpec(name="paper", source="paper", modes=modes, tokens=args.paper_tokens, **common))
+        specs.append(
+            ModelSpec(
+                name="paper",
+                source="paper",
+                modes=modes,
+                tokens=args.paper_tokens,
+                matmul_size=matmul_size(args.device),  # for the FLOP-bound target
+                **common,
+            )
+        )
     if "demo" in args.models:
         specs.append(
             ModelSpec(
@@ -262,7 +276,7 @@ def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     machine = machine_info(args.device)
     machine["load_average_1min"] = load
     gpu = args.device.startswith("cuda")
-    size, read_mib = (8192, 1024) if gpu else (2048, 512)
+    size, read_mib = matmul_size(args.device), 1024 if gpu else 512
     limits = {"dtype": args.dtype, "matmul_size": size, "read_mib": read_mib, "matmul_samples": [], "read_samples": []}
 
     def measure_limits() -> None:

@@ -26,6 +26,7 @@ import torch
 from sharpeye_ros.benchmark.bounds import Geometry
 from sharpeye_ros.benchmark.measure import (
     CountingTimer,
+    matmul_throughput,
     peak_rss_bytes,
     reset_peak_rss,
     rss_bytes,
@@ -47,7 +48,9 @@ class ModelSpec:
     """What to measure. ``source``: a preset name (random weights) or a checkpoint
     directory. ``tokens``: new tokens per caption; None takes the model's natural caption
     length on the first benchmark images. ``extras``: also time the node's image
-    conversion and drawing. ``random_weights``: a checkpoint known to hold random weights."""
+    conversion and drawing. ``random_weights``: a checkpoint known to hold random weights.
+    ``matmul_size``: when > 0, sample the matmul throughput (square matrices of this size)
+    around each timed caption of the glance mode, for its FLOP bound."""
 
     name: str
     source: str
@@ -62,6 +65,7 @@ class ModelSpec:
     seed: int = 0
     overrides: dict = field(default_factory=dict)
     random_weights: bool = False
+    matmul_size: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -163,16 +167,28 @@ def _run(model: SharpEyes, mode: str, image: np.ndarray, timer: Optional[Timer])
     return dict(timer.times)
 
 
-def measure_mode(model: SharpEyes, mode: str, images: Sequence[np.ndarray], warmup: int) -> dict:
-    """Warm-up, timed runs and one FLOP-counting run of ``mode``, with its peak memory."""
+def measure_mode(
+    model: SharpEyes, mode: str, images: Sequence[np.ndarray], warmup: int, matmul_size: int = 0
+) -> dict:
+    """Warm-up, timed runs and one FLOP-counting run of ``mode``, with its peak memory.
+
+    ``matmul_size`` > 0: also the matmul throughput just before and just after each timed
+    caption (the better of the two), as ``per_caption``: a shared machine's speed drifts
+    within a run, so each caption is compared with what the machine could do around it.
+    """
     device = model.device
     reset_peak_rss()
     if device.type == "cuda":  # each mode's own peak: drop what earlier modes left cached
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     stages: dict[str, list[float]] = {}
-    totals = []
+    totals, limits = [], []
+
+    def sample() -> float:
+        return matmul_throughput(str(device), model.dtype, matmul_size, reps=3)
+
     for i, image in enumerate(images):
+        before = sample() if matmul_size > 0 and i >= warmup else None
         synchronize(device)
         start = time.perf_counter()
         times = _run(model, mode, image, None)
@@ -180,6 +196,8 @@ def measure_mode(model: SharpEyes, mode: str, images: Sequence[np.ndarray], warm
         if i < warmup:
             continue
         totals.append(time.perf_counter() - start)
+        if before is not None:
+            limits.append(max(before, sample()))
         for stage, seconds in times.items():
             stages.setdefault(stage, []).append(seconds)
     out = {
@@ -188,6 +206,8 @@ def measure_mode(model: SharpEyes, mode: str, images: Sequence[np.ndarray], warm
         "captions_per_s": len(totals) / sum(totals),
         "peak_rss_bytes": peak_rss_bytes(),
     }
+    if limits:
+        out["per_caption"] = {"seconds": totals, "matmul_flops_per_s": limits}
     if device.type == "cuda":
         out["cuda_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
         out["cuda_peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
@@ -291,7 +311,8 @@ def measure(spec: ModelSpec) -> dict:
             if mode == "deeplens_nodraft" and not drafts(model):
                 modes[mode] = {"skipped": "the model does not decode its refinement with a draft"}
                 continue
-            modes[mode] = measure_mode(model, mode, images, spec.warmup)
+            sampled = spec.matmul_size if mode == "glance" else 0
+            modes[mode] = measure_mode(model, mode, images, spec.warmup, sampled)
     params = {name: sum(p.numel() for p in group) for name, group in model.parameter_groups().items()}
     result = {
         "name": spec.name,

@@ -16,7 +16,14 @@ def tiny_measurement() -> dict:
     from sharpeye_ros.benchmark.worker import ModelSpec, measure
 
     spec = ModelSpec(
-        name="tiny", source="micro", modes=ALL_MODES, warmup=0, repeats=1, tokens=TOKENS, extras=True
+        name="tiny",
+        source="micro",
+        modes=ALL_MODES,
+        warmup=0,
+        repeats=1,
+        tokens=TOKENS,
+        extras=True,
+        matmul_size=64,
     )
     return measure(spec)
 

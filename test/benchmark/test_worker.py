@@ -98,3 +98,11 @@ def test_docs_name_never_shows_this_machines_paths():
     assert docs_name("/home/me/sharpeye_ros/models/demo") == "models/demo"
     named = docs_name("/tmp/sharpeye_benchmark_models_x1/tiny")
     assert "/tmp" not in named and "tiny" in named
+
+
+def test_the_glance_samples_the_machine_around_each_caption(tiny_measurement):
+    modes = tiny_measurement["modes"]
+    per_caption = modes["glance"]["per_caption"]
+    assert per_caption["seconds"] == [modes["glance"]["total"]["mean"]]  # the one timed caption
+    assert len(per_caption["matmul_flops_per_s"]) == 1 and per_caption["matmul_flops_per_s"][0] > 0
+    assert all("per_caption" not in m for name, m in modes.items() if name != "glance")
