@@ -17,6 +17,8 @@ Each step is timed under its own stage name (see :data:`~sharpeye_ros.benchmark.
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import numpy as np
 import torch
 
@@ -53,7 +55,9 @@ def hf_generate(
     return out[0].tolist()
 
 
-def full_tower_pass(model: SharpEyes, pixels: torch.Tensor, layers=None):
+def full_tower_pass(
+    model: SharpEyes, pixels: torch.Tensor, layers: Optional[Sequence[int]] = None
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The vision tower as transformers runs it: all layers and the pooled head, with the
     hidden states picked afterwards. Returns what ``model.vision`` returns."""
     tower = model.vision
