@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
@@ -31,17 +32,25 @@ class CheckpointError(Exception):
 
 
 def default_model_path() -> Path:
-    """The shipped demo model: ``share/sharpeye_ros/models/demo`` of the ROS install if
-    there is one, else ``models/demo`` in this source tree (it may not exist yet)."""
+    """The shipped demo model, the first that holds one of: ``share/sharpeye_ros/models/demo``
+    of the ROS install; ``models/demo`` in this source tree; ``share/sharpeye_ros/models/demo``
+    under the Python prefix (where ``pip install`` puts it). Else the source tree's path
+    (the model may not be trained yet)."""
+    source = Path(__file__).resolve().parents[2] / "models" / "demo"
+    pip_data = Path(sys.prefix) / "share" / PACKAGE / "models" / "demo"
+    for candidate in (_ros_share(), source, pip_data):
+        if candidate is not None and (candidate / CONFIG_NAME).is_file():  # not a stale, emptied install
+            return candidate
+    return source
+
+
+def _ros_share() -> Optional[Path]:
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        share = Path(get_package_share_directory(PACKAGE)) / "models" / "demo"
-        if (share / "config.json").is_file():  # not a stale, emptied install
-            return share
-    except Exception:  # no ROS, or the package is not installed: use the source tree
-        pass
-    return Path(__file__).resolve().parents[2] / "models" / "demo"
+        return Path(get_package_share_directory(PACKAGE)) / "models" / "demo"
+    except Exception:  # no ROS, or the package is not installed
+        return None
 
 
 def save_checkpoint(model: "SharpEyes", directory: Union[str, os.PathLike]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,22 @@ def test_default_model_path_points_at_the_demo_model():
     if not path.is_dir():
         with pytest.raises(CheckpointError, match="no such model directory"):
             SharpEyes.from_pretrained(path)
+
+
+def test_default_model_path_finds_a_pip_installed_demo_model(tmp_path, monkeypatch):
+    """Outside ROS and the source tree, the model comes from the Python prefix's share/."""
+    from sharpeye_ros.model import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_ros_share", lambda: None)
+    monkeypatch.setattr(checkpoint, "__file__", str(tmp_path / "site" / "sharpeye_ros" / "model" / "checkpoint.py"))
+    prefix = tmp_path / "venv"
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    source = tmp_path / "site" / "models" / "demo"  # beside the package, as in a checkout
+    assert default_model_path() == source  # nowhere: the source tree's path, for the error message
+    installed = prefix / "share" / "sharpeye_ros" / "models" / "demo"
+    installed.mkdir(parents=True)
+    (installed / "config.json").write_text("{}")
+    assert default_model_path() == installed
+    source.mkdir(parents=True)
+    (source / "config.json").write_text("{}")
+    assert default_model_path() == source  # a source checkout wins over a pip install

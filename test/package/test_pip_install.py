@@ -23,6 +23,7 @@ def test_wheel_holds_the_ros_free_library_and_its_commands(tmp_path: Path) -> No
     for name in ("setup.py", "setup.cfg", "README.md"):
         shutil.copy(REPO / name, src / name)
     shutil.copytree(REPO / "sharpeye_ros", src / "sharpeye_ros", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "models" / "demo", src / "models" / "demo")
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), "."],
         cwd=src, capture_output=True, text=True, timeout=300,
@@ -38,6 +39,8 @@ def test_wheel_holds_the_ros_free_library_and_its_commands(tmp_path: Path) -> No
     assert "sharpeye_ros/training/train.py" in names
     assert "sharpeye_ros/ros/image_conversion.py" in names
     assert not [n for n in names if "/msg/" in n], "generated messages come only from a colcon build"
+    shipped = {n.rsplit("/", 1)[-1] for n in names if "/data/share/sharpeye_ros/models/demo/" in n}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= shipped  # for default_model_path()
     for command in ("sharpeye-train", "sharpeye-evaluate", "sharpeye-convert-llava", "sharpeye-benchmark"):
         assert command in entry_points
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
