@@ -23,6 +23,7 @@ MODEL_STAGES = (
     "deeplens",
     "refine_prefill",
     "refine_decode",
+    "refine_regions",
 )
 NAIVE_STAGES = ("generate", "attention", "refine_vision", "refine_connector", "refine_generate")
 GLANCE_STAGES = ("preprocess", "vision", "connector", "prefill", "decode", "regions", "generate", "attention")
@@ -80,6 +81,7 @@ def stage_bytes(g: Geometry, stage: str, passes: Optional[Mapping[str, int]] = N
         "attention": g.lm_bytes,
         "decode": glance_decode,
         "refine_decode": refine_decode,
+        "refine_regions": g.lm_bytes,  # one teacher-forced pass of the changed captions
         "generate": g.lm_bytes + decode_bytes(g, g.prompt_len, g.beams),
         "refine_generate": g.lm_bytes + decode_bytes(g, g.refine_prompt_len, g.refine_beams),
         "deeplens": g.deeplens_bytes,

@@ -606,8 +606,9 @@ DEFINITIONS = [
     "- **Stages** are the model's own timings (`CaptionResult.timings`; CUDA synchronised at each stage "
     "edge): preprocess (pad, resize, normalise), vision (CLIP tower, up to the deepest layer used), "
     "connector, prefill and "
-    "decode of the glance, regions (boxes from the captured attention), deeplens, refine_prefill and "
-    "refine_decode; "
+    "decode of the glance, regions (boxes from the captured attention), deeplens, refine_prefill, "
+    "refine_decode and refine_regions (a changed caption's own regions, from one teacher-forced pass on the "
+    "glance's kept prompt); "
     "total = the whole `caption()` call.",
     "- **Tokens**: every mode and path generates the same number of new tokens per caption (stop rules off): "
     "the preset's random LM never stops on its own, so the paper-size model writes a fixed number; the demo "

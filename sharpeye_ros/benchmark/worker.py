@@ -143,8 +143,8 @@ def drafts(model: SharpEyes) -> bool:
 
 
 def _run(model: SharpEyes, mode: str, image: np.ndarray, timer: Optional[Timer]) -> dict[str, float]:
-    """One caption in ``mode``; returns its stage seconds. With ``timer``, the model's
-    glance/refine steps run under it (to count FLOPs) instead of through ``caption``."""
+    """One caption in ``mode``; returns its stage seconds (``timer``: one to time it
+    with, e.g. a FLOP-counting one)."""
     if mode == "deeplens_nodraft":
         g = model.config.generation
         g.draft = False
@@ -152,18 +152,11 @@ def _run(model: SharpEyes, mode: str, image: np.ndarray, timer: Optional[Timer])
             return _run(model, "deeplens", image, timer)
         finally:
             g.draft = True
+    timer = timer or Timer(model.device)
     if mode == "naive":
-        timer = timer or Timer(model.device)
         naive_caption(model, image, timer, refine=True)
         return dict(timer.times)
-    refine, zoom = mode != "glance", mode == "zoom"
-    if timer is None:
-        return dict(model.caption([image], refine=refine, zoom=zoom)[0].timings)
-    crops = model.config.zoom.num_crops if zoom else 0
-    with torch.no_grad():
-        glance = model.glance([image], with_features=refine, timer=timer, min_regions=crops)
-        if refine:
-            model.refine([image], glance, zoom=zoom, timer=timer)
+    model.caption([image], refine=mode != "glance", zoom=mode == "zoom", timer=timer)
     return dict(timer.times)
 
 

@@ -195,11 +195,13 @@ class SharpEyes(nn.Module):
         refine: Optional[bool] = None,
         zoom: Optional[bool] = None,
         num_regions: Optional[int] = None,
+        timer: Optional[Timer] = None,
     ) -> list[CaptionResult]:
         """Caption RGB uint8 HxWx3 images (sizes may differ), all in one batch.
 
         ``refine`` / ``zoom`` / ``num_regions``: None takes the config's default. Zoom
-        only acts when refining. Timings are the batch's totals.
+        only acts when refining. Timings are the batch's totals (``timer``: a
+        :class:`Timer` to collect them in, e.g. one that also counts FLOPs).
         """
         images = list(images)
         refine = self.config.refine if refine is None else bool(refine)
@@ -208,7 +210,7 @@ class SharpEyes(nn.Module):
         if refine and self.deeplens is None:
             raise ValueError("caption: refine=True but this model has no DeepLens (config.deeplens is None)")
         zoom = zoom and refine
-        timer = Timer(self.device)
+        timer = timer or Timer(self.device)
         glance = self.glance(
             images,
             num_regions=num_regions,
@@ -219,7 +221,7 @@ class SharpEyes(nn.Module):
         finals, regions = glance.captions, glance.regions
         if refine:
             finals = self.refine(images, glance, zoom=zoom, timer=timer)
-            with timer.stage("regions"):
+            with timer.stage("refine_regions"):
                 regions = self.final_regions(glance, finals, num_regions)
         return [
             CaptionResult(

@@ -12,7 +12,7 @@ from sharpeye_ros.model.checkpoint import CheckpointError
 from sharpeye_ros.model.deeplens import pool_grid
 
 GLANCE_STAGES = {"preprocess", "vision", "connector", "prefill", "decode", "regions"}
-REFINE_STAGES = {"deeplens", "refine_prefill", "refine_decode"}
+REFINE_STAGES = {"deeplens", "refine_prefill", "refine_decode", "refine_regions"}
 
 
 def test_encode_and_deeplens_shapes(small_model, images):
