@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from sharpeye_ros.model.timing import Timer
@@ -203,6 +204,24 @@ def flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping=custom)
 
 
+# ---- where a stage's time goes ---------------------------------------------------------
+OP_CLASSES = ("matmul", "attention", "other")
+_MATMUL_OPS = frozenset({"addmm", "mm", "bmm", "baddbmm", "addmv", "mv", "matmul", "linear", "einsum"})
+
+
+def op_class(name: str) -> str:
+    """The class in :data:`OP_CLASSES` of an op named like ``aten::addmm`` (profiler) or
+    ``aten.addmm`` (FLOP counter): matrix products and convolutions are 'matmul', fused
+    attention kernels 'attention', everything else (elementwise, norms, copies, top-k) 'other'."""
+    parts = name.replace("::", ".").split(".")
+    base = parts[1] if parts[0] == "aten" and len(parts) > 1 else parts[0]
+    if "scaled_dot_product" in base or base.endswith("_attention"):
+        return "attention"
+    if base in _MATMUL_OPS or "convolution" in base or base.startswith("conv"):
+        return "matmul"
+    return "other"
+
+
 class CountingTimer(Timer):
     """A model :class:`~sharpeye_ros.model.timing.Timer` that also counts each stage's
     FLOPs (matrix products, convolutions and attention) into ``self.flops`` and, with
@@ -211,6 +230,7 @@ class CountingTimer(Timer):
     def __init__(self, device: torch.device, watch: Optional[torch.nn.Module] = None) -> None:
         super().__init__(device)
         self.flops: dict[str, int] = {}
+        self.class_flops: dict[str, dict[str, int]] = {}  # stage -> op class -> FLOPs
         self.calls: dict[str, int] = {}
         self._current: Optional[str] = None
         self._watch = watch
@@ -232,3 +252,35 @@ class CountingTimer(Timer):
             if handle is not None:
                 handle.remove()
         self.flops[name] = self.flops.get(name, 0) + int(counter.get_total_flops())
+        by_class = self.class_flops.setdefault(name, dict.fromkeys(OP_CLASSES, 0))
+        for op, count in counter.get_flop_counts().get("Global", {}).items():
+            by_class[op_class(str(op))] += int(count)
+
+
+class ProfilingTimer(Timer):
+    """A model :class:`~sharpeye_ros.model.timing.Timer` that also splits each stage's
+    time by op class, from ``torch.profiler``: ``self.ops[stage]`` holds the seconds of
+    the aten ops' own time per class of :data:`OP_CLASSES`, and 'outside': the stage's
+    time in no op (Python, dispatch, and the profiler's own cost per op). CPU only: on
+    CUDA the host times only the kernels' launches."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__(device)
+        if self.device.type != "cpu":
+            raise ValueError(f"ProfilingTimer: CPU only, got device {self.device}")
+        self.ops: dict[str, dict[str, float]] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        before = self.times.get(name, 0.0)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with super().stage(name):
+                yield
+        ops = self.ops.setdefault(name, {**dict.fromkeys(OP_CLASSES, 0.0), "outside": 0.0})
+        inside = 0.0
+        for event in prof.key_averages():
+            if event.key.startswith("aten::"):
+                seconds = event.self_cpu_time_total / 1e6
+                ops[op_class(event.key)] += seconds
+                inside += seconds
+        ops["outside"] += max(0.0, self.times[name] - before - inside)

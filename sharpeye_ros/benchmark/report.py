@@ -135,7 +135,8 @@ def targets(results: dict) -> list[dict]:
         if roofline > 0:  # decoding is bound by memory, which a FLOP bound leaves out
             detail += (
                 f"; vs the roofline (per stage the slower of FLOPs and bytes read) {_ms(roofline)}: "
-                f"{mode['total']['mean'] / roofline:.2f}x"
+                f"{mode['total']['mean'] / roofline:.2f}x; a glance at its roofline would itself be "
+                f"{roofline / bound:.2f}x its FLOP bound"
             )
     out.append(
         _target(
@@ -429,6 +430,42 @@ def _bounds_table(model: dict, mode: str) -> list[str]:
     )
 
 
+def _ops_table(mode: dict, peak_flops_per_s: float) -> list[str]:
+    """Per stage of one profiled caption: the time in matmul, attention, other ops and
+    outside ops, with the matmul and attention FLOP rates (and their share of the
+    machine's matmul limit). Empty without a profile (e.g. a GPU run)."""
+    seconds, flops = mode.get("op_seconds") or {}, mode.get("op_flops") or {}
+
+    def rate(stage: str, cls: str) -> str:
+        t, n = seconds[stage].get(cls, 0.0), flops.get(stage, {}).get(cls, 0)
+        if t <= 0 or n <= 0:
+            return "-"
+        return f"{n / t / 1e9:.0f} ({n / t / peak_flops_per_s * 100:.0f}%)"
+
+    rows = []
+    for stage in STAGE_ORDER:
+        ops = seconds.get(stage)
+        if not ops:
+            continue
+        rows.append(
+            [
+                stage,
+                _ms(sum(ops.values())),
+                _ms(ops["matmul"]),
+                rate(stage, "matmul"),
+                _ms(ops["attention"]),
+                rate(stage, "attention"),
+                _ms(ops["other"]),
+                _ms(ops["outside"]),
+            ]
+        )
+    if not rows:
+        return []
+    header = ["stage", "profiled", "matmul", "GFLOP/s (of limit)", "attention", "GFLOP/s (of limit)",
+              "other ops", "outside ops"]
+    return _table(header, rows)
+
+
 def _node_section(run: dict) -> list[str]:
     node = run.get("node") or {}
     lines = []
@@ -562,6 +599,10 @@ def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
                         out += [f"**{_model_title(model)}, {MODE_TITLES[mode]}**", ""]
                         out += _bounds_table(model, mode)
                         out += [""]
+                        ops = _ops_table(model["modes"][mode], limits["matmul_flops_per_s"])
+                        if ops:
+                            out += ["Where its time goes, in one profiled caption (each op's own time):", ""]
+                            out += ops + [""]
         if key == "cpu":
             out += [
                 "## End-to-end latency through the node",
@@ -629,6 +670,11 @@ DEFINITIONS = [
     "- **FLOPs** are counted by `torch.utils.flop_counter.FlopCounterMode` on one extra run per mode (matrix "
     "products, convolutions and attention, 2 FLOPs per multiply-add), so they are what actually ran (e.g. "
     "23 of the 24 CLIP layers: the glance and DeepLens read none after layer 23).",
+    "- **Where the time goes**: on the CPU, one extra caption per mode under `torch.profiler`; each aten op's "
+    "own time (not its callees') is summed by class: matmul (matrix products, convolutions), attention (fused "
+    "attention kernels), other ops (elementwise, norms, softmax, copies, top-k, indexing); outside ops = the "
+    "stage's time in no op (Python, dispatch, and the profiler's own cost per op, so it overstates them). "
+    "The GFLOP/s divide each class's counted FLOPs by its time; the share is of the run's matmul limit.",
     "- **FLOP-bound target**: each timed paper-size glance caption against the float32 matmul throughput "
     "sampled just before and just after it (the better of the two), then the median over the captions; "
     "the ratio against the run's best sample (the limit in the tables) is shown beside it. Both samples "

@@ -5,8 +5,9 @@ For each mode (``glance``; ``deeplens``; ``deeplens_nodraft``, the same with the
 caption decoded token by token, without the initial caption as a draft; ``zoom``;
 ``naive``, see :mod:`~sharpeye_ros.benchmark.naive`): per-stage seconds and the
 whole call's over ``repeats`` images after ``warmup`` ones, the mode's peak memory
-(CPU resident set; on CUDA also torch's allocated and reserved peaks), and one
-untimed extra run that counts each stage's FLOPs. Every mode generates the same
+(CPU resident set; on CUDA also torch's allocated and reserved peaks), one untimed
+extra run that counts each stage's FLOPs and, on the CPU, one that profiles where each
+stage's time goes (matmul, attention, other ops, outside ops). Every mode generates the same
 ``tokens`` per caption (stop rules off), so paths and modes compare like for like.
 """
 
@@ -26,6 +27,7 @@ import torch
 from sharpeye_ros.benchmark.bounds import Geometry
 from sharpeye_ros.benchmark.measure import (
     CountingTimer,
+    ProfilingTimer,
     matmul_throughput,
     peak_rss_bytes,
     reset_peak_rss,
@@ -163,7 +165,8 @@ def _run(model: SharpEyes, mode: str, image: np.ndarray, timer: Optional[Timer])
 def measure_mode(
     model: SharpEyes, mode: str, images: Sequence[np.ndarray], warmup: int, matmul_size: int = 0
 ) -> dict:
-    """Warm-up, timed runs and one FLOP-counting run of ``mode``, with its peak memory.
+    """Warm-up, timed runs and one FLOP-counting run of ``mode``, with its peak memory;
+    on the CPU also one profiled run that splits each stage's time by op class.
 
     ``matmul_size`` > 0: also the matmul throughput just before and just after each timed
     caption (the better of the two), as ``per_caption``: a shared machine's speed drifts
@@ -207,7 +210,12 @@ def measure_mode(
     counting = CountingTimer(device, watch=model.lm.model.model.decoder)
     _run(model, mode, images[-1], counting)
     out["flops"] = counting.flops
+    out["op_flops"] = counting.class_flops
     out["lm_passes"] = counting.calls
+    if device.type == "cpu":
+        profiling = ProfilingTimer(device)
+        _run(model, mode, images[-1], profiling)
+        out["op_seconds"] = profiling.ops
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -57,6 +58,61 @@ def test_counting_timer_counts_flops_and_calls_per_stage():
     assert timer.calls == {"two": 2}
     assert set(timer.times) == {"two", "none"} and all(t >= 0 for t in timer.times.values())
     assert not layer._forward_pre_hooks  # the hook is gone after the stage
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("aten::addmm", "matmul"),
+        ("aten.mm", "matmul"),
+        ("aten::mkldnn_convolution", "matmul"),
+        ("aten.convolution", "matmul"),
+        ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
+        ("aten._scaled_dot_product_efficient_attention", "attention"),
+        ("aten::mul", "other"),
+        ("aten::copy_", "other"),
+        ("aten::topk", "other"),
+        ("aten::_conj", "other"),
+    ],
+)
+def test_op_class(name, cls):
+    assert measure.op_class(name) == cls
+
+
+def test_counting_timer_splits_flops_by_op_class():
+    timer = measure.CountingTimer(torch.device("cpu"))
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    q = k = v = torch.randn(1, 2, 5, 8)
+    with timer.stage("mixed"):
+        a @ b
+        F.scaled_dot_product_attention(q, k, v)
+        torch.relu(a)
+    assert timer.class_flops["mixed"] == {
+        "matmul": 2 * 8 * 16 * 4,
+        "attention": 2 * 1 * 2 * 5 * 5 * (8 + 8),
+        "other": 0,
+    }
+    assert timer.flops["mixed"] == sum(timer.class_flops["mixed"].values())
+
+
+def test_profiling_timer_splits_a_stage_by_op_class():
+    timer = measure.ProfilingTimer(torch.device("cpu"))
+    a = torch.randn(512, 512)
+    x = torch.randn(4_000_000)
+    with timer.stage("work"):
+        for _ in range(3):
+            a @ a  # ~0.8 GFLOP
+        x.exp()
+        time.sleep(0.05)  # in no op
+    with timer.stage("work"):  # a stage entered twice adds up
+        a @ a
+    ops = timer.ops["work"]
+    assert set(ops) == {"matmul", "attention", "other", "outside"}
+    assert ops["matmul"] > 0 and ops["other"] > 0 and ops["attention"] == 0
+    assert ops["outside"] >= 0.04
+    assert sum(ops.values()) == pytest.approx(timer.times["work"], rel=1e-6)
+    with pytest.raises(ValueError, match="CPU only"):
+        measure.ProfilingTimer(torch.device("cuda"))
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")

@@ -159,3 +159,25 @@ def test_flop_bound_verdict_takes_each_caption_against_the_throughput_around_it(
     paper["modes"]["glance"]["per_caption"]["seconds"] = [3.2, 3.2, 3.2]
     flop = next(t for t in report.targets({"runs": {"cpu": cpu}}) if "FLOP bound" in t["target"])
     assert flop["measured"] == pytest.approx(1.44) and flop["passed"] is True
+
+
+def test_the_limit_section_shows_where_each_stage_s_time_goes():
+    mode = {
+        "op_seconds": {"vision": {"matmul": 1.0, "attention": 0.2, "other": 0.3, "outside": 0.1}},
+        "op_flops": {"vision": {"matmul": int(2.5e11), "attention": int(2e10), "other": 0}},
+    }
+    table = report._ops_table(mode, peak_flops_per_s=2.5e11)
+    assert table[0].startswith("| stage | profiled | matmul")
+    row = table[2]
+    assert row.startswith("| vision | 1.60 s | 1.00 s | 250 (100%) | 200.0 ms | 100 (40%) | 300.0 ms | 100.0 ms |")
+    assert report._ops_table({}, 2.5e11) == []  # a GPU run has no profile
+
+
+def test_the_markdown_has_the_op_profile_and_the_roofline_floor(tiny_run):
+    cpu = copy.deepcopy(tiny_run)
+    cpu["models"].append(_paper(tiny_run, 2.5, 3.0, int(2e11)))
+    report.add_bounds(cpu)
+    text = report.render_markdown({"format": 1, "runs": {"cpu": cpu}})
+    assert "Where its time goes, in one profiled caption" in text and "outside ops" in text
+    flop = next(t for t in report.targets({"runs": {"cpu": cpu}}) if "FLOP bound" in t["target"])
+    assert "at its roofline would itself be" in flop["detail"]

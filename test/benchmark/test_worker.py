@@ -106,3 +106,14 @@ def test_the_glance_samples_the_machine_around_each_caption(tiny_measurement):
     assert per_caption["seconds"] == [modes["glance"]["total"]["mean"]]  # the one timed caption
     assert len(per_caption["matmul_flops_per_s"]) == 1 and per_caption["matmul_flops_per_s"][0] > 0
     assert all("per_caption" not in m for name, m in modes.items() if name != "glance")
+
+
+def test_each_mode_is_profiled_by_op_class_on_the_cpu(tiny_measurement):
+    for name, mode in tiny_measurement["modes"].items():
+        assert set(mode["op_seconds"]) == set(mode["stages"]), name
+        assert set(mode["op_flops"]) == set(mode["flops"]), name
+        for stage, flops in mode["op_flops"].items():
+            assert sum(flops.values()) == mode["flops"][stage], (name, stage)
+    glance = tiny_measurement["modes"]["glance"]
+    assert glance["op_seconds"]["vision"]["matmul"] > 0 and glance["op_seconds"]["vision"]["attention"] > 0
+    assert glance["op_flops"]["vision"]["attention"] > 0 and glance["op_flops"]["decode"]["attention"] > 0
