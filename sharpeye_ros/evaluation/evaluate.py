@@ -140,6 +140,25 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def recorded_command(argv: Sequence[str]) -> str:
+    """The command line as run, with the ``--notes`` text shown as NOTES: the notes are
+    in the report already, and may run to paragraphs. Abbreviations argparse takes
+    (``--note``, ``--not``) and the ``--notes=...`` form count too."""
+    out: list[str] = []
+    value_next = False
+    for arg in argv:
+        key, eq, _ = arg.partition("=")
+        if value_next:
+            arg, value_next = "NOTES", False
+        elif len(key) >= len("--not") and "--notes".startswith(key):
+            if eq:
+                arg = f"{key}=NOTES"
+            else:
+                value_next = True
+        out.append(arg)
+    return " ".join(["sharpeye-evaluate", *out])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point (``sharpeye-evaluate``)."""
     from sharpeye_ros.evaluation.report import write_figure, write_report
@@ -162,8 +181,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = {
         "model": str(model_dir), "data": args.data, "samples": len(dataset), "modes": modes,
         "glance_size": model.vision.image_size,
-        "command": " ".join(["sharpeye-evaluate", *(sys.argv[1:] if argv is None else argv)])
-        .replace(args.notes or "\0", "NOTES"),  # the notes are in the report already
+        "command": recorded_command(sys.argv[1:] if argv is None else argv),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(), "caption_seconds": round(seconds, 1), "scores": scores,
         "model_info": model_info(model, model_dir), "training": training_info(model_dir),

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sharpeye_ros.evaluation.evaluate import MODES, caption_modes, main, score_modes
+from sharpeye_ros.evaluation.evaluate import MODES, caption_modes, main, recorded_command, score_modes
 from sharpeye_ros.evaluation.report import bars
 from sharpeye_ros.model import SharpEyes
 from sharpeye_ros.training.data import open_dataset
@@ -41,6 +41,19 @@ def test_command_writes_report_json_and_figure(model_dir, tmp_path):
     assert "world:test:3:1" in report and "evaluation_examples.png" in report
     png = (tmp_path / "docs" / "evaluation_examples.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--data", "world:test:3:1", "--notes", "trained --notes twice"], "--data world:test:3:1 --notes NOTES"),
+        (["--notes=a b", "--examples", "2"], "--notes=NOTES --examples 2"),
+        (["--note", "x", "--threads", "2"], "--note NOTES --threads 2"),
+        (["--title", "world:test notes", "--no-caption-metrics"], "--title world:test notes --no-caption-metrics"),
+    ],
+)
+def test_the_recorded_command_shows_notes_as_a_placeholder(argv, expected):
+    assert recorded_command(argv) == "sharpeye-evaluate " + expected
 
 
 def test_modes_share_a_glance_and_score_against_ground_truth(model_dir):
