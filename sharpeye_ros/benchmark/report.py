@@ -674,7 +674,8 @@ DEFINITIONS = [
     "own time (not its callees') is summed by class: matmul (matrix products, convolutions), attention (fused "
     "attention kernels), other ops (elementwise, norms, softmax, copies, top-k, indexing); outside ops = the "
     "stage's time in no op (Python, dispatch, and the profiler's own cost per op, so it overstates them). "
-    "The GFLOP/s divide each class's counted FLOPs by its time; the share is of the run's matmul limit.",
+    "The GFLOP/s divide each class's counted FLOPs by its time; the share is of the run's matmul limit "
+    "(over 100%: the machine ran faster during that caption than during the limit's samples).",
     "- **FLOP-bound target**: each timed paper-size glance caption against the float32 matmul throughput "
     "sampled just before and just after it (the better of the two), then the median over the captions; "
     "the ratio against the run's best sample (the limit in the tables) is shown beside it. Both samples "
