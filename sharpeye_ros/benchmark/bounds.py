@@ -27,6 +27,8 @@ MODEL_STAGES = (
 )
 NAIVE_STAGES = ("generate", "attention", "refine_vision", "refine_connector", "refine_generate")
 GLANCE_STAGES = ("preprocess", "vision", "connector", "prefill", "decode", "regions", "generate", "attention")
+# The modes whose stages the docs set against the limits (and profile by op class).
+LIMIT_MODES = ("glance", "deeplens")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from sharpeye_ros.benchmark.bounds import GLANCE_STAGES, MODEL_STAGES, NAIVE_STAGES
+from sharpeye_ros.benchmark.bounds import GLANCE_STAGES, LIMIT_MODES, MODEL_STAGES, NAIVE_STAGES
 
 DEEPLENS_MAX_OVERHEAD = 0.25  # DeepLens adds at most 25% to the glance at paper size
 GLANCE_MAX_FLOP_RATIO = 1.5  # the paper-size CPU glance within 1.5x of its FLOP bound
@@ -594,7 +594,7 @@ def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
                 "",
             ]
             for model in run.get("models", []):
-                for mode in ("glance", "deeplens"):
+                for mode in LIMIT_MODES:
                     if mode in model.get("bounds", {}):
                         out += [f"**{_model_title(model)}, {MODE_TITLES[mode]}**", ""]
                         out += _bounds_table(model, mode)
@@ -670,7 +670,8 @@ DEFINITIONS = [
     "- **FLOPs** are counted by `torch.utils.flop_counter.FlopCounterMode` on one extra run per mode (matrix "
     "products, convolutions and attention, 2 FLOPs per multiply-add), so they are what actually ran (e.g. "
     "23 of the 24 CLIP layers: the glance and DeepLens read none after layer 23).",
-    "- **Where the time goes**: on the CPU, one extra caption per mode under `torch.profiler`; each aten op's "
+    "- **Where the time goes**: on the CPU, one extra caption of the glance and of glance + DeepLens under "
+    "`torch.profiler`; each aten op's "
     "own time (not its callees') is summed by class: matmul (matrix products, convolutions), attention (fused "
     "attention kernels), other ops (elementwise, norms, softmax, copies, top-k, indexing); outside ops = the "
     "stage's time in no op (Python, dispatch, and the profiler's own cost per op, so it overstates them). "

@@ -6,8 +6,9 @@ caption decoded token by token, without the initial caption as a draft; ``zoom``
 ``naive``, see :mod:`~sharpeye_ros.benchmark.naive`): per-stage seconds and the
 whole call's over ``repeats`` images after ``warmup`` ones, the mode's peak memory
 (CPU resident set; on CUDA also torch's allocated and reserved peaks), one untimed
-extra run that counts each stage's FLOPs and, on the CPU, one that profiles where each
-stage's time goes (matmul, attention, other ops, outside ops). Every mode generates the same
+extra run that counts each stage's FLOPs and, on the CPU for the glance and
+glance + DeepLens, one that profiles where each stage's time goes (matmul, attention,
+other ops, outside ops). Every mode generates the same
 ``tokens`` per caption (stop rules off), so paths and modes compare like for like.
 """
 
@@ -24,7 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from sharpeye_ros.benchmark.bounds import Geometry
+from sharpeye_ros.benchmark.bounds import LIMIT_MODES, Geometry
 from sharpeye_ros.benchmark.measure import (
     CountingTimer,
     ProfilingTimer,
@@ -166,7 +167,8 @@ def measure_mode(
     model: SharpEyes, mode: str, images: Sequence[np.ndarray], warmup: int, matmul_size: int = 0
 ) -> dict:
     """Warm-up, timed runs and one FLOP-counting run of ``mode``, with its peak memory;
-    on the CPU also one profiled run that splits each stage's time by op class.
+    on the CPU, for the modes set against the limits, also one profiled run that splits
+    each stage's time by op class.
 
     ``matmul_size`` > 0: also the matmul throughput just before and just after each timed
     caption (the better of the two), as ``per_caption``: a shared machine's speed drifts
@@ -212,7 +214,7 @@ def measure_mode(
     out["flops"] = counting.flops
     out["op_flops"] = counting.class_flops
     out["lm_passes"] = counting.calls
-    if device.type == "cpu":
+    if device.type == "cpu" and mode in LIMIT_MODES:  # the modes the docs set against the limits
         profiling = ProfilingTimer(device)
         _run(model, mode, images[-1], profiling)
         out["op_seconds"] = profiling.ops

@@ -108,9 +108,12 @@ def test_the_glance_samples_the_machine_around_each_caption(tiny_measurement):
     assert all("per_caption" not in m for name, m in modes.items() if name != "glance")
 
 
-def test_each_mode_is_profiled_by_op_class_on_the_cpu(tiny_measurement):
+def test_the_limit_modes_are_profiled_by_op_class_on_the_cpu(tiny_measurement):
     for name, mode in tiny_measurement["modes"].items():
-        assert set(mode["op_seconds"]) == set(mode["stages"]), name
+        if name in ("glance", "deeplens"):  # the modes the docs set against the limits
+            assert set(mode["op_seconds"]) == set(mode["stages"]), name
+        else:
+            assert "op_seconds" not in mode, name  # no profile that nothing shows
         assert set(mode["op_flops"]) == set(mode["flops"]), name
         for stage, flops in mode["op_flops"].items():
             assert sum(flops.values()) == mode["flops"][stage], (name, stage)
