@@ -169,7 +169,9 @@ def test_the_limit_section_shows_where_each_stage_s_time_goes():
     table = report._ops_table(mode, peak_flops_per_s=2.5e11)
     assert table[0].startswith("| stage | profiled | matmul")
     row = table[2]
-    assert row.startswith("| vision | 1.60 s | 1.00 s | 250 (100%) | 200.0 ms | 100 (40%) | 300.0 ms | 100.0 ms |")
+    assert row.startswith(
+        "| vision | 1.60 s | 1.00 s | 250 (100%) | 200.0 ms | 100 (40%) | 300.0 ms | 100.0 ms |"
+    )
     assert report._ops_table({}, 2.5e11) == []  # a GPU run has no profile
 
 

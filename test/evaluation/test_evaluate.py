@@ -46,10 +46,12 @@ def test_command_writes_report_json_and_figure(model_dir, tmp_path):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["--data", "world:test:3:1", "--notes", "trained --notes twice"], "--data world:test:3:1 --notes NOTES"),
+        (["--data", "world:test:3:1", "--notes", "trained --notes twice"],
+         "--data world:test:3:1 --notes NOTES"),
         (["--notes=a b", "--examples", "2"], "--notes=NOTES --examples 2"),
         (["--note", "x", "--threads", "2"], "--note NOTES --threads 2"),
-        (["--title", "world:test notes", "--no-caption-metrics"], "--title world:test notes --no-caption-metrics"),
+        (["--title", "world:test notes", "--no-caption-metrics"],
+         "--title world:test notes --no-caption-metrics"),
     ],
 )
 def test_the_recorded_command_shows_notes_as_a_placeholder(argv, expected):
