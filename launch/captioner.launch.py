@@ -6,20 +6,34 @@
 
 The node reads ``params_file`` (default: the installed config/captioner.yaml); the
 arguments model_path, device, max_rate and image_transport override it only when given
-(empty = keep the file's value). ``image`` is remapped to ``image_topic`` and
-``image/compressed`` to ``image_topic``/compressed, the image_transport convention.
+(empty = keep the file's value). ``image`` is remapped to ``image_topic``; with
+image_transport:=compressed the node subscribes ``image_topic``/compressed, the
+image_transport convention. ``log_level`` applies to the captioner's logger only.
+``fastdds_profile``: a Fast DDS XML profiles file for the node (e.g. the shipped
+config/fastdds_large_shm.xml; give the camera driver the same one), unless
+FASTRTPS_DEFAULT_PROFILES_FILE or FASTDDS_DEFAULT_PROFILES_FILE is already set.
+When the captioner exits by itself (a bad model_path, no CUDA), the launch ends, non-zero
+on a failure.
 """
 
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
+import os
 
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from sharpeye_ros.ros.captioner_parameters import IMAGE_TRANSPORTS
+from sharpeye_ros.ros.launch_support import (log_level_arguments, logger_name, normalize_namespace,
+                                             on_node_exit, parse_bool, profile_environment)
+
+NODE = "captioner"
 # name -> (default, description); an empty default means "as in params_file".
 ARGUMENTS = {
     "image_topic": ("/camera/image_raw", "sensor_msgs/Image topic to caption (its /compressed "
-                    "sibling with image_transport:=compressed)"),
+                    "sibling with image_transport:=compressed); relative names go under namespace"),
     "image_transport": ("", "raw or compressed; empty: as in params_file"),
     "model_path": ("", "checkpoint directory; empty: as in params_file (there empty means the "
                    "shipped demo model)"),
@@ -27,10 +41,11 @@ ARGUMENTS = {
     "max_rate": ("", "maximum captions per second, on message time; empty: as in params_file"),
     "use_sim_time": ("false", "use /clock (for rosbag playback with --clock)"),
     "namespace": ("", "namespace of the captioner node and its topics"),
-    "log_level": ("info", "debug, info, warn, error or fatal"),
+    "log_level": ("info", "log level of the captioner's own logger"),
+    "fastdds_profile": ("", "Fast DDS profiles file for the node; empty, or when "
+                        "FASTRTPS_DEFAULT_PROFILES_FILE is set: the environment's"),
 }
 CHOICES = {
-    "image_transport": ["", "raw", "compressed"],
     "use_sim_time": ["true", "false", "True", "False"],
     "log_level": ["debug", "info", "warn", "error", "fatal"],
 }
@@ -39,7 +54,10 @@ CHOICES = {
 def _captioner(context, *args, **kwargs):
     """Build the Node once the arguments are known, passing only the overrides that were given."""
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    overrides = {"use_sim_time": value["use_sim_time"].lower() == "true"}
+    overrides = {"use_sim_time": parse_bool("use_sim_time", value["use_sim_time"])}
+    if value["image_transport"] and value["image_transport"] not in IMAGE_TRANSPORTS:
+        raise ValueError(f"launch argument image_transport must be {' or '.join(IMAGE_TRANSPORTS)} "
+                         f"(or empty: as in params_file), got {value['image_transport']!r}")
     for name in ("image_transport", "model_path", "device"):
         if value[name]:
             overrides[name] = value[name]
@@ -52,17 +70,22 @@ def _captioner(context, *args, **kwargs):
     topic = value["image_topic"].rstrip("/")
     if not topic:
         raise ValueError("launch argument image_topic must not be empty")
-    return [Node(
+    namespace = normalize_namespace(value["namespace"])
+    node = Node(
         package="sharpeye_ros",
         executable="captioner",
-        name="captioner",
-        namespace=value["namespace"],
+        name=NODE,
+        namespace=namespace,
         output="screen",
         emulate_tty=True,
         parameters=[LaunchConfiguration("params_file").perform(context), overrides],
+        # The node subscribes <resolved image>/compressed for compressed input; the second
+        # remap keeps older nodes, which subscribed image/compressed, on the same topic.
         remappings=[("image", topic), ("image/compressed", topic + "/compressed")],
-        ros_arguments=["--log-level", value["log_level"]],
-    )]
+        ros_arguments=log_level_arguments(value["log_level"], [logger_name(namespace, NODE)]),
+        additional_env=profile_environment(os.environ, value["fastdds_profile"]),
+    )
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_node_exit))]
 
 
 def generate_launch_description():
@@ -72,6 +95,7 @@ def generate_launch_description():
                 for name, (default, text) in ARGUMENTS.items()]
     declared.append(DeclareLaunchArgument(
         "params_file",
-        default_value=PathJoinSubstitution([FindPackageShare("sharpeye_ros"), "config", "captioner.yaml"]),
+        # A plain path, so that `--show-args` prints it as one.
+        default_value=os.path.join(get_package_share_directory("sharpeye_ros"), "config", "captioner.yaml"),
         description="parameters file of the captioner node"))
     return LaunchDescription(declared + [OpaqueFunction(function=_captioner)])

@@ -35,7 +35,9 @@ from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.logging import LoggingSeverity
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
@@ -45,7 +47,7 @@ from sharpeye_ros.ros.caption_messages import (annotated_image_msg, caption_mark
                                                select_regions)
 from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSettings, ParamSpec, validate
 from sharpeye_ros.ros.diagnostics import CONVERSION, INFERENCE, PUBLISH, CaptionerHealth, LogThrottle
-from sharpeye_ros.ros.frame_gate import NS_PER_S, FrameGate, GatedFrame
+from sharpeye_ros.ros.frame_gate import NS_PER_S, FrameGate, GatedFrame, offer_outcome
 from sharpeye_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from sharpeye_ros.ros.spin import spin_until_shutdown
 
@@ -144,13 +146,21 @@ class CaptionerNode(Node):
                        else ReliabilityPolicy.BEST_EFFORT)
         sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability,
                                 durability=DurabilityPolicy.VOLATILE)
-        if s.image_transport == "compressed":
-            self._convert = compressed_msg_to_rgb
-            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image,
-                                                 sensor_qos)
-        else:
-            self._convert = image_msg_to_rgb
-            self._sub = self.create_subscription(Image, "image", self._on_image, sensor_qos)
+        # The standard QoS override parameters, as image_proc has them:
+        # qos_overrides.<topic>.subscription.{reliability,depth,history,durability}
+        # (fixed at start-up). They win over the `reliability` parameter, now an alias.
+        overrides = QoSOverridingOptions.with_default_policies()
+        try:
+            if s.image_transport == "compressed":
+                self._convert = compressed_msg_to_rgb
+                self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image,
+                                                     sensor_qos, qos_overriding_options=overrides)
+            else:
+                self._convert = image_msg_to_rgb
+                self._sub = self.create_subscription(Image, "image", self._on_image, sensor_qos,
+                                                     qos_overriding_options=overrides)
+        except (InvalidQosOverridesError, ParameterException, ValueError) as err:
+            raise StartupError(f"QoS override of the image subscription rejected: {err}") from None
         # Reliable publishers match both reliable (RViz's default) and best-effort subscribers.
         self._caption_pub = self.create_publisher(Caption, "caption", 10)
         self._image_pub = self.create_publisher(Image, "caption_image", 1)
@@ -166,7 +176,7 @@ class CaptionerNode(Node):
         self._worker = threading.Thread(target=self._run_worker, name="captioner-worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"captioning '{self._sub.topic_name}' ({s.image_transport}, {s.reliability}) at up to "
+            f"captioning '{self._sub.topic_name}' ({s.image_transport}, {self.image_qos}) at up to "
             f"{s.max_rate:g} Hz with {self._model_id} on {self._device} ({self._dtype})")
 
     # ---- start-up ------------------------------------------------------------------
@@ -226,6 +236,15 @@ class CaptionerNode(Node):
         """The parameters' current values."""
         return self._settings
 
+    @property
+    def image_qos(self) -> str:
+        """The image subscription's QoS in words, overrides applied (e.g. 'best_effort, depth 1')."""
+        qos = self._sub.qos_profile
+        return f"{qos.reliability.name.lower()}, depth {qos.depth}"
+
+    def _debug(self) -> bool:
+        return self.get_logger().is_enabled_for(LoggingSeverity.DEBUG)
+
     # ---- input ---------------------------------------------------------------------
     def _on_image(self, msg: Any) -> None:
         # O(1): no decoding here, the worker converts the frame it actually captions.
@@ -236,7 +255,13 @@ class CaptionerNode(Node):
             if not self._zero_stamp_warned:
                 self._zero_stamp_warned = True
                 self.get_logger().warning("frames have header.stamp = 0: throttling on arrival time")
-        self._gate.offer(msg, stamp)
+        if not self._debug():
+            self._gate.offer(msg, stamp)
+            return
+        before = self._gate.counters()  # only the executor thread offers: the difference is this frame's
+        accepted = self._gate.offer(msg, stamp)
+        outcome = offer_outcome(before, self._gate.counters(), accepted)
+        self.get_logger().debug(f"frame {stamp / NS_PER_S:.3f}: {outcome}")
 
     # ---- worker --------------------------------------------------------------------
     def _run_worker(self) -> None:
@@ -259,6 +284,7 @@ class CaptionerNode(Node):
             rgb = self._convert(msg, max_pixels=s.max_image_pixels)
         except ImageConversionError as err:
             self._error(CONVERSION, f"frame dropped: {err}")
+            self.get_logger().debug(f"frame {item.stamp_ns / NS_PER_S:.3f} dropped: conversion failed: {err}")
             return
         model_start = time.perf_counter()
         try:
@@ -284,6 +310,13 @@ class CaptionerNode(Node):
         if self._marker_pub.get_subscription_count() > 0:
             lifetime = max(2.0, 3.0 / s.max_rate)
             self._marker_pub.publish(caption_markers_msg(result.caption, msg.header, lifetime))
+        if self._debug():
+            stages = ", ".join(f"{name} {seconds * 1e3:.1f} ms" for name, seconds in result.timings.items())
+            self.get_logger().debug(
+                f"frame {item.stamp_ns / NS_PER_S:.3f} captioned: conversion {(model_start - start) * 1e3:.1f} ms, "
+                f"model {model_seconds * 1e3:.1f} ms ({stages}), publishing "
+                f"{(time.perf_counter() - start - model_seconds - (model_start - start)) * 1e3:.1f} ms, "
+                f"latency {latency:.3f} s")
 
     def _error(self, kind: str, text: str) -> None:
         now = time.monotonic()

@@ -145,4 +145,26 @@ class FrameGate(Generic[T]):
             return GateCounters(**self._counts)
 
 
-__all__ = ["FrameGate", "GateCounters", "GatedFrame", "NS_PER_S", "DEFAULT_RESET_SECONDS"]
+
+# Why the gate dropped a frame, by the counter that grew (for the node's debug log).
+_DROPS = {
+    "out_of_order": "stamped before a frame already seen",
+    "throttled": "throttled: less than 1/max_rate after the last captioned frame, on message time",
+}
+
+
+def offer_outcome(before: GateCounters, after: GateCounters, accepted: bool) -> str:
+    """What became of the one frame offered between two counter snapshots (``accepted``:
+    what :meth:`FrameGate.offer` returned), in words."""
+    notes = ["stamps jumped back: a new timeline"] if after.time_resets > before.time_resets else []
+    if accepted:
+        outcome = "waits for the worker"
+        if after.superseded > before.superseded:
+            outcome += " (the frame that waited there is dropped: superseded)"
+    else:
+        reasons = [text for name, text in _DROPS.items() if getattr(after, name) > getattr(before, name)]
+        outcome = "dropped: " + (reasons[0] if reasons else "the node is shutting down")
+    return "; ".join(notes + [outcome])
+
+
+__all__ = ["FrameGate", "GateCounters", "GatedFrame", "NS_PER_S", "DEFAULT_RESET_SECONDS", "offer_outcome"]

@@ -1,7 +1,18 @@
 """``record_bag``: write a rosbag2 of synthetic-world scenes, without ROS.
 
-Uses the pure-Python ``rosbags`` library (rosbag2 format version 9, as ROS 2 Jazzy
-writes it; Humble reads it too), so no rclpy or ``ros2 bag`` is needed. The bag holds
+Uses the pure-Python ``rosbags`` library, so no rclpy or ``ros2 bag`` is needed. The
+rosbag2 metadata follows ``distro``:
+
+- ``humble`` (the default; Humble and Jazzy both play it): metadata version 8, each topic's
+  offered QoS profiles as one YAML string with the policies as integers. Humble's
+  rosbag2 reads ``offered_qos_profiles`` as a string (rosbag2_storage metadata_io.cpp) and
+  each policy with ``as<int>()`` and no try/catch (rosbag2_transport qos.cpp); Jazzy's
+  detects integers and reads them too (rosbag2_storage qos.cpp).
+- ``jazzy``: version 9, as Jazzy writes it: the profiles as a YAML list with the policies
+  as strings ("reliable"). Humble cannot read it: the list is not a string (metadata.yaml),
+  and "reliable" is not an integer (an MCAP channel's metadata).
+
+The bag holds
 ``scenes x frames_per_scene`` frames at ``rate`` Hz, stamped (header and bag time alike)
 from ``start_time``:
 
@@ -22,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
@@ -33,6 +44,16 @@ from sharpeye_ros.ros.image_conversion import ImageConversionError, encode_raw, 
 from sharpeye_ros.ros.scene_feed import SceneFeed, ground_truth_json
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+
+
+class Distro(NamedTuple):
+    """The rosbag2 metadata version a distribution's ``ros2 bag play`` reads, and its messages."""
+
+    metadata_version: int
+    typestore: Stores
+
+
+DISTROS = {"humble": Distro(8, Stores.ROS2_HUMBLE), "jazzy": Distro(9, Stores.ROS2_JAZZY)}
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 STRING_TYPE = "std_msgs/msg/String"
@@ -44,8 +65,9 @@ def _qos(reliability: QosReliability, durability: QosDurability, depth: int) -> 
                QosLiveliness.AUTOMATIC, zero, False)
 
 
-# What a live synthetic_camera offers, so `ros2 bag play` replays with the same QoS.
-SENSOR_QOS = _qos(QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 5)
+# What a live synthetic_camera offers (reliable, as REP 2003 asks of drivers), so that
+# `ros2 bag play` replays with the same QoS.
+SENSOR_QOS = _qos(QosReliability.RELIABLE, QosDurability.VOLATILE, 5)
 LATCHED_QOS = _qos(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1)
 
 
@@ -68,6 +90,7 @@ class RecordConfig:
     topic: str = "/camera/image_raw"
     truth_topic: str = "/ground_truth"
     storage: str = "sqlite3"
+    distro: str = "humble"
     start_time: Optional[float] = None
 
     def validate(self) -> None:
@@ -80,6 +103,8 @@ class RecordConfig:
             raise ValueError(f"rate must be > 0 Hz, got {self.rate}")
         if self.storage not in STORAGES:
             raise ValueError(f"storage must be one of {sorted(STORAGES)}, got {self.storage!r}")
+        if self.distro not in DISTROS:
+            raise ValueError(f"distro must be one of {sorted(DISTROS)}, got {self.distro!r}")
         if not 0 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 0..100, got {self.jpeg_quality}")
         if self.start_time is not None and self.start_time < 0:
@@ -124,7 +149,8 @@ def record_bag(path: str | Path, config: RecordConfig, overwrite: bool = False) 
     except ImageConversionError as err:
         raise ValueError(f"encoding {config.encoding!r} rejected: {err}") from None
 
-    store = get_typestore(Stores.ROS2_JAZZY)
+    distro = DISTROS[config.distro]
+    store = get_typestore(distro.typestore)
     Image, CompressedImage = store.types[IMAGE_TYPE], store.types[COMPRESSED_TYPE]
     Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
     String = store.types[STRING_TYPE]
@@ -132,7 +158,7 @@ def record_bag(path: str | Path, config: RecordConfig, overwrite: bool = False) 
     summary = BagSummary(path, 0, config.scenes, start_ns, start_ns)
     counts = summary.message_counts
 
-    with Writer(path, version=9, storage_plugin=STORAGES[config.storage]) as writer:
+    with Writer(path, version=distro.metadata_version, storage_plugin=STORAGES[config.storage]) as writer:
         image_conn = writer.add_connection(config.topic, IMAGE_TYPE, typestore=store,
                                            offered_qos_profiles=[SENSOR_QOS])
         compressed_conn = (writer.add_connection(config.topic + "/compressed", COMPRESSED_TYPE,
@@ -209,6 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", default=d.topic, help="image topic (default %(default)s)")
     p.add_argument("--truth-topic", default=d.truth_topic, help="ground-truth topic (default %(default)s)")
     p.add_argument("--storage", choices=sorted(STORAGES), default=d.storage)
+    p.add_argument("--distro", choices=sorted(DISTROS), default=d.distro,
+                   help="whose `ros2 bag play` must read it: humble (metadata version 8, played by "
+                        "Humble and Jazzy) or jazzy (version 9, Jazzy only); default %(default)s")
     p.add_argument("--start-time", type=float, default=None,
                    help="first stamp in seconds since the epoch (default: now)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag at OUTPUT")
@@ -227,7 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seconds = (summary.end_ns - summary.start_ns) / 1e9
     topics = ", ".join(f"{t} ({n})" for t, n in summary.message_counts.items())
     print(f"wrote {summary.frames} frames of {summary.scenes} scenes ({seconds:.1f} s) to "
-          f"{summary.path} [{args.storage}]: {topics}")
+          f"{summary.path} [{args.storage}, for {args.distro}]: {topics}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """``synthetic_camera``: a camera node that shows scenes of the synthetic world.
 
 Publishes ``image`` (sensor_msgs/Image, any raw encoding the conversion module encodes)
-and, when ``publish_compressed`` is true, ``image/compressed`` (JPEG), both with
-sensor-data QoS, at ``rate`` Hz of the node's clock (so it follows ``/clock`` under
+and, when ``publish_compressed`` is true, ``image/compressed`` (JPEG), both reliable with
+depth 5 (REP 2003), at ``rate`` Hz of the node's clock (so it follows ``/clock`` under
 ``use_sim_time``). Stamps are the clock's "now"; the scene changes every ``scene_period``
 seconds. The current scene's ground truth goes to ``ground_truth`` (std_msgs/String JSON,
 see :mod:`sharpeye_ros.ros.scene_feed`), latched with transient-local QoS.
@@ -23,7 +23,7 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
@@ -50,6 +50,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 _FLOATS = ("rate", "scene_period")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Images are published reliable, as REP 2003 asks of sensor drivers: a reliable publisher
+# matches best-effort subscribers (the captioner) and reliable ones (RViz's default) alike.
+IMAGE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
 
 class SyntheticCamera(Node):
@@ -83,9 +86,8 @@ class SyntheticCamera(Node):
         except ImageConversionError as err:
             raise ValueError(f"parameter 'encoding' = {p['encoding']!r} rejected: {err}") from None
 
-        self._image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
-        self._compressed_pub = (self.create_publisher(CompressedImage, "image/compressed",
-                                                      qos_profile_sensor_data)
+        self._image_pub = self.create_publisher(Image, "image", IMAGE_QOS)
+        self._compressed_pub = (self.create_publisher(CompressedImage, "image/compressed", IMAGE_QOS)
                                 if self._compressed is not None else None)
         self._truth_pub = self.create_publisher(String, "ground_truth", LATCHED)
         self._start_ns: Optional[int] = None

@@ -17,17 +17,24 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# Names the launch files import from sharpeye_ros.ros.launch_support for files in share/.
+SHIPPED_NAMES = {"SHIPPED_PROFILE": "fastdds_large_shm.xml"}
 LAUNCH = {"captioner": REPO / "launch" / "captioner.launch.py", "demo": REPO / "launch" / "demo.launch.py"}
 DOCUMENTED = {
     "captioner": {"image_topic", "params_file", "model_path", "device", "max_rate", "use_sim_time",
-                  "namespace", "image_transport"},
-    "demo": {"rviz", "image_transport", "model_path", "device", "max_rate"},
+                  "namespace", "image_transport", "log_level", "fastdds_profile"},
+    # The demo declares every captioner argument itself too: each one applies to the camera
+    # (and RViz) as well, or is only passed on.
+    "demo": {"rviz", "image_transport", "model_path", "device", "max_rate", "image_topic", "namespace",
+             "use_sim_time", "log_level", "params_file", "fastdds_profile"},
 }
 # Public names of launch / launch_ros that exist in Humble and Jazzy alike.
 KNOWN_API = {
     "launch": {"LaunchDescription", "LaunchContext"},
     "launch.actions": {"DeclareLaunchArgument", "IncludeLaunchDescription", "OpaqueFunction", "GroupAction",
-                       "LogInfo", "SetEnvironmentVariable", "ExecuteProcess", "TimerAction"},
+                       "LogInfo", "SetEnvironmentVariable", "ExecuteProcess", "TimerAction",
+                       "RegisterEventHandler", "Shutdown"},
+    "launch.event_handlers": {"OnProcessExit"},
     "launch.conditions": {"IfCondition", "UnlessCondition"},
     "launch.launch_description_sources": {"PythonLaunchDescriptionSource"},
     "launch.substitutions": {"LaunchConfiguration", "PathJoinSubstitution", "TextSubstitution",
@@ -47,8 +54,20 @@ def _module_dict(tree: ast.Module, name: str) -> dict[str, Any]:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
             node, ast.AnnAssign) else []
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            return ast.literal_eval(node.value)
+            return _literal(node.value)
     return {}
+
+
+def _literal(node: ast.AST) -> Any:
+    """ast.literal_eval, with computed parts (os.path.join(...)) as their source text."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        if isinstance(node, ast.Dict):
+            return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+        if isinstance(node, ast.Tuple):
+            return tuple(_literal(e) for e in node.elts)
+        return ast.unparse(node)
 
 
 def _calls(tree: ast.AST, func: str) -> list[ast.Call]:
@@ -131,13 +150,23 @@ def test_launch_file_starts_installed_executables(name: str) -> None:
 
 
 def _share_paths(tree: ast.Module) -> list[Path]:
-    """Files named as PathJoinSubstitution([<package share>, "dir", "file"]) in the package share."""
+    """Files named as os.path.join(SHARE or get_package_share_directory(...), "dir", "file")
+    in the package share (a literal or a module-level constant as the file)."""
+    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                 for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+    constants.update(SHIPPED_NAMES)
     paths = []
-    for call in _calls(tree, "PathJoinSubstitution"):
-        parts = call.args[0].elts if call.args and isinstance(call.args[0], ast.List) else []
-        literal = [p.value for p in parts if isinstance(p, ast.Constant)]
-        if literal and len(literal) == len(parts) - 1:
-            paths.append(Path(*literal))
+    for call in ast.walk(tree):
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "join"):
+            continue
+        head, *rest = call.args
+        if not (isinstance(head, ast.Name) and head.id == "SHARE" or isinstance(head, ast.Call)
+                and getattr(head.func, "id", "") == "get_package_share_directory"):
+            continue
+        parts = [a.value if isinstance(a, ast.Constant) else constants.get(getattr(a, "id", ""))
+                 for a in rest]
+        if parts and all(isinstance(p, str) for p in parts):
+            paths.append(Path(*parts))
     return paths
 
 
@@ -146,10 +175,10 @@ def test_launch_files_reference_files_that_are_installed() -> None:
     assert re.search(r"install\(DIRECTORY launch config DESTINATION share/\$\{PROJECT_NAME\}\)", cmake)
     referenced = {p for name in LAUNCH for p in _share_paths(_tree(name))}
     assert {Path("config/captioner.yaml"), Path("config/sharpeye.rviz"),
-            Path("launch/captioner.launch.py")} <= referenced
+            Path("launch/captioner.launch.py"), Path("config/fastdds_large_shm.xml")} <= referenced
     for path in referenced:
         assert (REPO / path).is_file(), f"{path} is referenced by a launch file but missing"
-    assert all("FindPackageShare(\"sharpeye_ros\")" in LAUNCH[n].read_text() for n in LAUNCH)
+    assert all('get_package_share_directory("sharpeye_ros")' in LAUNCH[n].read_text() for n in LAUNCH)
 
 
 def test_launch_parameters_exist_on_the_nodes() -> None:

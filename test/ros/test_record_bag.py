@@ -174,3 +174,102 @@ def test_recorder_never_imports_rclpy(tmp_path: Path) -> None:
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+# ---- which distributions' `ros2 bag play` read the metadata (item: --distro) -------------
+# Pure-Python mirrors of the readers, from ros2/rosbag2's sources:
+# - humble (d256a5b): rosbag2_storage/src/rosbag2_storage/metadata_io.cpp reads
+#   offered_qos_profiles `as<std::string>()` (version >= 4); rosbag2_transport/src/
+#   rosbag2_transport/qos.cpp decodes each policy `as<int>()`, the durations as
+#   {sec, nsec}, with no try/catch. The MCAP plugin hands the channel's metadata string
+#   to the same decoder.
+# - jazzy (64717ee): rosbag2_storage/include/rosbag2_storage/yaml.hpp reads a YAML list
+#   (version >= 9) or a string (4..8); rosbag2_storage/src/rosbag2_storage/qos.cpp takes an
+#   integer history as the old format and names ("reliable") otherwise.
+POLICIES = ("history", "reliability", "durability", "liveliness")
+DURATIONS = ("deadline", "lifespan", "liveliness_lease_duration")
+
+
+def _humble_qos(text: object) -> list[dict]:
+    import yaml
+
+    if not isinstance(text, str):
+        raise TypeError(f"offered_qos_profiles is a {type(text).__name__}, Humble reads a string")
+    profiles = yaml.safe_load(text)
+    for profile in profiles:
+        for name in POLICIES + ("depth",):
+            if type(profile[name]) is not int:
+                raise TypeError(f"{name}: {profile[name]!r} is not an integer (as<int>() throws)")
+        for name in DURATIONS:
+            assert {type(profile[name]["sec"]), type(profile[name]["nsec"])} == {int}
+        assert type(profile["avoid_ros_namespace_conventions"]) is bool
+    return profiles
+
+
+def _jazzy_qos(value: object, version: int) -> list[dict]:
+    import yaml
+
+    profiles = value if version >= 9 else yaml.safe_load(value)  # type: ignore[arg-type]
+    assert isinstance(profiles, list)
+    integers = type(profiles[0]["history"]) is int
+    for profile in profiles:
+        for name in POLICIES:
+            assert type(profile[name]) is (int if integers else str), (name, profile[name])
+    return profiles
+
+
+def _reliable(profile: dict) -> bool:
+    return profile["reliability"] in (1, "reliable")  # RMW_QOS_POLICY_RELIABILITY_RELIABLE
+
+
+def _metadata_qos(path: Path) -> tuple[int, dict[str, object]]:
+    import yaml
+
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    return info["version"], {t["topic_metadata"]["name"]: t["topic_metadata"]["offered_qos_profiles"]
+                             for t in info["topics_with_message_count"]}
+
+
+def _mcap_qos(path: Path) -> dict[str, str]:
+    from mcap.reader import make_reader
+
+    (mcap_file,) = path.glob("*.mcap")
+    with mcap_file.open("rb") as stream:
+        summary = make_reader(stream).get_summary()
+    return {c.topic: c.metadata["offered_qos_profiles"] for c in summary.channels.values()}
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+@pytest.mark.parametrize("distro", ["humble", "jazzy"])
+def test_distro_choice_writes_metadata_that_distro_plays(tmp_path: Path, distro: str, storage: str) -> None:
+    small = {**SMALL, "scenes": 1, "frames_per_scene": 2}
+    record_bag(tmp_path / "bag", RecordConfig(storage=storage, compressed=True, distro=distro, **small))
+    with Reader(tmp_path / "bag") as reader:  # rosbags reads either back, messages intact
+        assert sum(1 for _ in reader.messages()) == 5
+    version, offered = _metadata_qos(tmp_path / "bag")
+    assert version == {"humble": 8, "jazzy": 9}[distro]
+    sources = [offered] + ([_mcap_qos(tmp_path / "bag")] if storage == "mcap" else [])
+    for qos in sources:
+        assert set(qos) == {"/camera/image_raw", "/camera/image_raw/compressed", "/ground_truth"}
+        for topic, value in qos.items():
+            profiles = _jazzy_qos(value, version if qos is offered else 8)  # Jazzy plays both
+            assert all(_reliable(p) for p in profiles), (topic, profiles)  # REP 2003: drivers offer reliable
+            if distro == "humble":
+                assert [p["reliability"] for p in _humble_qos(value)] == [1]
+            else:
+                with pytest.raises(TypeError):  # why Humble cannot play a Jazzy-format bag
+                    _humble_qos(value)
+
+
+def test_default_distro_is_the_one_both_play(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([str(tmp_path / "bag"), "--scenes", "1", "--frames-per-scene", "1", "--width", "96",
+                 "--height", "64", "--storage", "mcap"]) == 0
+    assert "for humble" in capsys.readouterr().out
+    version, offered = _metadata_qos(tmp_path / "bag")
+    assert version == 8
+    for value in list(offered.values()) + list(_mcap_qos(tmp_path / "bag").values()):
+        _humble_qos(value)
+        _jazzy_qos(value, 8)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "b"), "--distro", "iron"])
+    assert exit_info.value.code == 2 and "invalid choice: 'iron'" in capsys.readouterr().err
