@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence
 import cv2
 
 from sharpeye_ros.ros.image_conversion import ImageConversionError, image_msg_to_rgb
+from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES, SHIPPED_PROFILE, profile_environment
 from sharpeye_ros.ros.scene_feed import parse_ground_truth
 
 IMAGE_TOPIC = "/camera/image_raw"
@@ -36,10 +37,13 @@ IMAGE_GRACE = 3.0  # seconds to wait for the annotated image of the last caption
 LOG_TAIL_LINES = 15
 
 
-def ros_environment(env: dict[str, str], rng: Optional[random.Random] = None) -> dict[str, str]:
-    """``env`` plus a private DDS set-up: a random ROS_DOMAIN_ID (1..100) and localhost-only
-    discovery, each only where the user has not chosen one."""
+def ros_environment(env: dict[str, str], rng: Optional[random.Random] = None,
+                    profile: Optional[Path] = None) -> dict[str, str]:
+    """``env`` plus a private DDS set-up: a random ROS_DOMAIN_ID (1..100), localhost-only
+    discovery and the Fast DDS ``profile`` (with Fast DDS's defaults most 640x480 frames are
+    lost), each only where the user has not chosen one."""
     out = dict(env)
+    out.update(profile_environment(out, profile or ""))
     if not out.get("ROS_DOMAIN_ID"):
         out["ROS_DOMAIN_ID"] = str((rng or random.SystemRandom()).randint(1, 100))
     if not out.get("ROS_AUTOMATIC_DISCOVERY_RANGE") and not out.get("ROS_LOCALHOST_ONLY"):
@@ -97,15 +101,20 @@ def find_executable(name: str) -> Path:
                             "and source scripts/env.sh (or install/setup.bash)")
 
 
-def params_file() -> Optional[Path]:
-    """The installed config/captioner.yaml, or None when it cannot be found."""
+def share_config(name: str) -> Optional[Path]:
+    """The installed config/``name``, or None when it cannot be found."""
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        path = Path(get_package_share_directory("sharpeye_ros")) / "config" / "captioner.yaml"
+        path = Path(get_package_share_directory("sharpeye_ros")) / "config" / name
     except Exception:  # no ament index: the node's own defaults apply
         return None
     return path if path.is_file() else None
+
+
+def params_file() -> Optional[Path]:
+    """The installed config/captioner.yaml, or None when it cannot be found."""
+    return share_config("captioner.yaml")
 
 
 def _float_arg(value: float) -> str:
@@ -211,7 +220,8 @@ def save_png(msg: Any, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; the exit code of :func:`main`."""
-    os.environ.update(ros_environment(dict(os.environ)))  # our own node joins the same domain
+    # The children and our own node (it receives caption_image) share the domain and profile.
+    os.environ.update(ros_environment(dict(os.environ), profile=share_config(SHIPPED_PROFILE)))
     output = Path(args.output).expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
     for stale in output.glob("caption_*.png"):  # frames of an earlier run would mislead
@@ -247,7 +257,8 @@ def run(args: argparse.Namespace) -> int:
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
 
-    print(f"demo: ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, "
+    profile = next((os.environ[v] for v in PROFILE_VARIABLES if os.environ.get(v)), "Fast DDS defaults")
+    print(f"demo: ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, DDS profile: {profile}, "
           f"model: {args.model_path or 'the shipped demo model'}; logs and frames in {output}", flush=True)
     children: list[Child] = []
     saved: list[Path] = []
