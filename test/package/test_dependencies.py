@@ -186,6 +186,9 @@ def test_pip_only_modules_are_in_the_ros_requirements() -> None:
     assert not missing, f"requirements/ros.txt lacks {sorted(missing)}"
     # torch is installed by scripts/setup or by hand, for the machine (README).
     assert "torch" not in ros_requirements()
+    # scripts/setup runs no rosdep (it needs sudo): the pip keys are installed from the file too.
+    pip_keys = {DISTRIBUTION.get(m, m) for m, dep in ROSDEP.items() if (dep.key or "").endswith("-pip")}
+    assert pip_keys == {"rosbags", "transformers"} and pip_keys <= ros_requirements()
 
 
 def test_rviz_is_optional() -> None:
