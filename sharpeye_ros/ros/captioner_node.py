@@ -159,7 +159,7 @@ class CaptionerNode(Node):
                 self._convert = image_msg_to_rgb
                 self._sub = self.create_subscription(Image, "image", self._on_image, sensor_qos,
                                                      qos_overriding_options=overrides)
-        except (InvalidQosOverridesError, ParameterException, ValueError) as err:
+        except (InvalidQosOverridesError, ParameterException, ValueError, RuntimeError) as err:
             raise StartupError(f"QoS override of the image subscription rejected: {err}") from None
         # Reliable publishers match both reliable (RViz's default) and best-effort subscribers.
         self._caption_pub = self.create_publisher(Caption, "caption", 10)

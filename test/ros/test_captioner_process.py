@@ -8,6 +8,7 @@ tested while captions flow and SIGTERM in the middle of a long caption, not both
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -176,3 +177,54 @@ def test_bad_parameter_in_a_params_file_stops_with_one_message(tmp_path, tiny_mo
     assert "parameter 'max_rate'" in output and "write a decimal number" in output, output
     assert "Traceback" not in output, output
     assert len(output.strip().splitlines()) == 1, output
+
+
+def test_standard_qos_override_and_debug_logs(tmp_path: Path, rclpy_context: Any) -> None:
+    """`qos_overrides.<topic>.subscription.reliability` sets the image subscription's QoS, as in
+    image_proc; `--log-level captioner:=debug` shows why each frame was dropped and each
+    stage's time, and nothing from rcl or rmw."""
+    from rclpy.qos import ReliabilityPolicy
+
+    topic = "/qos_test/image"
+    process, log = start(tmp_path, "-r", f"image:={topic}", "-p", "max_rate:=0.5", "-p", "device:=cpu",
+                         "-p", f"qos_overrides.{topic}.subscription.reliability:=reliable",
+                         "--log-level", "captioner:=debug")
+    try:
+        with camera(rclpy_context, "qos_test") as (node, _):
+            from rclpy.qos import QoSProfile
+            from sensor_msgs.msg import Image
+
+            from sharpeye_ros.ros.image_conversion import fill_image_msg
+
+            # A reliable subscription only matches reliable publishers (a camera per REP 2003).
+            pub = node.create_publisher(Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+            image = fill_image_msg(Image(), np.full((120, 160, 3), 90, np.uint8))
+
+            def publish() -> None:
+                image.header.stamp = node.get_clock().now().to_msg()
+                pub.publish(image)
+
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and process.poll() is None and not (
+                    node.get_subscriptions_info_by_topic(topic) and "captioned:" in log.read_text()):
+                publish()
+                time.sleep(0.1)
+            (info,) = node.get_subscriptions_info_by_topic(topic)
+            assert info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    text = log.read_text()
+    assert f"captioning '{topic}' (raw, reliable, depth 1)" in text, text
+    assert re.search(r"\[DEBUG\] .*\[captioner\]: frame \d+\.\d{3}: dropped: throttled", text), text
+    assert re.search(r"\[DEBUG\] .*\[captioner\]: frame \d+\.\d{3} captioned: conversion [\d.]+ ms, "
+                     r"model [\d.]+ ms \(.*vision [\d.]+ ms", text), text
+    assert not re.search(r"\[DEBUG\] [^\n]*\[(rcl|rmw|rclpy)", text), "debug must be the node's own only"
+
+
+def test_a_bad_qos_override_is_one_clear_error(tmp_path: Path) -> None:
+    process, log = start(tmp_path, "-r", "image:=/q/image",
+                         "-p", "qos_overrides./q/image.subscription.reliability:=sometimes")
+    assert process.wait(90) == 1
+    text = log.read_text()
+    assert "QoS override of the image subscription rejected" in text and "Traceback" not in text, text

@@ -197,3 +197,15 @@ def test_executable_reports_bad_parameters(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "synthetic_camera: parameter 'encoding' = 'jpeg' rejected" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_images_are_published_reliable_as_rep_2003_asks(rclpy_context: Any) -> None:
+    from rclpy.qos import ReliabilityPolicy
+
+    node = _camera(rclpy_context, publish_compressed=True)
+    try:
+        for topic in ("/image", "/image/compressed"):
+            (info,) = node.get_publishers_info_by_topic(topic)
+            assert info.qos_profile.reliability == ReliabilityPolicy.RELIABLE, topic
+    finally:
+        node.destroy_node()
