@@ -154,7 +154,7 @@ sys.exit(synthetic_camera_node.main())
 @pytest.mark.slow
 def test_demo_transport_delivers_nearly_every_frame_to_an_idle_captioner(
         tmp_path: Path, start_process: Any, tiny_model_dir: Path, rclpy_context: Any) -> None:
-    """The demo's own environment and command lines (scripts/demo), 640x480 rgb8 at 5 Hz: the
+    """The demo's own environment and command lines (scripts/demo), 640x480 rgb8 at 2 Hz: the
     captioner's frames_received against what the camera published. With Fast DDS's defaults
     most of these frames are lost (7 of 40 at 2 Hz, NOTES); the shipped profile fixes that."""
     rclpy = pytest.importorskip("rclpy")
@@ -167,7 +167,8 @@ def test_demo_transport_delivers_nearly_every_frame_to_an_idle_captioner(
     user_env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
     env = ros_environment(user_env, profile=share_config(SHIPPED_PROFILE))
     assert env["FASTRTPS_DEFAULT_PROFILES_FILE"].endswith("config/fastdds_large_shm.xml")
-    args = NS(rate=5.0, scene_period=100.0, split="test", start_index=0, image_transport="raw",
+    # 2 Hz leaves the captioner's executor time to take each frame on a busy 2-core machine.
+    args = NS(rate=2.0, scene_period=100.0, split="test", start_index=0, image_transport="raw",
               model_path=str(tiny_model_dir), device="cpu", max_rate=0.1)  # idle: a caption per 10 s
     received: list[int] = []
     node = rclpy.create_node("delivery_probe", context=rclpy_context)
@@ -192,13 +193,13 @@ def test_demo_transport_delivers_nearly_every_frame_to_an_idle_captioner(
     assert received, f"no captioner diagnostics:\n{captioner.output()}"
     cmd = camera_command(args)
     camera = start_process([cmd[0], "-c", COUNTING_CAMERA, *cmd[2:]], "camera", env=env)
-    spin_for(15)  # about 75 frames
+    spin_for(20)  # about 40 frames
     assert camera.stop() == 0, camera.output()
     spin_for(3)  # the last frames and diagnostics arrive
     published = int(re.search(r"published (\d+) images", camera.output()).group(1))
     got = received[-1]
     executor.remove_node(node)
     node.destroy_node()
-    assert published >= 30, camera.output()
+    assert published >= 25, camera.output()
     assert got >= 0.95 * published, f"captioner received {got} of {published} frames"
     assert got <= published

@@ -48,6 +48,7 @@ ROSDEP: dict[str, Dep] = {
     "launch_ros": Dep("launch_ros", RUN),
     "rosgraph_msgs": Dep("rosgraph_msgs", TEST),
     "launch_pytest": Dep("launch_pytest", TEST),
+    "ros2launch": Dep("ros2launch", TEST),  # `ros2 launch` in test/launch/test_ros2_launch.py
     # rosdep/base.yaml and python.yaml
     "numpy": Dep("python3-numpy", RUN),
     "cv2": Dep("python3-opencv", RUN),
