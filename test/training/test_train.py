@@ -4,13 +4,14 @@ uninterrupted run, the command line writes a loadable model."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
-from sharpeye_ros.model import SharpEyes
+from sharpeye_ros.model import SharpEyes, SharpEyesConfig
 from sharpeye_ros.training.loop import StageLoss, Trainer
-from sharpeye_ros.training.recipes import StageConfig, TrainConfig
+from sharpeye_ros.training.recipes import StageConfig, TrainConfig, demo_vocabulary
 from sharpeye_ros.training.train import apply_overrides, main
 
 
@@ -158,3 +159,33 @@ def test_the_refine_stage_adds_its_zoom_losses_with_their_weights(smoke, tmp_pat
     assert torch.allclose(parts["loss"], expected)
     with pytest.raises(ValueError, match="need a refine stage with zoom"):
         StageConfig("refine", lr=1e-3, zoom=False, zoom_word_weight=1.0).validate()
+
+
+def test_a_paper_shaped_model_trains_a_step_with_every_auxiliary_loss(tmp_path):
+    # The paper preset's depths and layer choices (24 + 12 layers, DeepLens at 13/18/23,
+    # the regions' LM layers left to the default), only narrow; the world's words.
+    paper = SharpEyesConfig.paper()
+    vision = {**paper.vision.config, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+              "projection_dim": 32}
+    lm = {**paper.lm.config, "hidden_size": 32, "ffn_dim": 64, "num_attention_heads": 4, "word_embed_proj_dim": 32}
+    model = paper.override({"vision.config": vision, "lm.config": lm, "lm.vocab_words": demo_vocabulary(),
+                            "deeplens.hidden_size": 32, "deeplens.num_heads": 4})
+    assert model.regions.attention_layers is None and model.deeplens.layers == (13, 18, 23)
+    aux = dict(grounding_weight=0.5, patch_weight=0.5, word_weight=0.5)
+    cfg = TrainConfig(model=model.to_dict(), train_data=["world:train:2"], log_every=1, stages=[
+        StageConfig("vision", lr=1e-3, steps=1, batch_size=2, trainable=("vision",), patch_weight=1.0, augment=True,
+                    data=["world-dense:2"]),
+        StageConfig("caption", lr=1e-3, steps=1, batch_size=2, trainable=("vision", "connector", "lm"), **aux),
+        StageConfig("refine", lr=1e-3, steps=1, batch_size=2, trainable=("deeplens", "lm"), zoom=True,
+                    glance_weight=1.0, zoom_grounding_weight=0.5, zoom_word_weight=0.5, **aux),
+    ])
+    trainer = _trainer(cfg, tmp_path)
+    before = _snapshot(trainer.model)
+    assert trainer.run()
+    after = _snapshot(trainer.model)
+    logged = {record["stage"]: record for record in trainer.history}
+    assert {"patch"} <= set(logged["vision"])
+    assert {"caption", "grounding", "patch", "words"} <= set(logged["caption"])
+    assert {"refine", "zoom_grounding", "zoom_words", "caption", "grounding", "patch", "words"} <= set(logged["refine"])
+    assert all(math.isfinite(v) for record in logged.values() for k, v in record.items() if isinstance(v, float))
+    assert all(_changed(before, after, group) for group in ("vision", "connector", "lm", "deeplens"))
