@@ -1,9 +1,10 @@
 """The OPT language model: prompts with visual embeddings spliced in, decoding, loss.
 
 Decoding is our own small loop (greedy and beam search over a KV cache) rather than
-``generate``: it lets prefill and decode be timed apart, applies the stop rules the
-released LLaVA-OPT model needs (it never emits EOS), and captures, cheaply, each
-generated token's attention over the visual tokens (see :class:`AttentionProbe`).
+``generate`` (the same tokens, with the same beam settings): it lets prefill and decode be
+timed apart, applies optional early stop rules (end of the first sentence, a newline),
+and captures, cheaply, each generated token's attention over the visual tokens (see
+:class:`AttentionProbe`).
 """
 
 from __future__ import annotations

@@ -194,7 +194,10 @@ def test_a_paper_shaped_model_trains_a_step_with_every_auxiliary_loss(tmp_path):
 def test_the_paper_recipes_stage_two_is_the_papers(tmp_path):
     from sharpeye_ros.training.recipes import paper_recipe
 
-    refine = next(s for s in paper_recipe().stages if s.name == "refine")
+    stages = {s.name: s for s in paper_recipe().stages}
+    assert [(s.epochs, s.batch_size, s.lr) for s in (stages["connector"], stages["caption"])] == [
+        (2, 256, 1e-4), (12, 256, 2e-5)]  # the authors' pretraining and COCO scripts
+    refine = stages["refine"]
     assert (refine.epochs, refine.batch_size, refine.lr, refine.pseudo_per_caption) == (2, 256, 2e-5, 3)
     assert refine.max_changes == 3 and refine.misname_small == 0
     # Where it differs from the paper, on purpose (docs/model.md): DeepLens's rate and zoom.
