@@ -94,10 +94,13 @@ def train_bpe():
 class FakeLlava:
     """A LLaVA-OPT release in the authors' layout, scaled down (32 wide, 4 + 2 layers):
     config.json (the authors' fields, widths scaled), generation_config.json, tokenizer
-    files, and ``model.safetensors`` (no ``lm_head``) or ``pytorch_model.bin`` (with it)."""
+    files, and ``model.safetensors`` (no ``lm_head``) or ``pytorch_model.bin`` (with it).
+    ``taught``: a text the LM learns to write; ``parts``: another fake whose weights to
+    save again (in this fake's format)."""
 
     def __init__(self, root: Path, helpers, fmt: str = "safetensors", with_vision: bool = True,
-                 bin_shards: bool = False, taught: Optional[str] = None, name: str = "llava"):
+                 bin_shards: bool = False, taught: Optional[str] = None, name: str = "llava",
+                 parts: Optional["FakeLlava"] = None):
         from transformers import AutoTokenizer
 
         torch.manual_seed(0)
@@ -120,7 +123,10 @@ class FakeLlava:
         self.clip, self.projector, self.opt = release_modules(clip_config, self.config)
         torch.manual_seed(1)  # the tower directory holds other weights than the checkpoint
         CLIPVisionModel(clip_config).save_pretrained(self.clip_dir)
-        if taught is not None:
+        if parts is not None:
+            for mine, theirs in zip((self.clip, self.projector, self.opt), (parts.clip, parts.projector, parts.opt)):
+                mine.load_state_dict(theirs.state_dict())
+        elif taught is not None:
             self.teach(helpers.make_images(), taught)
         full = authors_state(self.clip, self.projector, self.opt, with_head=fmt == "bin")
         tower = "model.vision_tower.vision_tower."
@@ -160,16 +166,15 @@ class FakeLlava:
         feats = self.clip(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
         return self.projector(feats)
 
-    def teach(self, images, text: str, steps: int = 150) -> None:
-        """Fit projector and LM to write ``text``, then EOS unless ``text`` is longer than
-        77 tokens (so decoding ends at EOS, or runs to the limit)."""
+    def teach(self, images, text: str, steps: int = 80) -> None:
+        """Fit projector and LM to write ``text`` then EOS (so decoding ends at EOS and the
+        post-processing has something to cut)."""
         from sharpeye_ros.model.config import VisionConfig
         from sharpeye_ros.model.preprocess import ImageProcessor
 
         v = VisionConfig()
         pixels, _ = ImageProcessor(self.clip.config.image_size, v.pad_color, v.image_mean, v.image_std)(images)
-        target = self.tokenizer(text, add_special_tokens=False).input_ids
-        target = target[:90] if len(target) > 77 else target + [self.tokenizer.eos_token_id]
+        target = self.tokenizer(text, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
         ids = torch.tensor([target] * len(images))
         params = list(self.projector.parameters()) + list(self.opt.parameters())
         opt = torch.optim.Adam(params, lr=1e-2)
@@ -273,8 +278,9 @@ def taught(tmp_path_factory, helpers):
     """Both formats of a release whose LM writes :data:`TAUGHT`, converted by the command."""
     root = tmp_path_factory.mktemp("taught")
     out = {}
+    first = None
     for fmt in ("safetensors", "bin"):
-        fake = FakeLlava(root, helpers, fmt=fmt, taught=TAUGHT, name=fmt)
+        fake = first = FakeLlava(root, helpers, fmt=fmt, taught=TAUGHT, name=fmt, parts=first)
         assert main([str(fake.dir), str(root / f"{fmt}-converted")]) == 0
         out[fmt] = fake, root / f"{fmt}-converted"
     return out
@@ -323,7 +329,12 @@ def test_the_converted_model_captions_token_for_token_as_the_authors_pipeline(ta
 
 
 def test_without_eos_decoding_runs_to_77_tokens_as_the_authors(tmp_path, helpers, images):
-    fake = FakeLlava(tmp_path, helpers, taught=TAUGHT * 6)  # longer than 77 tokens, no EOS
+    fake = FakeLlava(tmp_path, helpers)  # random weights
+    state = load_file(str(fake.dir / "model.safetensors"))
+    embeddings = state["model.decoder.embed_tokens.weight"]
+    embeddings[2] = 0  # EOS's logit 0, mid-field among random ones: never among the best
+    save_file(state, str(fake.dir / "model.safetensors"))
+    fake.opt.get_input_embeddings().weight.data[2] = 0
     model = load_llava(fake.dir)
     pixels, _ = model.preprocess(images)
     reference = fake.reference_generate(pixels)
