@@ -87,7 +87,7 @@ def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: boo
             g.length_penalty,
             g.early_stopping,
         )
-    caption = lm.decode(ids, g.stop)[0]
+    caption = lm.decode(ids, g.stop, g.task)[0]
     with timer.stage("attention"):
         target = lm.build_prompt(cfg.lm.prompt, embeds, targets=[lm.caption_ids(caption)])
         maps = lm.target_attention(target, model.attention_layers)
@@ -126,4 +126,4 @@ def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: boo
             g.length_penalty,
             g.early_stopping,
         )
-    return lm.decode(ids, g.stop)[0]
+    return lm.decode(ids, g.stop, g.task)[0]

@@ -178,17 +178,24 @@ def load_checkpoint(
     cfg = read_config(directory)
     state = read_weights(directory / WEIGHTS_NAME)
     tokenizer = load_tokenizer(directory)
-    model = build_from_state(cfg, state, str(directory / WEIGHTS_NAME), tokenizer)
+    model = build_from_state(cfg, state, str(directory / WEIGHTS_NAME), tokenizer, dtype)
     model.model_id = str(directory)
-    return model.to(device=device, dtype=dtype)
+    return model.to(device=device)
 
 
 def build_from_state(
-    cfg: SharpEyesConfig, state: dict[str, torch.Tensor], source: str, tokenizer
+    cfg: SharpEyesConfig,
+    state: dict[str, torch.Tensor],
+    source: str,
+    tokenizer,
+    dtype: Optional[torch.dtype] = None,
 ) -> "SharpEyes":
     """A model of config ``cfg`` holding the weights ``state`` (checked first).
 
-    The model is built on the meta device, so no time goes into random initialisation.
+    Every floating-point weight gets one dtype: ``dtype``, or when None the widest of
+    ``state``'s (a release may keep its projector in fp32 and the rest in bf16; a model
+    of mixed dtypes fails in its first matmul). The model is built on the meta device,
+    so no time goes into random initialisation.
     """
     from sharpeye_ros.model.sharpeyes import SharpEyes
 
@@ -197,7 +204,10 @@ def build_from_state(
             model = SharpEyes.from_config(cfg, tokenizer=tokenizer)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{source}: cannot build the model its config describes ({e})") from e
-    check_state_dict(model, state, source, optional=tuple(model.tied_keys()))
+    tied = tuple(model.tied_keys())
+    check_state_dict(model, state, source, optional=tied)
+    state = _one_dtype(state, dtype)
+    _check_tied(state, tied, source)
     model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()
     if not _materialise_buffers(model):
@@ -205,7 +215,36 @@ def build_from_state(
         model = SharpEyes.from_config(cfg, tokenizer=tokenizer)
         model.load_state_dict(state, strict=False)
         model.tie_weights()
+        model.to(next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32))
     return model
+
+
+# The tied LM head and the weight it shares.
+_HEAD, _EMBEDDINGS = "lm.model.lm_head.weight", "lm.model.model.decoder.embed_tokens.weight"
+
+
+def _check_tied(state: dict[str, torch.Tensor], tied: tuple[str, ...], source: str) -> None:
+    """A stored head that the config ties to the input embeddings must equal them: the
+    tie would overwrite it."""
+    head, embeddings = state.get(_HEAD), state.get(_EMBEDDINGS)
+    if _HEAD in tied and head is not None and embeddings is not None and not torch.equal(head, embeddings):
+        raise CheckpointError(
+            f"{source}: lm_head.weight differs from the input embeddings, but the LM config ties them "
+            "(tie_word_embeddings, default true); tying would discard the head. Set "
+            "tie_word_embeddings false in the LM config to keep an untied head"
+        )
+
+
+def _one_dtype(state: dict[str, torch.Tensor], dtype: Optional[torch.dtype]) -> dict[str, torch.Tensor]:
+    """``state`` with every floating-point tensor in ``dtype`` (None: the widest present)."""
+    floats = {v.dtype for v in state.values() if v.is_floating_point()}
+    if dtype is None:
+        if len(floats) <= 1:
+            return state
+        dtype = floats.pop()
+        for other in floats:
+            dtype = torch.promote_types(dtype, other)
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
 
 
 def _materialise_buffers(model: torch.nn.Module) -> bool:

@@ -17,6 +17,10 @@ PROMPT = "USER: <image>What is in the photo? ASSISTANT:"
 REFINE_PROMPT = "USER: <image>What is in the photo? First glance: {caption} ASSISTANT:"
 IMAGE_TOKEN = "<image>"
 STOP_RULES = ("eos", "sentence", "newline")
+# Caption post-processing, as the paper evaluates: "coco" keeps the whole caption;
+# "detailed" (ShareGPT4V, DCI) keeps its first DETAILED_SENTENCES sentences.
+TASKS = ("coco", "detailed")
+DETAILED_SENTENCES = 3
 # Words that never start or continue a grounded phrase: articles, conjunctions,
 # prepositions and spatial words (a position is not a thing one can box).
 FUNCTION_WORDS = (
@@ -125,6 +129,11 @@ class LMConfig:
 @dataclass
 class GenerationConfig:
     """Decoding. ``stop``: any of "eos", "sentence" (end of the first sentence), "newline".
+    The paper stops at EOS or ``max_new_tokens`` only; "sentence" and "newline" end a
+    caption sooner (faster on a robot, but beams are then ranked without their EOS score).
+
+    ``task``: the caption's post-processing (:data:`TASKS`): "coco" keeps the decoded
+    text, "detailed" its first three sentences (the paper's ShareGPT4V / DCI evaluation).
 
     ``refine_num_beams``: beams for the refined caption (None: ``num_beams``). With 1 and
     ``draft``, the refined caption is decoded greedily with the initial caption as a
@@ -136,6 +145,7 @@ class GenerationConfig:
     length_penalty: float = 0.0
     early_stopping: bool = True
     stop: tuple[str, ...] = ("eos",)
+    task: str = "coco"
     refine_num_beams: Optional[int] = None
     draft: bool = True
 
@@ -377,6 +387,7 @@ class SharpEyesConfig:
         _check(g.max_new_tokens >= 1, "generation.max_new_tokens must be >= 1")
         bad = [s for s in g.stop if s not in STOP_RULES]
         _check(not bad, f"generation.stop: unknown rule(s) {bad}; known: {list(STOP_RULES)}")
+        _check(g.task in TASKS, f"generation.task must be one of {list(TASKS)}, got {g.task!r}")
         for name in ("prompt", "refine_prompt"):
             _check(
                 getattr(self.lm, name).count(IMAGE_TOKEN) == 1, f"lm.{name} must hold '{IMAGE_TOKEN}' once"

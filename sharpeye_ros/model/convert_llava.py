@@ -7,12 +7,15 @@ index), tokenizer files. Key names:
 - ``model.mm_projector.{0,2,4,5}.*`` -> our ``connector.*``
 - ``model.decoder.*`` and ``lm_head.weight`` (tied, may be absent) -> our ``lm.model.*``
 - ``model.vision_tower.vision_tower.vision_model.*`` (stock CLIP; may be absent, then
-  the tower comes from ``--vision-tower`` or the config's ``mm_vision_tower``)
+  the tower comes from ``--vision-tower`` or the config's ``mm_vision_tower``;
+  ``--vision-tower`` also replaces a tower the checkpoint holds)
 
-That model never learned to emit EOS, so the converted config stops at the end of the
-first sentence or a newline. Command::
+The converted config decodes as the authors evaluate: 3 beams, length penalty 0, early
+stopping, stop at EOS or 77 new tokens; the caption is the text after the last
+``ASSISTANT: ``, for ``--task detailed`` its first three sentences. Command::
 
-    sharpeye-convert-llava LLAVA_DIR OUT_DIR [--vision-tower CLIP_DIR] [--add-deeplens]
+    sharpeye-convert-llava LLAVA_DIR OUT_DIR [--task coco|detailed] [--vision-tower CLIP_DIR]
+        [--add-deeplens] [--early-stop] [--dtype float16]
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from sharpeye_ros.model.config import (
     DeepLensConfig,
     GenerationConfig,
     LMConfig,
+    STOP_RULES,
+    TASKS,
     SharpEyesConfig,
     VisionConfig,
 )
@@ -77,16 +82,18 @@ def read_llava_weights(directory: Path) -> dict[str, torch.Tensor]:
 def _vision_config(
     llava_cfg: dict, vision_tower: Optional[str], source: Path, have_weights: bool
 ) -> tuple[dict, Optional[str]]:
-    """(CLIP vision config dict, directory/name to load tower weights from if needed)."""
+    """(CLIP vision config dict, directory/name to load the tower's weights from, or None
+    to keep the checkpoint's). An explicit ``vision_tower`` always gives the weights."""
     from transformers import CLIPVisionConfig
 
     name = vision_tower or llava_cfg.get("mm_vision_tower")
     if name is None:
         raise CheckpointError(f"{source}: config.json has no mm_vision_tower; pass --vision-tower")
-    if have_weights and name in KNOWN_VISION_CONFIGS and not Path(name).is_dir():
+    if vision_tower is None and have_weights and name in KNOWN_VISION_CONFIGS and not Path(name).is_dir():
         return dict(KNOWN_VISION_CONFIGS[name]), None  # no need to ask the hub
     try:
-        return CLIPVisionConfig.from_pretrained(name).to_dict(), name
+        config = CLIPVisionConfig.from_pretrained(name).to_dict()
+        return config, name if vision_tower is not None or not have_weights else None
     except Exception as e:
         raise CheckpointError(
             f"{name}: cannot read the vision tower's config ({e}); pass --vision-tower DIR"
@@ -117,13 +124,28 @@ def scaled_deeplens_layers(depth: int) -> tuple[int, ...]:
     )
 
 
-def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = False):
+def load_llava(
+    path,
+    vision_tower: Optional[str] = None,
+    add_deeplens: bool = False,
+    task: str = "coco",
+    dtype: Optional[torch.dtype] = torch.float32,
+    early_stop: bool = False,
+):
     """A :class:`SharpEyes` holding the LLaVA-OPT checkpoint at ``path``.
 
-    ``vision_tower``: where the CLIP tower's config (and its weights, if the
-    checkpoint has none) come from; default: the config's ``mm_vision_tower``.
-    ``add_deeplens``: attach a freshly initialised DeepLens (for stage-2 training).
+    ``vision_tower``: a CLIP directory or name whose weights replace the checkpoint's
+    tower (the authors' evaluation reloads the fp32 hub tower); default: the
+    checkpoint's tower, configured by the config's ``mm_vision_tower`` (whose weights
+    are used when the checkpoint has none). ``add_deeplens``: attach a freshly
+    initialised DeepLens (for stage-2 training). ``task``: the default post-processing,
+    "coco" or "detailed" (the model's training data; switchable per ``caption`` call).
+    ``dtype``: of every weight (None: the widest in the checkpoint). ``early_stop``:
+    also end a caption at its first sentence end or newline: faster, but not the
+    paper's decoding (beams end early, and a detailed caption keeps one sentence).
     """
+    if task not in TASKS:
+        raise CheckpointError(f"task must be one of {list(TASKS)}, got {task!r}")
     from sharpeye_ros.model.deeplens import DeepLens
     from sharpeye_ros.model.sharpeyes import SharpEyes
 
@@ -177,7 +199,8 @@ def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = Fa
             max_new_tokens=77,
             length_penalty=0.0,
             early_stopping=True,
-            stop=("eos", "sentence", "newline"),
+            stop=STOP_RULES if early_stop else ("eos",),
+            task=task,
         ),
         refine=False,
     )
@@ -202,11 +225,7 @@ def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = Fa
             unknown.append(key)
     if unknown:
         raise CheckpointError(f"{source}: unexpected weight(s) for LLaVA-OPT, e.g. {sorted(unknown)[:3]}")
-    if not vision_part:
-        if vision_source is None:
-            raise CheckpointError(
-                f"{source}: the checkpoint has no vision-tower weights; pass --vision-tower DIR"
-            )
+    if vision_source is not None:  # none in the checkpoint, or --vision-tower replaces them
         from transformers import CLIPVisionModel
 
         from sharpeye_ros.model.checkpoint import load_pretrained
@@ -226,7 +245,7 @@ def load_llava(path, vision_tower: Optional[str] = None, add_deeplens: bool = Fa
             cfg.zoom.pool,
         )
         ours.update({"deeplens." + k: v for k, v in fresh.state_dict().items()})
-    model = build_from_state(cfg, ours, str(source), tokenizer)
+    model = build_from_state(cfg, ours, str(source), tokenizer, dtype)
     model.model_id = str(source)
     return model.eval()
 
@@ -244,6 +263,14 @@ _LLAVA_ONLY_KEYS = {
     "unfreeze_mm_vision_tower",
     "mm_use_im_start_end",
     "mm_use_im_patch_token",
+    "hidden_size_projector",
+    "vision_width",
+    "tokenizer_bos_token_id",
+    "tokenizer_eos_token_id",
+    "tokenizer_pad_token_id",
+    "torch_dtype",
+    "dtype",
+    "transformers_version",
 }
 
 
@@ -255,16 +282,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "output", help="directory to write config.json, model.safetensors and tokenizer files to"
     )
     parser.add_argument(
-        "--vision-tower", help="CLIP directory or name (default: the config's mm_vision_tower)"
+        "--task",
+        choices=TASKS,
+        default="coco",
+        help="the checkpoint's captions: coco (kept whole) or detailed (ShareGPT4V/DCI: the first "
+        "3 sentences kept); the default post-processing, switchable per caption() call",
+    )
+    parser.add_argument(
+        "--vision-tower",
+        help="CLIP directory or name whose weights replace the checkpoint's tower (the paper's "
+        "evaluation uses the fp32 openai/clip-vit-large-patch14-336); default: the checkpoint's "
+        "tower, or the config's mm_vision_tower when it has none",
     )
     parser.add_argument("--add-deeplens", action="store_true", help="attach a freshly initialised DeepLens")
+    parser.add_argument(
+        "--early-stop",
+        action="store_true",
+        help="also stop at the first sentence end or newline (faster; not the paper's decoding)",
+    )
     parser.add_argument(
         "--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="weight dtype to store"
     )
     args = parser.parse_args(argv)
     try:
-        model = load_llava(args.source, vision_tower=args.vision_tower, add_deeplens=args.add_deeplens)
-        model.to(getattr(torch, args.dtype)).save_pretrained(args.output)
+        model = load_llava(
+            args.source,
+            vision_tower=args.vision_tower,
+            add_deeplens=args.add_deeplens,
+            task=args.task,
+            dtype=getattr(torch, args.dtype),
+            early_stop=args.early_stop,
+        )
+        model.save_pretrained(args.output)
     except CheckpointError as e:
         print(f"sharpeye-convert-llava: {e}", file=sys.stderr)
         return 1

@@ -1,9 +1,10 @@
 """The OPT language model: prompts with visual embeddings spliced in, decoding, loss.
 
 Decoding is our own small loop (greedy and beam search over a KV cache) rather than
-``generate``: it lets prefill and decode be timed apart, applies the stop rules the
-released LLaVA-OPT model needs (it never emits EOS), and captures, cheaply, each
-generated token's attention over the visual tokens (see :class:`AttentionProbe`).
+``generate`` (the same tokens, with the same beam settings): it lets prefill and decode be
+timed apart, applies optional early stop rules (end of the first sentence, a newline),
+and captures, cheaply, each generated token's attention over the visual tokens (see
+:class:`AttentionProbe`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from torch import nn
 from transformers import DynamicCache, OPTConfig, OPTForCausalLM
 from transformers.cache_utils import Cache, DynamicLayer
 
-from sharpeye_ros.model.config import IMAGE_TOKEN, LMConfig
+from sharpeye_ros.model.config import DETAILED_SENTENCES, IMAGE_TOKEN, LMConfig
 
 # transformers 5 renamed the forward argument ``past_key_values`` to ``cache``.
 _CACHE_ARG = "cache" if "cache" in inspect.signature(OPTForCausalLM.forward).parameters else "past_key_values"
 _SENTENCE_END = re.compile(r"[.!?]")
+# The answer starts after the prompt's last role tag; the authors' evaluation keeps the
+# text after its last occurrence, should the model write the tag itself.
+ANSWER_PREFIX = "ASSISTANT: "
 
 
 @dataclass
@@ -264,25 +268,36 @@ class LanguageModel(nn.Module):
             self._stop_cache[key] = frozenset(ids)
         return self._stop_cache[key]
 
-    def decode(self, ids: Sequence[int], rules: Sequence[str] = ()) -> tuple[str, list[tuple[int, int]]]:
+    def decode(
+        self, ids: Sequence[int], rules: Sequence[str] = (), task: str = "coco"
+    ) -> tuple[str, list[tuple[int, int]]]:
         """Caption text of ``ids`` and each token's character span in it.
 
-        The text is cut after the first sentence / before the first newline when those
-        rules are on. Spans come from decoding growing prefixes, which works for both
-        BPE and word-level tokenizers.
+        Post-processing as the paper's evaluation: the text after the last
+        ``ASSISTANT: `` is kept; ``task`` "detailed" keeps its first three sentences
+        (split at "."; a "." ends the last one), "coco" all of it. The text is cut
+        after the first sentence / before the first newline when those ``rules`` are on.
+        Spans come from decoding growing prefixes, which works for both BPE and
+        word-level tokenizers.
         """
         ids = list(ids)
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         ends = [len(self.tokenizer.decode(ids[: i + 1], skip_special_tokens=True)) for i in range(len(ids))]
+        begin = text.rfind(ANSWER_PREFIX)
+        begin = 0 if begin < 0 else begin + len(ANSWER_PREFIX)
         end = len(text)
-        if "newline" in rules and "\n" in text:
-            end = min(end, text.index("\n"))
+        if "newline" in rules and "\n" in text[begin:]:
+            end = text.index("\n", begin)
         if "sentence" in rules:
-            match = _SENTENCE_END.search(text[:end])
+            match = _SENTENCE_END.search(text, begin, end)
             if match:
-                end = min(end, match.end())
-        start = len(text[:end]) - len(text[:end].lstrip())
+                end = match.end()
+        period = False
+        if task == "detailed":
+            end, period = _sentences_end(text, begin, end, DETAILED_SENTENCES)
+        start = begin + len(text[begin:end]) - len(text[begin:end].lstrip())
         caption = text[start:end].rstrip()
+        caption += "." if period and caption else ""
         spans, prev = [], 0
         for e in ends:
             s = min(prev, e)
@@ -675,6 +690,22 @@ class AttentionProbe:
             total = visual if total is None else total + visual
         total = total / len(self.attn)
         return total.reshape(-1, total.shape[2], total.shape[3])
+
+
+def _sentences_end(text: str, start: int, end: int, count: int) -> tuple[int, bool]:
+    """Where the first ``count`` sentences of ``text[start:end]`` end, split at "." as the
+    paper's detailed-caption evaluation does (pieces without text are not sentences), and
+    whether a "." must be added (fewer sentences, the last one open)."""
+    seen, piece = 0, start
+    for i in range(start, end):
+        if text[i] != ".":
+            continue
+        if text[piece:i].strip():
+            seen += 1
+            if seen == count:
+                return i + 1, False
+        piece = i + 1
+    return end, bool(text[piece:end].strip())
 
 
 def _draft_lookup(ids: Sequence[int], draft: Sequence[int], count: int) -> list[int]:

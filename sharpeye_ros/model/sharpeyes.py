@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sharpeye_ros.model.config import SharpEyesConfig
+from sharpeye_ros.model.config import TASKS, SharpEyesConfig
 from sharpeye_ros.model.connector import build_connector
 from sharpeye_ros.model.deeplens import DeepLens, ZoomTokens
 from sharpeye_ros.model.language import LanguageModel, Prompt
@@ -196,14 +196,18 @@ class SharpEyes(nn.Module):
         zoom: Optional[bool] = None,
         num_regions: Optional[int] = None,
         timer: Optional[Timer] = None,
+        task: Optional[str] = None,
     ) -> list[CaptionResult]:
         """Caption RGB uint8 HxWx3 images (sizes may differ), all in one batch.
 
-        ``refine`` / ``zoom`` / ``num_regions``: None takes the config's default. Zoom
-        only acts when refining. Timings are the batch's totals (``timer``: a
-        :class:`Timer` to collect them in, e.g. one that also counts FLOPs).
+        ``refine`` / ``zoom`` / ``num_regions`` / ``task``: None takes the config's
+        default. Zoom only acts when refining. ``task``: "coco" (the caption as decoded)
+        or "detailed" (its first three sentences), the paper's two evaluations. Timings
+        are the batch's totals (``timer``: a :class:`Timer` to collect them in, e.g. one
+        that also counts FLOPs).
         """
         images = list(images)
+        task = self._task(task)
         refine = self.config.refine if refine is None else bool(refine)
         zoom = self.config.zoom.enabled if zoom is None else bool(zoom)
         num_regions = self.config.regions.num_regions if num_regions is None else int(num_regions)
@@ -217,10 +221,11 @@ class SharpEyes(nn.Module):
             with_features=refine,
             timer=timer,
             min_regions=self.config.zoom.num_crops if zoom else 0,
+            task=task,
         )
         finals, regions = glance.captions, glance.regions
         if refine:
-            finals = self.refine(images, glance, zoom=zoom, timer=timer)
+            finals = self.refine(images, glance, zoom=zoom, timer=timer, task=task)
             with timer.stage("refine_regions"):
                 regions = self.final_regions(glance, finals, num_regions)
         return [
@@ -259,10 +264,12 @@ class SharpEyes(nn.Module):
         with_features: bool = False,
         timer: Optional[Timer] = None,
         min_regions: int = 0,
+        task: Optional[str] = None,
     ) -> Glance:
         """The first look: initial captions, their attention maps and attended regions
-        (``max(num_regions, min_regions)`` per image)."""
+        (``max(num_regions, min_regions)`` per image); ``task`` as in :meth:`caption`."""
         timer = timer or Timer(self.device)
+        task = self._task(task)
         cfg = self.config
         num_regions = cfg.regions.num_regions if num_regions is None else num_regions
         want_regions = max(num_regions, min_regions)
@@ -292,7 +299,7 @@ class SharpEyes(nn.Module):
         with timer.stage("regions"):
             captions, spans, maps = [], [], []
             for gen in generated:
-                text, token_spans = self.lm.decode(gen.ids, g.stop)
+                text, token_spans = self.lm.decode(gen.ids, g.stop, task)
                 captions.append(text)
                 spans.append(token_spans)
                 maps.append(gen.attention)
@@ -327,11 +334,24 @@ class SharpEyes(nn.Module):
             r.function_words,
         )
 
+    def _task(self, task: Optional[str]) -> str:
+        """The post-processing to use: ``task``, or the config's when None."""
+        task = self.config.generation.task if task is None else task
+        if task not in TASKS:
+            raise ValueError(f"caption: task must be one of {list(TASKS)}, got {task!r}")
+        return task
+
     @torch.no_grad()
     def refine(
-        self, images: Sequence[np.ndarray], glance: Glance, zoom: bool = False, timer: Optional[Timer] = None
+        self,
+        images: Sequence[np.ndarray],
+        glance: Glance,
+        zoom: bool = False,
+        timer: Optional[Timer] = None,
+        task: Optional[str] = None,
     ) -> list[str]:
         """Refined captions from a glance (and the same images, for zoom crops)."""
+        task = self._task(task)
         if self.deeplens is None:
             raise ValueError("refine: this model has no DeepLens (config.deeplens is None)")
         if glance.features is None:
@@ -356,7 +376,7 @@ class SharpEyes(nn.Module):
             drafts=drafts,
         )
         with timer.stage("refine_decode"):
-            return [self.lm.decode(gen.ids, g.stop)[0] for gen in generated]
+            return [self.lm.decode(gen.ids, g.stop, task)[0] for gen in generated]
 
     def refined_embeddings(
         self,

@@ -290,7 +290,8 @@ class CaptionerNode(Node):
         try:
             with torch.inference_mode():
                 (result,) = self._model.caption([rgb], refine=s.refine, zoom=s.zoom,
-                                                num_regions=s.num_regions)
+                                                num_regions=s.num_regions,
+                                                task=None if s.task == "auto" else s.task)
         except Exception as err:
             self._error(INFERENCE, f"captioning failed: {type(err).__name__}: {err}")
             return

@@ -16,6 +16,7 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
+TASKS = ("auto", "coco", "detailed")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "glance."),
     ParamSpec("zoom", True, "During refinement, also re-encode zoomed crops of the attended "
               "regions."),
+    ParamSpec("task", "auto", "Caption post-processing as the paper evaluates: coco keeps the whole "
+              "caption, detailed its first 3 sentences; auto: the model's own setting.", choices=TASKS),
     ParamSpec("num_regions", 3, "Maximum number of attended regions published per caption.",
               limits=(0, 16)),
     ParamSpec("min_region_score", 0.05, "Regions whose attention share is below this are not "
@@ -102,6 +105,7 @@ class CaptionerSettings:
     max_rate: float = SPECS["max_rate"].default
     refine: bool = SPECS["refine"].default
     zoom: bool = SPECS["zoom"].default
+    task: str = SPECS["task"].default
     num_regions: int = SPECS["num_regions"].default
     min_region_score: float = SPECS["min_region_score"].default
     max_image_pixels: int = SPECS["max_image_pixels"].default
@@ -122,4 +126,4 @@ class CaptionerSettings:
 
 
 __all__ = ["ParamSpec", "PARAMETERS", "SPECS", "validate", "CaptionerSettings",
-           "DTYPES", "IMAGE_TRANSPORTS", "RELIABILITIES"]
+           "DTYPES", "IMAGE_TRANSPORTS", "RELIABILITIES", "TASKS"]

@@ -244,7 +244,7 @@ def refine_grounding_targets(captions: Sequence[str], objects: Sequence[Sequence
 def _loss_and_maps(model, prompt) -> tuple[torch.Tensor, torch.Tensor]:
     """The LM loss of a teacher-forced prompt and its targets' attention over the visual
     tokens (B, T, M), in the LM layers the regions read, with gradients."""
-    probe = GradAttentionProbe(model.lm.model, model.config.regions.attention_layers)
+    probe = GradAttentionProbe(model.lm.model, model.attention_layers)
     with probe:
         loss = model.lm.loss(prompt)
         probe.set_prompt(prompt.attention_mask[:, :prompt.prompt_len], prompt.visual_index)

@@ -17,6 +17,13 @@ A data *spec* string names one on the command line (:func:`open_dataset`)::
                               glance pixels only: dense labels for pretraining the vision tower
     coco:PATH.json[:FOLDER]   FOLDER defaults to the JSON's folder
     llava:PATH.json:FOLDER
+
+Every reference caption has a *caption id*: a COCO annotation's ``id``, a LLaVA entry's
+``id``, else ``IMAGE_ID:K`` (its image's id and its index among the image's captions).
+Stage 2 can read pseudo-initial captions made elsewhere (e.g. by an LLM, as the paper
+does) by those ids: a JSON Lines file, one line per caption id (:func:`read_pseudo_captions`)::
+
+    {"caption_id": "48", "pseudo_captions": ["A cat on a red sofa.", "Two dogs on a sofa.", "..."]}
 """
 
 from __future__ import annotations
@@ -40,12 +47,23 @@ PathLike = Union[str, os.PathLike]
 
 @dataclass(frozen=True)
 class CaptionRecord:
-    """One image and its reference captions (``objects``: synthetic ground truth, or None)."""
+    """One image and its reference captions (``objects``: synthetic ground truth, or None).
+    ``caption_ids``: one per caption; None: ``IMAGE_ID:K``."""
 
     image_id: Union[int, str]
     image_path: str
     captions: tuple[str, ...]
     objects: Optional[tuple[WorldObject, ...]] = None
+    caption_ids: Optional[tuple[str, ...]] = None
+
+    def references(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(caption ids, captions)."""
+        return self.caption_ids or default_caption_ids(self.image_id, len(self.captions)), self.captions
+
+
+def default_caption_ids(image_id: Union[int, str], count: int) -> tuple[str, ...]:
+    """``IMAGE_ID:K`` for each of an image's ``count`` captions."""
+    return tuple(f"{image_id}:{k}" for k in range(count))
 
 
 def load_image(path: PathLike) -> np.ndarray:
@@ -74,10 +92,13 @@ def read_coco(json_path: PathLike, image_root: Optional[PathLike] = None) -> lis
             or not isinstance(data.get("annotations"), list):
         raise ValueError(f"{json_path}: a COCO captions JSON needs lists 'images' and 'annotations'")
     captions: dict[Any, list[str]] = {}
+    ids: dict[Any, list[str]] = {}
     for n, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
             raise ValueError(f"{json_path}: annotations[{n}] needs 'image_id' and a string 'caption'")
         captions.setdefault(ann["image_id"], []).append(ann["caption"].strip())
+        k = len(ids.setdefault(ann["image_id"], []))
+        ids[ann["image_id"]].append(str(ann["id"]) if "id" in ann else f"{ann['image_id']}:{k}")
     records = []
     for n, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
@@ -91,7 +112,7 @@ def read_coco(json_path: PathLike, image_root: Optional[PathLike] = None) -> lis
             except (ValueError, TypeError, KeyError) as error:
                 raise ValueError(f"{json_path}: images[{n}] has bad 'objects' ({error})") from error
         records.append(CaptionRecord(image["id"], str(root / image["file_name"]),
-                                     tuple(captions[image["id"]]), objects))
+                                     tuple(captions[image["id"]]), objects, tuple(ids[image["id"]])))
     if not records:
         raise ValueError(f"{json_path}: no image has a caption")
     return records
@@ -113,8 +134,9 @@ def read_llava(json_path: PathLike, image_root: PathLike) -> list[CaptionRecord]
                        if isinstance(t, dict) and t.get("from") == "gpt"), None)
         if not isinstance(answer, str) or not answer.strip():
             raise ValueError(f"{json_path}: entry {n} has no 'gpt' turn with a caption")
-        records.append(CaptionRecord(entry.get("id", n), str(Path(image_root) / entry["image"]),
-                                     (answer.strip(),)))
+        image_id = entry.get("id", n)
+        records.append(CaptionRecord(image_id, str(Path(image_root) / entry["image"]), (answer.strip(),),
+                                     caption_ids=(str(image_id),)))
     if not records:
         raise ValueError(f"{json_path}: no entry has an image")
     return records
@@ -131,6 +153,10 @@ class CaptionDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def references(self, index: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(caption ids, captions) of a sample, without loading its image."""
+        return self.records[index].references()
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
@@ -185,6 +211,10 @@ class WorldScenes(Dataset):
     def __len__(self) -> int:
         return len(self.sizes)
 
+    def references(self, index: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(caption ids, captions) of a scene."""
+        return default_caption_ids(self.ids[index], len(self.captions[index])), tuple(self.captions[index])
+
     def __getitem__(self, index: int) -> dict:
         sample = {"index": index, "size": self.sizes[index], "captions": self.captions[index],
                   "objects": self.objects[index]}
@@ -198,6 +228,95 @@ class WorldScenes(Dataset):
         """The scenes as records (``image_path`` names the scene, nothing is on disk)."""
         return [CaptionRecord(i, f"world:{self.split}:{i}", c, o)
                 for i, c, o in zip(self.ids, self.captions, self.objects)]
+
+
+def read_pseudo_captions(path: PathLike) -> dict[str, tuple[str, ...]]:
+    """Pseudo-initial captions by caption id, from a JSON Lines file: one line per caption
+    id, ``{"caption_id": ID, "pseudo_captions": [TEXT, ...]}`` (blank lines are skipped).
+    Other fields (e.g. the reference ``caption``, which ``python -m
+    sharpeye_ros.training.perturb`` writes) are ignored. A ValueError names the file, the
+    line and what is wrong with it."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read ({error.strerror or error})") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error})") from error
+    out: dict[str, tuple[str, ...]] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{n}: not valid JSON ({error})") from error
+        pseudo = entry.get("pseudo_captions") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("caption_id"), (str, int)) \
+                or not isinstance(pseudo, list) or not pseudo \
+                or not all(isinstance(c, str) and c.strip() for c in pseudo):
+            raise ValueError(f"{path}:{n}: write {{\"caption_id\": ID, \"pseudo_captions\": [TEXT, ...]}} "
+                             "with at least one non-empty caption")
+        key = str(entry["caption_id"])
+        if key in out:
+            raise ValueError(f"{path}:{n}: caption id {key!r} appears twice")
+        out[key] = tuple(c.strip() for c in pseudo)
+    return out
+
+
+def references(dataset: Dataset) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(caption ids, captions) of every sample of a dataset (a concatenation too)."""
+    if isinstance(dataset, torch.utils.data.ConcatDataset):
+        return [r for part in dataset.datasets for r in references(part)]
+    if not hasattr(dataset, "references"):
+        raise ValueError(f"{type(dataset).__name__}: its samples' reference captions are unknown")
+    return [dataset.references(i) for i in range(len(dataset))]
+
+
+class PseudoCaptionPairs(Dataset):
+    """Stage-2 pairs as the paper makes them: every reference caption of ``dataset`` with
+    each of its pseudo-initial captions, one sample per pair (``captions``: the reference
+    alone; ``initial``: the pseudo-initial caption; ``index``: the pair's).
+
+    ``pseudo``: captions by caption id (:func:`read_pseudo_captions`), its first
+    ``per_caption`` each (None: all); without it, ``per_caption`` rule-based ones per
+    reference (:func:`~sharpeye_ros.training.perturb.pseudo_initial`), fixed by ``seed``
+    and the pair, as a set made once would be."""
+
+    def __init__(self, dataset: Dataset, per_caption: Optional[int] = None,
+                 pseudo: Optional[dict[str, tuple[str, ...]]] = None, seed: int = 0,
+                 max_changes: int = 3, misname_small: float = 0.0):
+        if pseudo is None and (per_caption is None or per_caption < 1):
+            raise ValueError("pseudo-caption pairs: give per_caption >= 1 or pseudo-captions")
+        self.dataset, self.seed, self.max_changes, self.misname_small = dataset, seed, max_changes, misname_small
+        self.pairs: list[tuple[int, str, Optional[str]]] = []  # (sample, reference, pseudo-initial or None)
+        for index, (ids, captions) in enumerate(references(dataset)):
+            for key, caption in zip(ids, captions):
+                if pseudo is None:
+                    self.pairs += [(index, caption, None)] * per_caption
+                    continue
+                if key not in pseudo:
+                    raise ValueError(f"pseudo-captions: none for caption id {key!r} ({caption!r})")
+                made = pseudo[key]
+                if per_caption is not None and len(made) < per_caption:
+                    raise ValueError(f"pseudo-captions: caption id {key!r} has {len(made)}, "
+                                     f"the stage asks for {per_caption}")
+                self.pairs += [(index, caption, p) for p in made[:per_caption]]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def initial(self, index: int) -> str:
+        """The pseudo-initial caption of pair ``index`` (no image loaded)."""
+        from sharpeye_ros.training.perturb import pseudo_initial
+
+        _, target, initial = self.pairs[index]
+        if initial is not None:
+            return initial
+        return pseudo_initial(target, np.random.default_rng([self.seed, index]), self.max_changes, self.misname_small)
+
+    def __getitem__(self, index: int) -> dict:
+        sample, target, _ = self.pairs[index]
+        return {**self.dataset[sample], "index": index, "captions": (target,), "initial": self.initial(index)}
 
 
 def collate(samples: list[dict]) -> dict:

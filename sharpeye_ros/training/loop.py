@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from sharpeye_ros.model import SharpEyes
 from sharpeye_ros.model.preprocess import ImageTransform
-from sharpeye_ros.training.data import collate, open_dataset
+from sharpeye_ros.training.data import PseudoCaptionPairs, collate, open_dataset, read_pseudo_captions
 from sharpeye_ros.training.auxiliary import PatchHead, glance_losses, patch_targets, refine_losses, shift_flip
-from sharpeye_ros.training.perturb import misname_small_shapes, perturb_caption
+from sharpeye_ros.training.perturb import pseudo_initial
 from sharpeye_ros.training.recipes import StageConfig, TrainConfig
 
 STATE_NAME = "trainer_state.pt"
@@ -181,6 +181,7 @@ class Trainer:
         return self.model
 
     def dataset(self, stage: StageConfig) -> Dataset:
+        """The stage's data; for a refine stage with fixed pseudo-initial captions, its pairs."""
         specs = tuple(stage.data or self.cfg.train_data)
         if specs not in self.datasets:
             began = time.perf_counter()
@@ -188,7 +189,17 @@ class Trainer:
             self.datasets[specs] = parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
             self.log(f"data {', '.join(specs)}: {len(self.datasets[specs])} samples "
                      f"({time.perf_counter() - began:.1f} s)")
-        return self.datasets[specs]
+        if stage.name != "refine" or (stage.pseudo_per_caption is None and not stage.pseudo_captions):
+            return self.datasets[specs]
+        key = (*specs, "pseudo", stage.pseudo_per_caption, stage.pseudo_captions, stage.max_changes,
+               stage.misname_small)
+        if key not in self.datasets:
+            pseudo = read_pseudo_captions(stage.pseudo_captions) if stage.pseudo_captions else None
+            self.datasets[key] = PseudoCaptionPairs(self.datasets[specs], stage.pseudo_per_caption, pseudo,
+                                                    self.cfg.seed, stage.max_changes, stage.misname_small)
+            self.log(f"stage 2 pairs: {len(self.datasets[key])} (reference, pseudo-initial caption) from "
+                     f"{stage.pseudo_captions or 'the rules'}")
+        return self.datasets[key]
 
     def stage_steps(self, stage: StageConfig, dataset: Dataset) -> tuple[int, int]:
         """(optimiser steps of the stage, batches per epoch per process)."""
@@ -266,15 +277,17 @@ class Trainer:
                           persistent_workers=False)
 
     def targets(self, batch: dict, stage_index: int, stage: StageConfig, step: int) -> tuple[list[str], Optional[list[str]]]:
-        """Target captions (one reference each) and, for the refine stage, pseudo-initial ones."""
+        """Target captions (one reference each) and, for the refine stage, pseudo-initial ones
+        (the batch's own when its data are fixed pairs)."""
+        if stage.name == "refine" and "initial" in batch:
+            return [captions[0] for captions in batch["captions"]], list(batch["initial"])
         targets, initial = [], [] if stage.name == "refine" else None
         for index, captions in zip(batch["index"], batch["captions"]):
             rng = np.random.default_rng([self.cfg.seed, stage_index, step, int(index)])
             target = captions[0] if self.cfg.caption_choice == "first" else captions[int(rng.integers(len(captions)))]
             targets.append(target)
             if initial is not None:
-                blind = misname_small_shapes(target, rng, stage.misname_small) if stage.misname_small else target
-                initial.append(perturb_caption(blind, rng, int(rng.integers(0, stage.max_changes + 1))).caption)
+                initial.append(pseudo_initial(target, rng, stage.max_changes, stage.misname_small))
         return targets, initial
 
     def run(self, stop_after: Optional[int] = None) -> bool:

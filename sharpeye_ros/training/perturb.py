@@ -5,13 +5,21 @@ the model's own first-pass captions (with those, the model learned to ignore its
 Elements are entities (nouns), attributes (colour, size), relations (spatial phrases),
 actions (verbs) and counts (``a dog`` -> ``two dogs``). Swaps are rule based and only
 within a group of like words, so the result stays fluent; a caption with fewer
-perturbable elements than asked for simply gets fewer changes.
+perturbable elements than asked for simply gets fewer changes. (The paper has an LLM make
+3 per caption; such captions, made elsewhere, are read from a JSON Lines file, see
+:func:`~sharpeye_ros.training.data.read_pseudo_captions`.) This module writes that file
+with rule-based captions, e.g. as a template for an LLM's::
+
+    python -m sharpeye_ros.training.perturb coco:captions_train2017.json pseudo.jsonl --per-caption 3
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -259,3 +267,45 @@ def misname_small_shapes(caption: str, rng: np.random.Generator, probability: fl
         _, start, end = spans[tokens[-1]]
         text = text[:start] + _match_case(text[start:end], others[int(rng.integers(len(others)))]) + text[end:]
     return text
+
+
+def pseudo_initial(caption: str, rng: np.random.Generator, max_changes: int = 3,
+                   misname_small: float = 0.0) -> str:
+    """A pseudo-initial caption for stage 2: ``caption`` with 0..``max_changes``
+    elements perturbed, after :func:`misname_small_shapes` when ``misname_small`` > 0."""
+    blind = misname_small_shapes(caption, rng, misname_small) if misname_small else caption
+    return perturb_caption(blind, rng, int(rng.integers(0, max_changes + 1))).caption
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Write rule-based pseudo-initial captions of a data spec's references as JSON Lines."""
+    from sharpeye_ros.training.data import PseudoCaptionPairs, open_dataset, references
+
+    parser = argparse.ArgumentParser(prog="python -m sharpeye_ros.training.perturb", description=main.__doc__)
+    parser.add_argument("data", help="a data spec, e.g. coco:captions_train2017.json or world:train:3000")
+    parser.add_argument("output", help="the JSON Lines file to write")
+    parser.add_argument("--per-caption", type=int, default=3, help="pseudo-initial captions per reference (paper: 3)")
+    parser.add_argument("--max-changes", type=int, default=3, help="elements perturbed, at most (paper: 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        if args.per_caption < 1 or args.max_changes < 0:
+            raise ValueError("--per-caption must be >= 1 and --max-changes >= 0")
+        dataset = open_dataset(args.data)
+        pairs = PseudoCaptionPairs(dataset, args.per_caption, seed=args.seed, max_changes=args.max_changes)
+        n = 0  # pairs come caption by caption, per_caption each
+        with open(args.output, "w") as f:
+            for ids, captions in references(dataset):
+                for key, caption in zip(ids, captions):
+                    made = [pairs.initial(n + j) for j in range(args.per_caption)]
+                    n += args.per_caption
+                    f.write(json.dumps({"caption_id": key, "caption": caption, "pseudo_captions": made}) + "\n")
+    except (OSError, ValueError) as error:
+        print(f"perturb: error: {error}", file=sys.stderr)
+        return 2
+    print(f"perturb: wrote {n} pseudo-initial captions to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,6 +43,13 @@ class StageConfig:
     ``zoom_grounding_weight``, ``zoom_word_weight`` (refine stage with zoom): the same
     grounding and word alignment on the refinement's own pass and zoom tokens. ``augment``
     (vision stage): random shifts and flips of the glance.
+
+    Pseudo-initial captions (refine stage): by default a fresh rule-based one per sample
+    and step (``max_changes``, ``misname_small``). ``pseudo_per_caption`` N: as the paper,
+    every reference caption paired with N fixed ones, one sample per pair (paper: 3).
+    ``pseudo_captions``: a JSON Lines file of them made elsewhere, e.g. by an LLM
+    (:func:`~sharpeye_ros.training.data.read_pseudo_captions`; its first
+    ``pseudo_per_caption`` per caption, or all).
     """
 
     name: str
@@ -64,6 +71,8 @@ class StageConfig:
     zoom_word_weight: float = 0.0
     max_changes: int = 3  # refine stage: perturb 0..max_changes elements
     misname_small: float = 0.0  # refine stage: chance a small object's shape is misnamed first
+    pseudo_per_caption: Optional[int] = None
+    pseudo_captions: Optional[str] = None
     data: Optional[list[str]] = None  # this stage's data specs instead of the run's
     augment: bool = False
 
@@ -79,8 +88,12 @@ class StageConfig:
             raise ValueError(f"{where}: need lr > 0, batch_size >= 1 and 0 <= warmup < 1")
         if (self.steps is None and self.epochs <= 0) or (self.steps is not None and self.steps < 1):
             raise ValueError(f"{where}: need epochs > 0 or steps >= 1")
-        if self.name != "refine" and (self.zoom or self.glance_weight or self.misname_small):
-            raise ValueError(f"{where}: zoom, glance_weight and misname_small belong to the refine stage")
+        if self.name != "refine" and (self.zoom or self.glance_weight or self.misname_small
+                                      or self.pseudo_per_caption is not None or self.pseudo_captions):
+            raise ValueError(f"{where}: zoom, glance_weight, misname_small and the pseudo-captions "
+                             "belong to the refine stage")
+        if self.pseudo_per_caption is not None and self.pseudo_per_caption < 1:
+            raise ValueError(f"{where}: pseudo_per_caption must be >= 1 (or null: one fresh per step)")
         if (self.zoom_grounding_weight or self.zoom_word_weight) and not self.zoom:
             raise ValueError(f"{where}: zoom_grounding_weight and zoom_word_weight need a refine stage with zoom")
         if not 0 <= self.misname_small <= 1:
@@ -215,7 +228,13 @@ def demo_recipe() -> TrainConfig:
 def paper_recipe() -> TrainConfig:
     """Real data on GPUs: CLIP ViT-L/14-336 + OPT-125M. Give the data with ``--train-data``
     (e.g. ``llava:blip_laion_cc_sbu_558k.json:images`` for the connector stage, then COCO
-    captions); the paper's connector and stage-1 learning rates."""
+    captions); the paper's connector and stage-1 learning rates, and its stage 2: 2 epochs
+    of batches of 256 at lr 2e-5 over each reference paired with 3 pseudo-initial captions
+    (rule based here; an LLM's with ``--set refine.pseudo_captions=FILE.jsonl``).
+
+    Not the paper's, on purpose (docs/model.md): DeepLens, built from scratch, learns at
+    1e-4 (the rate the paper gives its other fresh module, the connector), and stage 2
+    trains with zoom, this package's addition (``--set refine.zoom=false`` for the paper's)."""
     model = SharpEyesConfig.paper().override({
         "vision.name_or_path": "openai/clip-vit-large-patch14-336", "vision.config": None,
         "lm.name_or_path": "facebook/opt-125m", "lm.config": None,
@@ -227,10 +246,12 @@ def paper_recipe() -> TrainConfig:
         log_every=50,
         save_every=2000,
         stages=[
-            StageConfig("connector", lr=1e-4, epochs=1, batch_size=256, trainable=("connector",)),
-            StageConfig("caption", lr=2e-5, epochs=10, batch_size=128, trainable=("connector", "lm")),
-            StageConfig("refine", lr=2e-5, epochs=3, batch_size=128, trainable=("deeplens", "lm"),
-                        group_lr={"deeplens": 1e-4}, glance_weight=1.0, zoom=True),
+            # The authors' scripts: pretraining 2 epochs, COCO fine-tuning 12 (their
+            # ShareGPT4V/DCI one: 10), batches of 256 (128 x 2 accumulated), cosine, warm-up 3%.
+            StageConfig("connector", lr=1e-4, epochs=2, batch_size=256, trainable=("connector",)),
+            StageConfig("caption", lr=2e-5, epochs=12, batch_size=256, trainable=("connector", "lm")),
+            StageConfig("refine", lr=2e-5, epochs=2, batch_size=256, trainable=("deeplens", "lm"),
+                        group_lr={"deeplens": 1e-4}, glance_weight=1.0, zoom=True, pseudo_per_caption=3),
         ],
     )
 

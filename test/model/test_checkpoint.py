@@ -125,6 +125,30 @@ def test_mismatched_weights(saved, tmp_path):
         SharpEyes.from_pretrained(d)
 
 
+def test_weights_saved_in_mixed_dtypes_load_in_one(saved, tmp_path, images):
+    _, directory = saved
+    d = copy_dir(directory, tmp_path / "mixed")
+    state = load_file(str(d / "model.safetensors"))
+    state = {k: v if k.startswith("connector.") else v.to(torch.bfloat16) for k, v in state.items()}
+    save_file(state, str(d / "model.safetensors"))
+    kept = SharpEyes.from_pretrained(d, dtype=None)  # None: as stored, here the widest (fp32)
+    assert {p.dtype for p in kept.parameters()} == {torch.float32}
+    assert len(kept.caption(images[:1], refine=True, zoom=True)) == 1
+    assert {p.dtype for p in SharpEyes.from_pretrained(d, dtype=torch.bfloat16).parameters()} == {torch.bfloat16}
+
+
+def test_a_stored_head_must_equal_the_embeddings_it_is_tied_to(saved, tmp_path):
+    _, directory = saved
+    d = copy_dir(directory, tmp_path / "head")
+    state = load_file(str(d / "model.safetensors"))
+    embeddings = state["lm.model.model.decoder.embed_tokens.weight"]
+    save_file({**state, "lm.model.lm_head.weight": embeddings.clone()}, str(d / "model.safetensors"))
+    assert SharpEyes.from_pretrained(d).tied_keys() == ["lm.model.lm_head.weight"]
+    save_file({**state, "lm.model.lm_head.weight": embeddings + 0.5}, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="lm_head.weight differs from the input embeddings"):
+        SharpEyes.from_pretrained(d)
+
+
 def test_bin_files_load_weights_only(tmp_path):
     good = tmp_path / "good.bin"
     torch.save({"w": torch.arange(3)}, good)

@@ -172,6 +172,30 @@ def test_stop_rules_and_decode(bpe_tokenizer):
     assert lm.decode(lm.text_ids(" two green squares\nA cat."), ("newline",))[0] == "two green squares"
 
 
+@pytest.mark.parametrize("text, coco, detailed", [
+    (" A cat. A dog. A bird. A fish.", "A cat. A dog. A bird. A fish.", "A cat. A dog. A bird."),
+    (" A cat. ASSISTANT: A red circle. A dog", "A red circle. A dog", "A red circle. A dog."),
+    (" A cat.. A dog. A bird. A fish.", "A cat.. A dog. A bird. A fish.", "A cat.. A dog. A bird."),
+    (" A cat", "A cat", "A cat."),
+    ("", "", ""),
+])
+def test_decode_post_processes_as_the_papers_evaluation(bpe_tokenizer, text, coco, detailed):
+    # The text after the last "ASSISTANT: "; detailed captions: the first 3 "."-sentences,
+    # ended by a "." (empty pieces are no sentences).
+    lm = make_lm(bpe_tokenizer)
+    ids = lm.text_ids(text) + [lm.eos_id]
+    for task, want in (("coco", coco), ("detailed", detailed)):
+        caption, spans = lm.decode(ids, ("eos",), task)
+        assert caption == want
+        assert len(spans) == len(ids) and all(0 <= s <= e <= len(caption) for s, e in spans)
+        covered = "".join(caption[s:e] for s, e in spans)
+        assert covered in (caption, caption[:-1])  # the tokens tile it, but for an added "."
+    # Each token's span still names its own text after the cut at the role tag.
+    caption, spans = lm.decode(lm.text_ids(" A cat. ASSISTANT: A red circle"), ())
+    words = [caption[s:e] for s, e in spans if e > s]
+    assert "".join(words) == "A red circle" and caption == "A red circle"
+
+
 def test_generation_stops_at_first_sentence(bpe_tokenizer):
     lm = make_lm(bpe_tokenizer, seed=2)
     stops = lm.stop_ids(("sentence",))

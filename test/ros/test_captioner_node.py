@@ -48,6 +48,7 @@ def test_regions_are_published_in_source_pixels_inside_the_image(harness, script
     h.publish_frame(h.now_ns())
     (caption,) = h.wait_captions(1)
     assert scripted_model.calls[0]["num_regions"] == 4
+    assert scripted_model.calls[0]["task"] is None  # auto: the model's own
     boxes = [(r.phrase, r.roi.x_offset, r.roi.y_offset, r.roi.width, r.roi.height) for r in caption.regions]
     assert boxes == [("red square", 0, 5, 31, 43), ("blue circle", 40, 8, 10, 12)]
     assert [round(r.score, 3) for r in caption.regions] == [0.9, 0.4]
@@ -87,7 +88,7 @@ def test_runtime_parameters_accepted_and_bad_values_rejected(harness, scripted_m
     h = harness(scripted_model, {"max_rate": 2.0, "refine": True})
     node = h.captioner
     results = node.set_parameters([Parameter("max_rate", value=5.0), Parameter("refine", value=False),
-                                   Parameter("min_region_score", value=0.5)])
+                                   Parameter("min_region_score", value=0.5), Parameter("task", value="detailed")])
     assert all(r.successful for r in results)
     assert (node.settings.max_rate, node.settings.refine, node.settings.min_region_score) == (5.0, False, 0.5)
     t0 = h.now_ns()
@@ -97,6 +98,7 @@ def test_runtime_parameters_accepted_and_bad_values_rejected(harness, scripted_m
     captions = h.wait_captions(2)
     assert [c.refined for c in captions] == [False, False]
     assert [call["refine"] for call in scripted_model.calls] == [False, False]
+    assert [call["task"] for call in scripted_model.calls] == ["detailed", "detailed"]
 
     (result,) = node.set_parameters([Parameter("max_rate", value=3)])  # an integer is taken as 3.0
     assert result.successful and node.settings.max_rate == 3.0

@@ -13,7 +13,7 @@ from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSe
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "captioner.yaml"
 INTERFACE = {"model_path", "device", "dtype", "image_transport", "reliability", "max_rate", "refine", "zoom",
-             "num_regions", "min_region_score", "max_image_pixels", "diagnostics_period"}
+             "task", "num_regions", "min_region_score", "max_image_pixels", "diagnostics_period"}
 
 
 def test_parameter_names_are_the_published_interface():
@@ -47,6 +47,7 @@ def test_defaults_are_valid():
     ("dtype", "int8", r"'dtype' must be one of auto, float32, float16, bfloat16; got 'int8'"),
     ("image_transport", "theora", r"'image_transport' must be one of raw, compressed"),
     ("reliability", "sometimes", r"'reliability' must be one of best_effort, reliable"),
+    ("task", "long", r"'task' must be one of auto, coco, detailed; got 'long'"),
     ("frobnicate", 1, r"unknown parameter 'frobnicate'"),
 ])
 def test_bad_values_get_a_reason(name, value, reason):
@@ -58,6 +59,7 @@ def test_bad_values_get_a_reason(name, value, reason):
     ("max_rate", 0.01), ("max_rate", 100.0), ("num_regions", 0), ("num_regions", 16),
     ("min_region_score", 0.0), ("min_region_score", 1.0), ("device", "cuda:1"), ("device", "cpu"),
     ("dtype", "bfloat16"), ("image_transport", "compressed"), ("reliability", "reliable"),
+    ("task", "detailed"), ("task", "coco"),
 ])
 def test_good_values_pass(name, value):
     assert validate(name, value) is None

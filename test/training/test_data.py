@@ -11,7 +11,8 @@ import pytest
 from sharpeye_ros.model.config import SharpEyesConfig
 from sharpeye_ros.model.preprocess import ImageProcessor
 from sharpeye_ros.training.data import (
-    CaptionDataset, WorldScenes, collate, open_dataset, read_coco, read_llava,
+    CaptionDataset, PseudoCaptionPairs, WorldScenes, collate, open_dataset, read_coco, read_llava,
+    read_pseudo_captions, references,
 )
 from sharpeye_ros.world import generate_scene, write_split
 
@@ -125,3 +126,72 @@ def test_the_demo_tokenizer_covers_every_world_token():
     unk = tokenizer.unk_token_id
     ids = tokenizer(" ".join(vocabulary()) + " " + cfg.lm.refine_prompt.replace("<image>", "").replace("{caption}", ""))["input_ids"]
     assert unk not in ids
+
+
+def _coco_with_ids(tmp_path):
+    _png(tmp_path / "a.png", 0)
+    _png(tmp_path / "b.png", 1)
+    data = {"images": [{"id": 7, "file_name": "a.png"}, {"id": 9, "file_name": "b.png"}],
+            "annotations": [{"id": 101, "image_id": 9, "caption": "two cats on a sofa."},
+                            {"id": 102, "image_id": 7, "caption": "a dog on a beach."},
+                            {"image_id": 9, "caption": "a cat."}]}  # no id: IMAGE_ID:K
+    (tmp_path / "captions.json").write_text(json.dumps(data))
+    return CaptionDataset(read_coco(tmp_path / "captions.json"))
+
+
+def test_every_reference_caption_has_an_id(tmp_path):
+    assert references(_coco_with_ids(tmp_path)) == [
+        (("102",), ("a dog on a beach.",)), (("101", "9:1"), ("two cats on a sofa.", "a cat."))]
+    world = WorldScenes("val", 2, start=5)
+    assert [ids for ids, _ in references(world)] == [tuple(f"{i}:{k}" for k in range(len(c)))
+                                                    for i, c in zip((5, 6), world.captions)]
+
+
+def test_pseudo_captions_from_a_json_lines_file_pair_with_their_references(tmp_path):
+    dataset = _coco_with_ids(tmp_path)
+    path = tmp_path / "pseudo.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in [
+        {"caption_id": 101, "pseudo_captions": ["two dogs on a sofa.", "a cat on a bed.", "two cats on a bed."]},
+        {"caption_id": "102", "caption": "a dog on a beach.", "pseudo_captions": ["a cat on a beach.", "x.", "y."]},
+        {"caption_id": "9:1", "pseudo_captions": ["a dog.", "two cats.", "a bird.", "a fish."]},
+    ]) + "\n\n")
+    pseudo = read_pseudo_captions(path)
+    assert pseudo["101"][1] == "a cat on a bed." and len(pseudo["9:1"]) == 4
+    pairs = PseudoCaptionPairs(dataset, 3, pseudo)
+    assert len(pairs) == 9  # 3 references x 3
+    sample = pairs[3]
+    assert sample["captions"] == ("two cats on a sofa.",) and sample["initial"] == "two dogs on a sofa."
+    assert np.array_equal(sample["image"], dataset[1]["image"]) and sample["index"] == 3
+    assert len(PseudoCaptionPairs(dataset, None, pseudo)) == 10  # all of them
+    with pytest.raises(ValueError, match="caption id '102' has 3, the stage asks for 5"):
+        PseudoCaptionPairs(dataset, 5, pseudo)
+    with pytest.raises(ValueError, match="none for caption id '102'"):
+        PseudoCaptionPairs(dataset, 3, {k: v for k, v in pseudo.items() if k != "102"})
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"caption_id": 1, "pseudo_captions": ["a"]}\n{"caption_id": "1", "pseudo_captions": ["b"]}',
+     r":2: caption id '1' appears twice"),
+    ('{"caption_id": 1, "pseudo_captions": []}', r":1: write"),
+    ('{"caption_id": 1, "pseudo": ["a"]}', r":1: write"),
+    ('\n{"caption_id": 1', r":2: not valid JSON"),
+])
+def test_bad_pseudo_caption_files_name_the_line(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="bad.jsonl" + message):
+        read_pseudo_captions(path)
+    with pytest.raises(ValueError, match="cannot read"):
+        read_pseudo_captions(tmp_path / "absent.jsonl")
+
+
+def test_rule_based_pairs_are_fixed_three_per_reference():
+    world = WorldScenes("train", 2)
+    pairs = PseudoCaptionPairs(world, 3, seed=4)
+    captions = [c for _, cs in references(world) for c in cs]
+    assert len(pairs) == 3 * len(captions)
+    assert [pairs[i]["captions"][0] for i in range(len(pairs))] == [c for c in captions for _ in range(3)]
+    made = [pairs.initial(i) for i in range(len(pairs))]
+    assert made == [pairs[i]["initial"] for i in range(len(pairs))]  # the same each time it is read
+    assert any(len(set(made[i:i + 3])) > 1 for i in range(0, len(made), 3))  # three draws, not one repeated
+    assert made != [PseudoCaptionPairs(world, 3, seed=5).initial(i) for i in range(len(pairs))]

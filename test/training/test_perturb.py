@@ -131,3 +131,14 @@ def test_misname_small_shapes_changes_only_the_shapes_of_small_objects():
     rng = np.random.default_rng(1)
     share = np.mean([misname_small_shapes(caption, rng, 0.5) != caption for _ in range(400)])
     assert 0.65 < share < 0.85  # at least one of two small shapes changes: 1 - 0.5 ** 2
+
+
+def test_pseudo_initial_is_the_misnaming_then_zero_to_max_changes():
+    from sharpeye_ros.training.perturb import pseudo_initial
+
+    caption = "a small red circle at the top left and a small blue star on the right."
+    for seed in range(20):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        blind = misname_small_shapes(caption, b, 0.8)
+        want = perturb_caption(blind, b, int(b.integers(0, 6))).caption
+        assert pseudo_initial(caption, a, 5, 0.8) == want
