@@ -1,7 +1,8 @@
 """``synthetic_camera``: a camera node that shows scenes of the synthetic world.
 
 Publishes ``image`` (sensor_msgs/Image, any raw encoding the conversion module encodes)
-and, when ``publish_compressed`` is true, ``image/compressed`` (JPEG), both with
+and, when ``publish_compressed`` is true, ``<image>/compressed`` (JPEG: image_transport's
+name for it, so a remap of ``image`` moves both), both with
 sensor-data QoS, at ``rate`` Hz of the node's clock (so it follows ``/clock`` under
 ``use_sim_time``). Stamps are the clock's "now"; the scene changes every ``scene_period``
 seconds. The current scene's ground truth goes to ``ground_truth`` (std_msgs/String JSON,
@@ -44,8 +45,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "seed": (0, "world seed (a different world of the same kind)"),
     "encoding": ("rgb8", "raw encoding of 'image' (rgb8, bgr8, mono8, yuv422, bayer_rggb8, ...)"),
     "frame_id": ("camera_optical_frame", "header.frame_id of the images"),
-    "publish_compressed": (False, "also publish JPEG on 'image/compressed'"),
-    "jpeg_quality": (90, "JPEG quality 0..100 of 'image/compressed'"),
+    "publish_compressed": (False, "also publish JPEG on '<image>/compressed'"),
+    "jpeg_quality": (90, "JPEG quality 0..100 of '<image>/compressed'"),
 }
 _FLOATS = ("rate", "scene_period")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -84,7 +85,8 @@ class SyntheticCamera(Node):
             raise ValueError(f"parameter 'encoding' = {p['encoding']!r} rejected: {err}") from None
 
         self._image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
-        self._compressed_pub = (self.create_publisher(CompressedImage, "image/compressed",
+        compressed_topic = self._image_pub.topic_name.rstrip("/") + "/compressed"  # image_transport's rule
+        self._compressed_pub = (self.create_publisher(CompressedImage, compressed_topic,
                                                       qos_profile_sensor_data)
                                 if self._compressed is not None else None)
         self._truth_pub = self.create_publisher(String, "ground_truth", LATCHED)

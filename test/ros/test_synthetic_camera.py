@@ -27,11 +27,11 @@ from sharpeye_ros.world.scene import SceneConfig  # noqa: E402
 SIZE = {"width": 96, "height": 64}
 
 
-def _camera(context: Any, **params: Any) -> Any:
+def _camera(context: Any, cli_args: Any = None, **params: Any) -> Any:
     from sharpeye_ros.ros.synthetic_camera_node import SyntheticCamera
 
     overrides = [Parameter(k, value=v) for k, v in {**SIZE, **params}.items()]
-    return SyntheticCamera(context=context, parameter_overrides=overrides)
+    return SyntheticCamera(context=context, parameter_overrides=overrides, cli_args=cli_args)
 
 
 class _Listener:
@@ -106,6 +106,28 @@ def test_publishes_scenes_with_headers_and_ground_truth(rclpy_context: Any) -> N
     finally:
         executor.shutdown()
     assert parse_ground_truth(late.truths[0].data)[0]["index"] >= 5
+    camera.destroy_node()
+
+
+def test_compressed_stream_follows_the_image_remap(rclpy_context: Any) -> None:
+    # image_transport's naming: a remap of `image` to /front/image_raw moves the JPEG stream
+    # to /front/image_raw/compressed, where the captioner (image_transport:=compressed) looks.
+    from sensor_msgs.msg import CompressedImage
+
+    camera = _camera(rclpy_context, ["--ros-args", "-r", "image:=/front/image_raw"], rate=20.0,
+                     publish_compressed=True)
+    assert camera._compressed_pub.topic_name == "/front/image_raw/compressed"
+    node = rclpy.create_node("remap_listener", context=rclpy_context)
+    got: list = []
+    node.create_subscription(CompressedImage, "/front/image_raw/compressed", got.append, qos_profile_sensor_data)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(camera)
+    executor.add_node(node)
+    try:
+        _spin_until(executor, lambda: len(got) >= 2)
+    finally:
+        executor.shutdown()
+    assert compressed_msg_to_rgb(got[0]).shape == (64, 96, 3)
     camera.destroy_node()
 
 
