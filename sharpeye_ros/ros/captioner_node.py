@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -49,7 +48,7 @@ from sharpeye_ros.ros.diagnostics import (CONVERSION, INFERENCE, PUBLISH, Captio
                                           frame_latency, no_input_warning)
 from sharpeye_ros.ros.frame_gate import NS_PER_S, FrameGate, GatedFrame
 from sharpeye_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
-from sharpeye_ros.ros.spin import spin_until_shutdown
+from sharpeye_ros.ros.spin import exit_now, finish, init_rclpy, spin_until_shutdown
 
 NODE_NAME = "captioner"
 ERROR_LOG_PERIOD = 5.0  # seconds between two error lines of one kind; the rest are counted
@@ -266,8 +265,8 @@ class CaptionerNode(Node):
             try:
                 self._caption(item)
             except Exception as err:  # never let one frame kill the worker
-                if self._gate.closed:
-                    return  # the node is being destroyed under us; nothing to report
+                if self._gate.closed or not self.context.ok():
+                    return  # shutting down (a signal shut the context): nothing to report
                 self._error(PUBLISH, f"cannot publish the caption or its annotations: "
                                      f"{type(err).__name__}: {err}")
 
@@ -381,8 +380,9 @@ class CaptionerNode(Node):
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    """Run the captioner until SIGINT or SIGTERM (exit 0); exit 1 when it cannot start."""
-    rclpy.init(args=args)
+    """Run the captioner until SIGINT or SIGTERM (exit 0, at any moment: see
+    :mod:`sharpeye_ros.ros.spin`); exit 1 when it cannot start."""
+    init_rclpy(args)
     node: Optional[CaptionerNode] = None
     code = 0
     try:
@@ -391,8 +391,6 @@ def main(args: Optional[list[str]] = None) -> int:
     except StartupError as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
         code = 1
-    except KeyboardInterrupt:
-        pass  # SIGINT while the node was still starting up
     finally:
         if node is not None:
             node.destroy_node()
@@ -401,10 +399,8 @@ def main(args: Optional[list[str]] = None) -> int:
         # A caption is still running in torch. Interpreter shutdown would end that thread
         # inside C++ code and abort the process ("terminate called ..."), so leave now.
         node.get_logger().warning(f"exiting during a caption that took over {WORKER_JOIN_TIMEOUT:g} s")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+        exit_now(code)
+    return finish(code)
 
 
 if __name__ == "__main__":

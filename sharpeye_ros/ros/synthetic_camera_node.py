@@ -30,7 +30,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from sharpeye_ros.ros.image_conversion import ImageConversionError, fill_image_msg, rgb_to_compressed
-from sharpeye_ros.ros.spin import spin_until_shutdown
+from sharpeye_ros.ros.spin import finish, init_rclpy, spin_until_shutdown
 from sharpeye_ros.ros.scene_feed import SceneFeed, ground_truth_json, scene_number
 
 # name: (default, description). Floats are dynamically typed so "rate:=5" works too.
@@ -129,20 +129,21 @@ class SyntheticCamera(Node):
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    """Run the node until SIGINT/SIGTERM; exit code 2 on bad parameters."""
-    rclpy.init(args=args)
+    """Run the node until SIGINT/SIGTERM (exit 0, at any moment: see
+    :mod:`sharpeye_ros.ros.spin`); exit code 2 on bad parameters."""
+    init_rclpy(args)
     try:
         node = SyntheticCamera()
     except (ValueError, ParameterException) as err:
         print(f"synthetic_camera: {err}", file=sys.stderr)
         rclpy.try_shutdown()
-        return 2
+        return finish(2)
     try:
         spin_until_shutdown(node)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return finish(0)
 
 
 if __name__ == "__main__":
