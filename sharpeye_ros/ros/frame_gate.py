@@ -251,6 +251,12 @@ class FrameGate(Generic[T]):
         with self._cond:
             return self._pending is not None
 
+    @property
+    def busy(self) -> bool:
+        """True while a frame waits or the worker has one in hand (taken, not yet done)."""
+        with self._cond:
+            return self._pending is not None or self._in_flight is not None
+
     def counters(self) -> GateCounters:
         """A consistent snapshot of the counters."""
         with self._cond:

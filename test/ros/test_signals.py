@@ -27,6 +27,9 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 KINDS = ("SIGINT", "SIGTERM", "double SIGINT")
 MOMENTS = (0.3, 2.0, 4.0, "working")
+# docs/robustness.md's signal table: its columns, and the exit code each cell documents.
+DOC = Path(__file__).resolve().parents[2] / "docs" / "robustness.md"
+COLUMNS = {0.3: "0.3 s after start", 2.0: "2 s after start", 4.0: "4 s after start", "working": "mid-work"}
 EXIT_WITHIN = 5.0  # seconds from the first signal; `ros2 launch` escalates to SIGTERM after 5 s
 DOUBLE_GAP = 0.1  # seconds between the two SIGINTs
 PARALLEL = 4
@@ -41,18 +44,34 @@ def executable(name: str) -> str:
     pytest.fail(f"installed executable {name} not found on AMENT_PREFIX_PATH; run through scripts/test")
 
 
+def documented_codes() -> dict[tuple[str, Any], int]:
+    """(kind, moment) -> the exit code docs/robustness.md's "## Signals" table gives."""
+    text = DOC.read_text().split("## Signals", 1)[1]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not set(line) <= set("|- ")]
+    header, body = rows[0], rows[1:]
+    assert header[1:] == [COLUMNS[m] for m in MOMENTS] and [r[0] for r in body] == list(KINDS), rows
+    codes = {}
+    for row in body:
+        for moment, cell in zip(MOMENTS, row[1:]):
+            assert cell.startswith("exit "), cell
+            codes[(row[0], moment)] = int(cell.split()[1])
+    return codes
+
+
 @dataclass
 class Outcome:
     name: str
     code: Optional[int]
     seconds: float
     output: str
+    expected: int = 0
 
     def problem(self) -> Optional[str]:
         if self.code is None:
             return f"{self.name}: still running {EXIT_WITHIN} s after the signal"
         bad = [b for b in BAD_OUTPUT if b in self.output]
-        if self.code != 0 or bad or self.seconds > EXIT_WITHIN:
+        if self.code != self.expected or bad or self.seconds > EXIT_WITHIN:
             return (f"{self.name}: exit {self.code} after {self.seconds:.2f} s, {bad or 'clean output'}:\n"
                     f"{self.output[-2000:]}")
         return None
@@ -60,7 +79,15 @@ class Outcome:
 
 def run_case(name: str, command: list[str], log: Path, kind: str, moment: Any,
              ready: Optional[Callable[[subprocess.Popen], bool]] = None) -> Outcome:
-    """Start ``command``, signal it at ``moment`` (seconds, or once ``ready``), time its exit."""
+    """Start ``command``, signal it at ``moment`` (seconds, or once ``ready``), time its exit;
+    the exit code expected is the documented one."""
+    outcome = _run_case(name, command, log, kind, moment, ready)
+    outcome.expected = documented_codes()[(kind, moment)]
+    return outcome
+
+
+def _run_case(name: str, command: list[str], log: Path, kind: str, moment: Any,
+              ready: Optional[Callable[[subprocess.Popen], bool]]) -> Outcome:
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
