@@ -153,6 +153,25 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
 
 
+class Tally:
+    """Frames lost to (errors) or captioned despite (warnings) problems of each kind: the
+    count since start, those within the window, and the last message."""
+
+    def __init__(self, what: str, window: float, start: float) -> None:
+        self.what = what
+        self.total = {kind: 0 for kind in ERROR_KINDS}
+        self.recent = {kind: RateMeter(window, start) for kind in ERROR_KINDS}
+        self.last: dict[str, str] = {}
+
+    def record(self, kind: str, message: str, now: float) -> None:
+        """One more of ``kind`` (one of ``ERROR_KINDS``), at ``now``."""
+        if kind not in self.total:
+            raise ValueError(f"unknown {self.what} kind {kind!r}; expected one of {ERROR_KINDS}")
+        self.total[kind] += 1
+        self.recent[kind].record(now)
+        self.last[kind] = message
+
+
 class CaptionerHealth:
     """Everything the captioner's diagnostics report, updated from the callback and worker.
 
@@ -172,12 +191,8 @@ class CaptionerHealth:
         self._model_seconds = LatencyWindow(latency_window)
         self._overhead = LatencyWindow(latency_window)
         self._last_input: Optional[float] = None
-        self._errors = {kind: 0 for kind in ERROR_KINDS}
-        self._recent_errors = {kind: RateMeter(window, start) for kind in ERROR_KINDS}
-        self._last_error: dict[str, str] = {}
-        self._warnings = {kind: 0 for kind in ERROR_KINDS}
-        self._recent_warnings = {kind: RateMeter(window, start) for kind in ERROR_KINDS}
-        self._last_warning: dict[str, str] = {}
+        self._errors = Tally("error", window, start)
+        self._warnings = Tally("warning", window, start)
         self._frozen = RateMeter(window, start)  # frames whose stamp did not advance
         self._last_fallback: Optional[str] = None  # of the newest frame
         self._unmeasured: dict[str, int] = {CLOCK_NOT_RUNNING: 0, STAMP_AHEAD: 0}
@@ -210,12 +225,8 @@ class CaptionerHealth:
 
     def record_warning(self, kind: str, message: str, now: float) -> None:
         """A frame was captioned despite a problem of ``kind`` (e.g. damaged JPEG data)."""
-        if kind not in self._warnings:
-            raise ValueError(f"unknown warning kind {kind!r}; expected one of {ERROR_KINDS}")
         with self._lock:
-            self._warnings[kind] += 1
-            self._recent_warnings[kind].record(now)
-            self._last_warning[kind] = message
+            self._warnings.record(kind, message, now)
 
     def silence(self, now: float) -> tuple[float, bool]:
         """(seconds since the last frame, or since start; whether any frame ever came)."""
@@ -225,17 +236,13 @@ class CaptionerHealth:
 
     def record_error(self, kind: str, message: str, now: float) -> None:
         """A frame was lost to an error of ``kind`` (one of ``ERROR_KINDS``)."""
-        if kind not in self._errors:
-            raise ValueError(f"unknown error kind {kind!r}; expected one of {ERROR_KINDS}")
         with self._lock:
-            self._errors[kind] += 1
-            self._recent_errors[kind].record(now)
-            self._last_error[kind] = message
+            self._errors.record(kind, message, now)
 
     def error_count(self, kind: str) -> int:
         """Errors of ``kind`` since start."""
         with self._lock:
-            return self._errors[kind]
+            return self._errors.total[kind]
 
     @property
     def captioned(self) -> int:
@@ -244,30 +251,30 @@ class CaptionerHealth:
             return self._captioned
 
     def _assess(self, now: float) -> tuple[int, str]:
-        recent = {kind: meter.count(now) for kind, meter in self._recent_errors.items()}
+        recent = {kind: meter.count(now) for kind, meter in self._errors.recent.items()}
         recent_captions = self._captions.count(now)
         window = f"{self.window:g} s"
         failing = [kind for kind in ERROR_KINDS if recent[kind]]
         if failing and not recent_captions:  # every frame of late was lost to errors
             kind = max(failing, key=lambda k: recent[k])
             return ERROR, (f"no caption in the last {window}: {recent[kind]} {kind} errors, "
-                           f"last: {self._last_error[kind]}")
+                           f"last: {self._errors.last[kind]}")
         silent = now - (self._last_input if self._last_input is not None else self._start)
         if silent > self.no_input_warn:
             what = "no image received" if self._last_input is None else "no image"
             return WARN, f"{what} for {silent:.1f} s"
         for kind in ERROR_KINDS:
             if recent[kind]:
-                return WARN, f"{recent[kind]} {kind} errors in the last {window}: {self._last_error[kind]}"
+                return WARN, f"{recent[kind]} {kind} errors in the last {window}: {self._errors.last[kind]}"
         frozen = self._frozen.count(now)
         if frozen:
             return WARN, (f"header.stamp does not advance: {frozen} frames in the last {window} "
                           "throttled on arrival time")
         for kind in ERROR_KINDS:
-            count = self._recent_warnings[kind].count(now)
+            count = self._warnings.recent[kind].count(now)
             if count:
                 return WARN, (f"{count} {kind} warnings in the last {window} (frames captioned anyway): "
-                              f"{self._last_warning[kind]}")
+                              f"{self._warnings.last[kind]}")
         if self._last_input is None:
             return OK, "waiting for images"
         suffix = " (on arrival time: header.stamp is 0)" if self._last_fallback == ZERO_STAMP else ""
@@ -298,12 +305,12 @@ class CaptionerHealth:
                 ("frames_frozen_stamp", str(gate.frozen_stamps)),
                 ("latency_unmeasured_no_clock", str(self._unmeasured[CLOCK_NOT_RUNNING])),
                 ("latency_unmeasured_stamp_ahead", str(self._unmeasured[STAMP_AHEAD])),
-                *((f"errors_{kind}", str(self._errors[kind])) for kind in ERROR_KINDS),
-                *((f"last_error_{kind}", self._last_error[kind]) for kind in ERROR_KINDS
-                  if kind in self._last_error),
-                ("warnings_conversion", str(self._warnings[CONVERSION])),
-                *((f"last_warning_{kind}", self._last_warning[kind]) for kind in ERROR_KINDS
-                  if kind in self._last_warning),
+                *((f"errors_{kind}", str(self._errors.total[kind])) for kind in ERROR_KINDS),
+                *((f"last_error_{kind}", self._errors.last[kind]) for kind in ERROR_KINDS
+                  if kind in self._errors.last),
+                ("warnings_conversion", str(self._warnings.total[CONVERSION])),
+                *((f"last_warning_{kind}", self._warnings.last[kind]) for kind in ERROR_KINDS
+                  if kind in self._warnings.last),
             )
             return HealthReport(level, message, values + tuple(extra))
 

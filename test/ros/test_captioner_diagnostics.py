@@ -131,6 +131,8 @@ def test_health_reports_gate_counts_and_extras():
 def test_unknown_error_kind_rejected():
     with pytest.raises(ValueError, match="unknown error kind"):
         CaptionerHealth(start=0.0).record_error("cosmic rays", "", 0.0)
+    with pytest.raises(ValueError, match="unknown warning kind"):
+        CaptionerHealth(start=0.0).record_warning("cosmic rays", "", 0.0)
 
 
 def test_one_stamp_from_the_future_does_not_poison_the_latency_figures():
