@@ -271,14 +271,17 @@ class CaptionerNode(Node):
                                      f"{type(err).__name__}: {err}")
 
     def _caption(self, item: GatedFrame[Any]) -> None:
-        captioned = False
+        published = None
         try:
-            captioned = self._caption_frame(item)
+            published = self._caption_frame(item)
         finally:  # only a captioned frame starts the rate interval
-            self._gate.done(item, captioned)
+            self._gate.done(item, published is not None)
+        if published is not None:
+            self._annotate(item.frame.header, *published)
 
-    def _caption_frame(self, item: GatedFrame[Any]) -> bool:
-        """Convert, caption and publish one frame; False when it was dropped."""
+    def _caption_frame(self, item: GatedFrame[Any]) -> Optional[tuple[Any, Any, list]]:
+        """Convert, caption and publish one frame: (rgb, result, regions) once the caption
+        is out, None when the frame was dropped."""
         msg, s = item.frame, self._settings
         start = time.perf_counter()
         warnings: list[str] = []
@@ -287,7 +290,7 @@ class CaptionerNode(Node):
                                 warnings=warnings)
         except ImageConversionError as err:
             self._error(CONVERSION, f"frame dropped: {err}")
-            return False
+            return None
         for text in warnings:
             self._warn(CONVERSION, text)
         model_start = time.perf_counter()
@@ -297,14 +300,14 @@ class CaptionerNode(Node):
                                                 num_regions=s.num_regions)
         except Exception as err:
             self._error(INFERENCE, f"captioning failed: {type(err).__name__}: {err}")
-            return False
+            return None
         problem = result_problem(result)
         if problem is not None:  # e.g. NaN activations: not a caption worth publishing
             self._error(INFERENCE, f"caption not published: {problem}")
-            return False
+            return None
         model_seconds = time.perf_counter() - model_start
         if self._gate.closed:
-            return False
+            return None
         regions = select_regions(result.regions, s.min_region_score, s.num_regions)
         height, width = rgb.shape[:2]
         latency, unmeasured = frame_latency(self.get_clock().now().nanoseconds, item.stamp_ns)
@@ -314,13 +317,15 @@ class CaptionerNode(Node):
         self._health.record_caption(time.monotonic(), latency, model_seconds, overhead, unmeasured)
         for line in self._input_log.latency(unmeasured, time.monotonic()):
             self.get_logger().warning(line)
-        # Drawing and markers only for someone who listens (RViz), never on the caption's path.
+        return rgb, result, regions
+
+    def _annotate(self, header: Any, rgb: Any, result: Any, regions: list) -> None:
+        """Drawing and markers only for someone who listens (RViz), never on the caption's path."""
         if self._image_pub.get_subscription_count() > 0:
-            self._image_pub.publish(annotated_image_msg(rgb, result, regions, msg.header))
+            self._image_pub.publish(annotated_image_msg(rgb, result, regions, header))
         if self._marker_pub.get_subscription_count() > 0:
-            lifetime = max(2.0, 3.0 / s.max_rate)
-            self._marker_pub.publish(caption_markers_msg(result.caption, msg.header, lifetime))
-        return True
+            lifetime = max(2.0, 3.0 / self._settings.max_rate)
+            self._marker_pub.publish(caption_markers_msg(result.caption, header, lifetime))
 
     def _error(self, kind: str, text: str) -> None:
         now = time.monotonic()
