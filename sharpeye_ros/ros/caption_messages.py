@@ -42,6 +42,19 @@ def region_roi(region: Any, width: int, height: int) -> Optional[tuple[int, int,
     return left, top, right - left, bottom - top
 
 
+def result_problem(result: Any) -> Optional[str]:
+    """Why a model result is no caption to publish (None when it is one): an empty caption,
+    or regions with non-finite boxes or scores, which is what NaN weights or activations
+    produce. The node counts these as inference errors."""
+    if not str(getattr(result, "caption", "")).strip():
+        return "the model wrote an empty caption (non-finite weights or activations?)"
+    for region in getattr(result, "regions", ()):
+        values = [float(getattr(region, name)) for name in ("x_min", "y_min", "x_max", "y_max", "score")]
+        if not all(math.isfinite(v) for v in values):
+            return f"the model's attention is not finite (region '{region.phrase}': {values})"
+    return None
+
+
 def select_regions(regions: Iterable[Any], min_score: float, limit: int) -> list[Any]:
     """The first ``limit`` regions (the model orders them most attended first) scoring at least
     ``min_score``."""
@@ -62,7 +75,8 @@ def caption_msg(result: Any, regions: Sequence[Any], header: Any, width: int, he
 
     ``header`` is the frame's header, copied as is; ``regions`` are the ones to publish
     (see :func:`select_regions`), converted with :func:`region_roi` (boxes outside the
-    image are left out). Scores are clipped to [0, 1].
+    image are left out). Scores are clipped to [0, 1]. ``latency_seconds`` may be NaN
+    (not measured).
     """
     from sensor_msgs.msg import RegionOfInterest
 

@@ -1,10 +1,11 @@
 """``captioner``: the ROS 2 node that captions a camera stream with the Sharp-Eyes specialist.
 
-Subscribes ``image`` (sensor_msgs/Image), or ``image/compressed`` (CompressedImage) with
-``image_transport:=compressed``, with sensor-data QoS of depth 1. The callback only hands the
-frame to a :class:`~sharpeye_ros.ros.frame_gate.FrameGate`, which keeps the newest frame and
-limits captions to ``max_rate`` Hz on the frames' stamps; a worker thread converts, captions
-and publishes, so the executor stays free for parameters and shutdown. Publishes:
+Subscribes ``image`` (sensor_msgs/Image), or ``<image>/compressed`` (CompressedImage) with
+``image_transport:=compressed`` (image_transport's naming: one remap of ``image`` serves both),
+with sensor-data QoS of depth 1. The callback only hands the frame to a
+:class:`~sharpeye_ros.ros.frame_gate.FrameGate`, which keeps the newest frame and limits
+captions to ``max_rate`` Hz on the frames' stamps; a worker thread converts, captions and
+publishes, so the executor stays free for parameters and shutdown. Publishes:
 
 - ``caption`` (sharpeye_ros/Caption): header copied from the frame, attended regions in pixels;
 - ``caption_image`` (sensor_msgs/Image): the frame with regions and caption drawn, only while
@@ -21,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -44,16 +44,18 @@ from visualization_msgs.msg import MarkerArray
 from sharpeye_ros.msg import Caption
 from sharpeye_ros.ros import diagnostics
 from sharpeye_ros.ros.caption_messages import (annotated_image_msg, caption_markers_msg, caption_msg,
-                                               select_regions)
+                                               result_problem, select_regions)
 from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSettings, ParamSpec, validate
-from sharpeye_ros.ros.diagnostics import CONVERSION, INFERENCE, PUBLISH, CaptionerHealth, LogThrottle
-from sharpeye_ros.ros.frame_gate import NS_PER_S, FrameGate, GatedFrame, offer_outcome
+from sharpeye_ros.ros.diagnostics import (CONVERSION, INFERENCE, PUBLISH, CaptionerHealth, InputLog, LogThrottle,
+                                          frame_latency, no_input_warning)
+from sharpeye_ros.ros.frame_gate import NS_PER_S, FrameGate, GatedFrame
 from sharpeye_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
-from sharpeye_ros.ros.spin import spin_until_shutdown
+from sharpeye_ros.ros.spin import exit_now, finish, init_rclpy, spin_until_shutdown
 
 NODE_NAME = "captioner"
 ERROR_LOG_PERIOD = 5.0  # seconds between two error lines of one kind; the rest are counted
-NO_INPUT_WARN = 5.0  # seconds without a frame before diagnostics warn
+NO_INPUT_WARN = 5.0  # seconds without a frame before diagnostics and the log warn
+INPUT_LOG_PERIOD = 30.0  # seconds between two log lines about the input of one kind
 WORKER_JOIN_TIMEOUT = 3.0  # seconds shutdown waits for a caption in progress
 _LEVELS = {diagnostics.OK: DiagnosticStatus.OK, diagnostics.WARN: DiagnosticStatus.WARN,
            diagnostics.ERROR: DiagnosticStatus.ERROR}
@@ -140,25 +142,26 @@ class CaptionerNode(Node):
         self._gate: FrameGate[Any] = FrameGate(s.max_rate)
         self._health = CaptionerHealth(time.monotonic(), no_input_warn=NO_INPUT_WARN)
         self._log_throttle = LogThrottle(ERROR_LOG_PERIOD)  # used by the worker only
-        self._zero_stamp_warned = False
+        self._input_log = InputLog(INPUT_LOG_PERIOD)
 
         reliability = (ReliabilityPolicy.RELIABLE if s.reliability == "reliable"
                        else ReliabilityPolicy.BEST_EFFORT)
         sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability,
                                 durability=DurabilityPolicy.VOLATILE)
+        # image_transport's convention: the compressed stream of image topic T is T/compressed.
+        topics = {"raw": self.resolve_topic_name("image")}
+        topics["compressed"] = topics["raw"].rstrip("/") + "/compressed"
+        self._other_transport = "compressed" if s.image_transport == "raw" else "raw"
+        self._other_topic = topics[self._other_transport]
         # The standard QoS override parameters, as image_proc has them:
         # qos_overrides.<topic>.subscription.{reliability,depth,history,durability}
         # (fixed at start-up). They win over the `reliability` parameter, now an alias.
         overrides = QoSOverridingOptions.with_default_policies()
+        msg_type = CompressedImage if s.image_transport == "compressed" else Image
+        self._convert = compressed_msg_to_rgb if s.image_transport == "compressed" else image_msg_to_rgb
         try:
-            if s.image_transport == "compressed":
-                self._convert = compressed_msg_to_rgb
-                self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image,
-                                                     sensor_qos, qos_overriding_options=overrides)
-            else:
-                self._convert = image_msg_to_rgb
-                self._sub = self.create_subscription(Image, "image", self._on_image, sensor_qos,
-                                                     qos_overriding_options=overrides)
+            self._sub = self.create_subscription(msg_type, topics[s.image_transport], self._on_image,
+                                                 sensor_qos, qos_overriding_options=overrides)
         except (InvalidQosOverridesError, ParameterException, ValueError, RuntimeError) as err:
             raise StartupError(f"QoS override of the image subscription rejected: {err}") from None
         # Reliable publishers match both reliable (RViz's default) and best-effort subscribers.
@@ -167,8 +170,9 @@ class CaptionerNode(Node):
         self._marker_pub = self.create_publisher(MarkerArray, "caption_markers", 1)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Diagnostics on the steady clock: they must keep coming while sim time is paused.
-        self._diag_timer = self.create_timer(s.diagnostics_period, self.publish_diagnostics,
-                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diag_timer = self.create_timer(s.diagnostics_period, self.publish_diagnostics, clock=steady)
+        self._watch_timer = self.create_timer(1.0, self._watch_input, clock=steady)
         if hasattr(self, "add_pre_set_parameters_callback"):  # Jazzy and newer
             self.add_pre_set_parameters_callback(_ints_as_doubles)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -248,20 +252,26 @@ class CaptionerNode(Node):
     # ---- input ---------------------------------------------------------------------
     def _on_image(self, msg: Any) -> None:
         # O(1): no decoding here, the worker converts the frame it actually captions.
-        self._health.record_input(time.monotonic())
-        stamp = _stamp_ns(msg.header.stamp)
-        if stamp == 0:  # an unstamped driver: throttle on arrival time instead
-            stamp = self.get_clock().now().nanoseconds
-            if not self._zero_stamp_warned:
-                self._zero_stamp_warned = True
-                self.get_logger().warning("frames have header.stamp = 0: throttling on arrival time")
-        if not self._debug():
-            self._gate.offer(msg, stamp)
+        now = time.monotonic()
+        offer = self._gate.offer(msg, _stamp_ns(msg.header.stamp), self.get_clock().now().nanoseconds)
+        self._health.record_input(now, offer.fallback)
+        for line in self._input_log.offer(offer, now):
+            self.get_logger().warning(line)
+        if self._debug():
+            self.get_logger().debug(f"frame {_stamp_ns(msg.header.stamp) / NS_PER_S:.3f}: {offer.describe()}")
+
+    def _watch_input(self) -> None:
+        """Say so (throttled) when no frame has come for a while, with a hint where they are."""
+        now = time.monotonic()
+        seconds, received = self._health.silence(now)
+        if seconds < NO_INPUT_WARN:
             return
-        before = self._gate.counters()  # only the executor thread offers: the difference is this frame's
-        accepted = self._gate.offer(msg, stamp)
-        outcome = offer_outcome(before, self._gate.counters(), accepted)
-        self.get_logger().debug(f"frame {stamp / NS_PER_S:.3f}: {outcome}")
+        topic = self._sub.topic_name
+        text = no_input_warning(topic, self._settings.image_transport, seconds, received,
+                                self.count_publishers(topic), self._other_topic, self._other_transport,
+                                self.count_publishers(self._other_topic))
+        for line in self._input_log.silence(text, now):
+            self.get_logger().warning(line)
 
     # ---- worker --------------------------------------------------------------------
     def _run_worker(self) -> None:
@@ -272,20 +282,35 @@ class CaptionerNode(Node):
             try:
                 self._caption(item)
             except Exception as err:  # never let one frame kill the worker
-                if self._gate.closed:
-                    return  # the node is being destroyed under us; nothing to report
+                if self._gate.closed or not self.context.ok():
+                    return  # shutting down (a signal shut the context): nothing to report
                 self._error(PUBLISH, f"cannot publish the caption or its annotations: "
                                      f"{type(err).__name__}: {err}")
 
     def _caption(self, item: GatedFrame[Any]) -> None:
+        published = None
+        try:
+            published = self._caption_frame(item)
+        finally:  # only a captioned frame starts the rate interval
+            self._gate.done(item, published is not None)
+        if published is not None:
+            self._annotate(item.frame.header, *published)
+
+    def _caption_frame(self, item: GatedFrame[Any]) -> Optional[tuple[Any, Any, list]]:
+        """Convert, caption and publish one frame: (rgb, result, regions) once the caption
+        is out, None when the frame was dropped."""
         msg, s = item.frame, self._settings
         start = time.perf_counter()
+        warnings: list[str] = []
         try:
-            rgb = self._convert(msg, max_pixels=s.max_image_pixels)
+            rgb = self._convert(msg, max_pixels=s.max_image_pixels, max_aspect_ratio=s.max_aspect_ratio,
+                                warnings=warnings)
         except ImageConversionError as err:
             self._error(CONVERSION, f"frame dropped: {err}")
             self.get_logger().debug(f"frame {item.stamp_ns / NS_PER_S:.3f} dropped: conversion failed: {err}")
-            return
+            return None
+        for text in warnings:
+            self._warn(CONVERSION, text)
         model_start = time.perf_counter()
         try:
             with torch.inference_mode():
@@ -294,30 +319,38 @@ class CaptionerNode(Node):
                                                 task=None if s.task == "auto" else s.task)
         except Exception as err:
             self._error(INFERENCE, f"captioning failed: {type(err).__name__}: {err}")
-            return
+            return None
+        problem = result_problem(result)
+        if problem is not None:  # e.g. NaN activations: not a caption worth publishing
+            self._error(INFERENCE, f"caption not published: {problem}")
+            return None
         model_seconds = time.perf_counter() - model_start
         if self._gate.closed:
-            return
+            return None
         regions = select_regions(result.regions, s.min_region_score, s.num_regions)
         height, width = rgb.shape[:2]
-        latency = (self.get_clock().now().nanoseconds - item.stamp_ns) / NS_PER_S
+        latency, unmeasured = frame_latency(self.get_clock().now().nanoseconds, item.stamp_ns)
         caption = caption_msg(result, regions, msg.header, width, height, self._model_id, latency)
         self._caption_pub.publish(caption)
         overhead = time.perf_counter() - start - model_seconds
-        self._health.record_caption(time.monotonic(), latency, model_seconds, overhead)
-        # Drawing and markers only for someone who listens (RViz), never on the caption's path.
-        if self._image_pub.get_subscription_count() > 0:
-            self._image_pub.publish(annotated_image_msg(rgb, result, regions, msg.header))
-        if self._marker_pub.get_subscription_count() > 0:
-            lifetime = max(2.0, 3.0 / s.max_rate)
-            self._marker_pub.publish(caption_markers_msg(result.caption, msg.header, lifetime))
+        self._health.record_caption(time.monotonic(), latency, model_seconds, overhead, unmeasured)
+        for line in self._input_log.latency(unmeasured, time.monotonic()):
+            self.get_logger().warning(line)
         if self._debug():
             stages = ", ".join(f"{name} {seconds * 1e3:.1f} ms" for name, seconds in result.timings.items())
             self.get_logger().debug(
                 f"frame {item.stamp_ns / NS_PER_S:.3f} captioned: conversion {(model_start - start) * 1e3:.1f} ms, "
-                f"model {model_seconds * 1e3:.1f} ms ({stages}), publishing "
-                f"{(time.perf_counter() - start - model_seconds - (model_start - start)) * 1e3:.1f} ms, "
+                f"model {model_seconds * 1e3:.1f} ms ({stages}), publishing {(overhead - (model_start - start)) * 1e3:.1f} ms, "
                 f"latency {latency:.3f} s")
+        return rgb, result, regions
+
+    def _annotate(self, header: Any, rgb: Any, result: Any, regions: list) -> None:
+        """Drawing and markers only for someone who listens (RViz), never on the caption's path."""
+        if self._image_pub.get_subscription_count() > 0:
+            self._image_pub.publish(annotated_image_msg(rgb, result, regions, header))
+        if self._marker_pub.get_subscription_count() > 0:
+            lifetime = max(2.0, 3.0 / self._settings.max_rate)
+            self._marker_pub.publish(caption_markers_msg(result.caption, header, lifetime))
 
     def _error(self, kind: str, text: str) -> None:
         now = time.monotonic()
@@ -326,6 +359,15 @@ class CaptionerNode(Node):
         if suppressed is not None:
             more = f" ({suppressed} more {kind} errors since the last report)" if suppressed else ""
             self.get_logger().error(text + more)
+
+    def _warn(self, kind: str, text: str) -> None:
+        """A frame captioned despite a problem: counted, logged throttled."""
+        now = time.monotonic()
+        self._health.record_warning(kind, text, now)
+        suppressed = self._log_throttle.allow(f"{kind} warning", now)
+        if suppressed is not None:
+            more = f" ({suppressed} more {kind} warnings since the last report)" if suppressed else ""
+            self.get_logger().warning(text + more)
 
     # ---- diagnostics ---------------------------------------------------------------
     def health_report(self) -> diagnostics.HealthReport:
@@ -368,8 +410,9 @@ class CaptionerNode(Node):
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    """Run the captioner until SIGINT or SIGTERM (exit 0); exit 1 when it cannot start."""
-    rclpy.init(args=args)
+    """Run the captioner until SIGINT or SIGTERM (exit 0, at any moment: see
+    :mod:`sharpeye_ros.ros.spin`); exit 1 when it cannot start."""
+    init_rclpy(args)
     node: Optional[CaptionerNode] = None
     code = 0
     try:
@@ -378,8 +421,6 @@ def main(args: Optional[list[str]] = None) -> int:
     except StartupError as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
         code = 1
-    except KeyboardInterrupt:
-        pass  # SIGINT while the node was still starting up
     finally:
         if node is not None:
             node.destroy_node()
@@ -388,10 +429,8 @@ def main(args: Optional[list[str]] = None) -> int:
         # A caption is still running in torch. Interpreter shutdown would end that thread
         # inside C++ code and abort the process ("terminate called ..."), so leave now.
         node.get_logger().warning(f"exiting during a caption that took over {WORKER_JOIN_TIMEOUT:g} s")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+        exit_now(code)
+    return finish(code)
 
 
 if __name__ == "__main__":

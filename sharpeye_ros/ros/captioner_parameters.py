@@ -40,7 +40,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("dtype", "auto", "Model weights' dtype; auto: float16 on CUDA, float32 on CPU.",
               read_only=True, choices=DTYPES),
     ParamSpec("image_transport", "raw", "raw: subscribe to sensor_msgs/Image on 'image'; "
-              "compressed: sensor_msgs/CompressedImage on 'image/compressed'.", read_only=True,
+              "compressed: sensor_msgs/CompressedImage on '<image>/compressed', as image_transport "
+              "names it (a remap of 'image' serves both).", read_only=True,
               choices=IMAGE_TRANSPORTS),
     ParamSpec("reliability", "best_effort", "QoS reliability of the image subscription (sensor "
               "data QoS, depth 1); 'reliable' only matches reliable publishers.", read_only=True,
@@ -59,6 +60,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "published.", limits=(0.0, 1.0)),
     ParamSpec("max_image_pixels", 20_000_000, "Frames with more pixels (width*height) are rejected "
               "before decoding.", limits=(1, 1_000_000_000)),
+    ParamSpec("max_aspect_ratio", 32.0, "Frames whose longer side exceeds this many times the shorter "
+              "are rejected before decoding (the model would see a sliver).", limits=(1.0, 1_000_000.0)),
     ParamSpec("diagnostics_period", 1.0, "Seconds between diagnostics on /diagnostics (wall "
               "clock).", read_only=True, limits=(0.1, 60.0)),
 )
@@ -109,6 +112,7 @@ class CaptionerSettings:
     num_regions: int = SPECS["num_regions"].default
     min_region_score: float = SPECS["min_region_score"].default
     max_image_pixels: int = SPECS["max_image_pixels"].default
+    max_aspect_ratio: float = SPECS["max_aspect_ratio"].default
     diagnostics_period: float = SPECS["diagnostics_period"].default
 
     @classmethod

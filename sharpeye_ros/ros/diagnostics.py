@@ -1,8 +1,10 @@
-"""Health statistics of the captioner and the diagnostic status they add up to.
+"""Health statistics of the captioner, the diagnostic status they add up to, and what the
+node logs about its input.
 
-Pure Python (no rclpy): sliding-window rates, latency percentiles, error counters and a
-log throttle, all fed with explicit timestamps so they are tested without sleeping. The
-node turns a :class:`HealthReport` into a ``diagnostic_msgs/DiagnosticStatus``.
+Pure Python (no rclpy): sliding-window rates, latency percentiles, error and warning
+counters, a log throttle and the texts of the input warnings, all fed with explicit
+timestamps so they are tested without sleeping. The node turns a :class:`HealthReport`
+into a ``diagnostic_msgs/DiagnosticStatus``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-from sharpeye_ros.ros.frame_gate import GateCounters
+from sharpeye_ros.ros.frame_gate import (DEFAULT_RESET_SECONDS, FROZEN_STAMP, NS_PER_S, OUT_OF_ORDER, ZERO_STAMP,
+                                        GateCounters, Offer)
 
 # diagnostic_msgs/DiagnosticStatus levels.
 OK, WARN, ERROR = 0, 1, 2
@@ -21,6 +24,24 @@ OK, WARN, ERROR = 0, 1, 2
 # Error kinds counted in diagnostics.
 CONVERSION, INFERENCE, PUBLISH = "conversion", "inference", "publish"
 ERROR_KINDS = (CONVERSION, INFERENCE, PUBLISH)
+
+# Why a caption's latency is not measured (its message says NaN).
+CLOCK_NOT_RUNNING, STAMP_AHEAD = "clock_not_running", "stamp_ahead"
+# A stamp further ahead of the node's clock than this comes from another clock (or a bad
+# driver): its latency would be a large negative number.
+AHEAD_TOLERANCE = DEFAULT_RESET_SECONDS
+
+
+def frame_latency(now_ns: int, stamp_ns: int) -> tuple[float, Optional[str]]:
+    """Seconds from ``stamp_ns`` to ``now_ns`` (the node's clock), or (NaN, why) when that
+    means nothing: the clock reads 0 (use_sim_time and no /clock yet), or the stamp is
+    more than AHEAD_TOLERANCE ahead of it."""
+    if now_ns == 0:
+        return math.nan, CLOCK_NOT_RUNNING
+    latency = (now_ns - stamp_ns) / NS_PER_S
+    if latency < -AHEAD_TOLERANCE:
+        return math.nan, STAMP_AHEAD
+    return latency, None
 
 
 class RateMeter:
@@ -78,6 +99,15 @@ class LatencyWindow:
         """Mean over the window (NaN when empty)."""
         return sum(self._values) / len(self._values) if self._values else math.nan
 
+    @property
+    def median(self) -> float:
+        """Median over the window (NaN when empty): one wild value does not move it."""
+        if not self._values:
+            return math.nan
+        ordered = sorted(self._values)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
     def percentile(self, q: float) -> float:
         """Nearest-rank ``q``-th percentile (0 < q <= 100) over the window (NaN when empty)."""
         if not 0 < q <= 100:
@@ -123,6 +153,25 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
 
 
+class Tally:
+    """Frames lost to (errors) or captioned despite (warnings) problems of each kind: the
+    count since start, those within the window, and the last message."""
+
+    def __init__(self, what: str, window: float, start: float) -> None:
+        self.what = what
+        self.total = {kind: 0 for kind in ERROR_KINDS}
+        self.recent = {kind: RateMeter(window, start) for kind in ERROR_KINDS}
+        self.last: dict[str, str] = {}
+
+    def record(self, kind: str, message: str, now: float) -> None:
+        """One more of ``kind`` (one of ``ERROR_KINDS``), at ``now``."""
+        if kind not in self.total:
+            raise ValueError(f"unknown {self.what} kind {kind!r}; expected one of {ERROR_KINDS}")
+        self.total[kind] += 1
+        self.recent[kind].record(now)
+        self.last[kind] = message
+
+
 class CaptionerHealth:
     """Everything the captioner's diagnostics report, updated from the callback and worker.
 
@@ -142,39 +191,58 @@ class CaptionerHealth:
         self._model_seconds = LatencyWindow(latency_window)
         self._overhead = LatencyWindow(latency_window)
         self._last_input: Optional[float] = None
-        self._errors = {kind: 0 for kind in ERROR_KINDS}
-        self._recent_errors = {kind: RateMeter(window, start) for kind in ERROR_KINDS}
-        self._last_error: dict[str, str] = {}
+        self._errors = Tally("error", window, start)
+        self._warnings = Tally("warning", window, start)
+        self._frozen = RateMeter(window, start)  # frames whose stamp did not advance
+        self._last_fallback: Optional[str] = None  # of the newest frame
+        self._unmeasured: dict[str, int] = {CLOCK_NOT_RUNNING: 0, STAMP_AHEAD: 0}
         self._captioned = 0
 
-    def record_input(self, now: float) -> None:
-        """A frame arrived on the image topic."""
+    def record_input(self, now: float, fallback: Optional[str] = None) -> None:
+        """A frame arrived on the image topic; ``fallback``: why the gate judged it on its
+        arrival time (frame_gate.ZERO_STAMP, FROZEN_STAMP), if it did."""
         with self._lock:
             self._inputs.record(now)
             self._last_input = now
+            self._last_fallback = fallback
+            if fallback == FROZEN_STAMP:
+                self._frozen.record(now)
 
-    def record_caption(self, now: float, latency: float, model_seconds: float, overhead: float) -> None:
-        """A caption was published: stamp-to-publish latency, model time, and the node's own time."""
+    def record_caption(self, now: float, latency: float, model_seconds: float, overhead: float,
+                       unmeasured: Optional[str] = None) -> None:
+        """A caption was published: stamp-to-publish latency (NaN, with ``unmeasured`` from
+        :func:`frame_latency` saying why, stays out of the statistics), model time, and the
+        node's own time. A stamp ahead of the node's clock counts as a time reset."""
         with self._lock:
             self._captions.record(now)
-            self._latency.add(latency)
+            if not math.isnan(latency):
+                self._latency.add(latency)
+            if unmeasured is not None:
+                self._unmeasured[unmeasured] += 1
             self._model_seconds.add(model_seconds)
             self._overhead.add(overhead)
             self._captioned += 1
 
+    def record_warning(self, kind: str, message: str, now: float) -> None:
+        """A frame was captioned despite a problem of ``kind`` (e.g. damaged JPEG data)."""
+        with self._lock:
+            self._warnings.record(kind, message, now)
+
+    def silence(self, now: float) -> tuple[float, bool]:
+        """(seconds since the last frame, or since start; whether any frame ever came)."""
+        with self._lock:
+            last = self._last_input
+            return now - (last if last is not None else self._start), last is not None
+
     def record_error(self, kind: str, message: str, now: float) -> None:
         """A frame was lost to an error of ``kind`` (one of ``ERROR_KINDS``)."""
-        if kind not in self._errors:
-            raise ValueError(f"unknown error kind {kind!r}; expected one of {ERROR_KINDS}")
         with self._lock:
-            self._errors[kind] += 1
-            self._recent_errors[kind].record(now)
-            self._last_error[kind] = message
+            self._errors.record(kind, message, now)
 
     def error_count(self, kind: str) -> int:
         """Errors of ``kind`` since start."""
         with self._lock:
-            return self._errors[kind]
+            return self._errors.total[kind]
 
     @property
     def captioned(self) -> int:
@@ -183,24 +251,34 @@ class CaptionerHealth:
             return self._captioned
 
     def _assess(self, now: float) -> tuple[int, str]:
-        recent = {kind: meter.count(now) for kind, meter in self._recent_errors.items()}
+        recent = {kind: meter.count(now) for kind, meter in self._errors.recent.items()}
         recent_captions = self._captions.count(now)
         window = f"{self.window:g} s"
         failing = [kind for kind in ERROR_KINDS if recent[kind]]
         if failing and not recent_captions:  # every frame of late was lost to errors
             kind = max(failing, key=lambda k: recent[k])
             return ERROR, (f"no caption in the last {window}: {recent[kind]} {kind} errors, "
-                           f"last: {self._last_error[kind]}")
+                           f"last: {self._errors.last[kind]}")
         silent = now - (self._last_input if self._last_input is not None else self._start)
         if silent > self.no_input_warn:
             what = "no image received" if self._last_input is None else "no image"
             return WARN, f"{what} for {silent:.1f} s"
         for kind in ERROR_KINDS:
             if recent[kind]:
-                return WARN, f"{recent[kind]} {kind} errors in the last {window}: {self._last_error[kind]}"
+                return WARN, f"{recent[kind]} {kind} errors in the last {window}: {self._errors.last[kind]}"
+        frozen = self._frozen.count(now)
+        if frozen:
+            return WARN, (f"header.stamp does not advance: {frozen} frames in the last {window} "
+                          "throttled on arrival time")
+        for kind in ERROR_KINDS:
+            count = self._warnings.recent[kind].count(now)
+            if count:
+                return WARN, (f"{count} {kind} warnings in the last {window} (frames captioned anyway): "
+                              f"{self._warnings.last[kind]}")
         if self._last_input is None:
             return OK, "waiting for images"
-        return OK, f"captioning at {self._captions.rate(now):.2f} Hz"
+        suffix = " (on arrival time: header.stamp is 0)" if self._last_fallback == ZERO_STAMP else ""
+        return OK, f"captioning at {self._captions.rate(now):.2f} Hz{suffix}"
 
     def report(self, now: float, gate: GateCounters, extra: tuple[tuple[str, str], ...] = ()) -> HealthReport:
         """The status at ``now``; ``gate`` gives the frame counts, ``extra`` is appended as is."""
@@ -211,7 +289,7 @@ class CaptionerHealth:
                 ("input_rate_hz", _fmt(self._inputs.rate(now), 2)),
                 ("caption_rate_hz", _fmt(self._captions.rate(now), 2)),
                 ("latency_last_s", _fmt(self._latency.last)),
-                ("latency_mean_s", _fmt(self._latency.mean)),
+                ("latency_median_s", _fmt(self._latency.median)),
                 ("latency_p95_s", _fmt(self._latency.percentile(95))),
                 ("model_mean_s", _fmt(self._model_seconds.mean)),
                 ("node_overhead_p95_s", _fmt(self._overhead.percentile(95), 4)),
@@ -221,15 +299,101 @@ class CaptionerHealth:
                 ("frames_dropped_superseded", str(gate.superseded)),
                 ("frames_dropped_throttled", str(gate.throttled)),
                 ("frames_dropped_out_of_order", str(gate.out_of_order)),
-                ("time_resets", str(gate.time_resets)),
-                *((f"errors_{kind}", str(self._errors[kind])) for kind in ERROR_KINDS),
-                *((f"last_error_{kind}", self._last_error[kind]) for kind in ERROR_KINDS
-                  if kind in self._last_error),
+                ("time_resets", str(gate.time_resets + self._unmeasured[STAMP_AHEAD])),
+                ("throttle_clock", "arrival time" if self._last_fallback else "header.stamp"),
+                ("frames_zero_stamp", str(gate.zero_stamps)),
+                ("frames_frozen_stamp", str(gate.frozen_stamps)),
+                ("latency_unmeasured_no_clock", str(self._unmeasured[CLOCK_NOT_RUNNING])),
+                ("latency_unmeasured_stamp_ahead", str(self._unmeasured[STAMP_AHEAD])),
+                *((f"errors_{kind}", str(self._errors.total[kind])) for kind in ERROR_KINDS),
+                *((f"last_error_{kind}", self._errors.last[kind]) for kind in ERROR_KINDS
+                  if kind in self._errors.last),
+                ("warnings_conversion", str(self._warnings.total[CONVERSION])),
+                *((f"last_warning_{kind}", self._warnings.last[kind]) for kind in ERROR_KINDS
+                  if kind in self._warnings.last),
             )
             return HealthReport(level, message, values + tuple(extra))
 
 
+class InputLog:
+    """The log lines the node writes about its input: which, and how often.
+
+    A stamp fallback is said once per kind; out-of-order drops, time resets, unmeasured
+    latencies and silence at most once per ``period`` seconds each, with the count of
+    those held back. Every method returns the lines to log now (empty: stay quiet).
+    """
+
+    def __init__(self, period: float) -> None:
+        self._throttle = LogThrottle(period)
+        self._said: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _once(self, key: str, text: str) -> list[str]:
+        with self._lock:
+            if key in self._said:
+                return []
+            self._said.add(key)
+            return [text]
+
+    def _throttled(self, key: str, text: str, now: float) -> list[str]:
+        with self._lock:
+            held = self._throttle.allow(key, now)
+        if held is None:
+            return []
+        return [text + (f" ({held} more since the last report)" if held else "")]
+
+    def offer(self, offer: Offer, now: float) -> list[str]:
+        """Lines about the gate's verdict on one frame."""
+        lines = []
+        if offer.fallback == ZERO_STAMP:
+            lines += self._once(ZERO_STAMP, "frames have header.stamp = 0: throttling on arrival time")
+        elif offer.fallback == FROZEN_STAMP:
+            lines += self._once(FROZEN_STAMP, "header.stamp does not advance (the same stamp twice in a "
+                                              "row): throttling such frames on arrival time")
+        if offer.time_reset:
+            lines += self._throttled("time_reset", f"header.stamp went back {offer.back_s:.3g} s: a new "
+                                     "timeline (a rosbag loop, a restarted driver or simulation); "
+                                     "throttling starts over", now)
+        if offer.dropped == OUT_OF_ORDER:
+            lines += self._throttled(OUT_OF_ORDER, f"frame dropped: stamped {offer.back_s:.3g} s before a "
+                                     "newer frame (out of order)", now)
+        return lines
+
+    def latency(self, unmeasured: Optional[str], now: float) -> list[str]:
+        """Lines about a caption whose latency was not measured (see :func:`frame_latency`)."""
+        if unmeasured == CLOCK_NOT_RUNNING:
+            return self._once(CLOCK_NOT_RUNNING, "the node's clock reads 0 (use_sim_time is true and no "
+                                                 "/clock message arrived): latency is not measured")
+        if unmeasured == STAMP_AHEAD:
+            return self._throttled(STAMP_AHEAD, "a frame stamped ahead of the node's clock by more than "
+                                   f"{AHEAD_TOLERANCE:g} s: a time reset; its latency is left out", now)
+        return []
+
+    def silence(self, text: str, now: float) -> list[str]:
+        """The no-input warning (:func:`no_input_warning`), throttled."""
+        return self._throttled("silence", text, now)
+
+
+def no_input_warning(topic: str, transport: str, seconds: float, received_before: bool,
+                     publishers: int, other_topic: str, other_transport: str, other_publishers: int) -> str:
+    """What to tell a user whose captioner hears nothing on ``topic``, with a hint."""
+    what = "no image" if received_before else "no image received"
+    text = f"{what} on '{topic}' ({transport}) for {seconds:.0f} s"
+    hints = []
+    if publishers:
+        hints.append(f"it has {publishers} publisher(s): check that their QoS matches (parameter "
+                     "reliability) and that they publish the right message type")
+    if other_publishers:
+        hints.append(f"'{other_topic}' has {other_publishers} publisher(s): set "
+                     f"image_transport:={other_transport}?")
+    if not hints:
+        hints.append("nothing publishes it; remap 'image' to the camera's topic (-r image:=<topic>)")
+    return f"{text}; " + "; ".join(hints)
+
+
 __all__ = [
     "OK", "WARN", "ERROR", "CONVERSION", "INFERENCE", "PUBLISH", "ERROR_KINDS",
+    "CLOCK_NOT_RUNNING", "STAMP_AHEAD", "AHEAD_TOLERANCE", "frame_latency",
     "RateMeter", "LatencyWindow", "LogThrottle", "HealthReport", "CaptionerHealth",
+    "InputLog", "no_input_warning",
 ]

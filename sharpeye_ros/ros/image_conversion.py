@@ -7,19 +7,29 @@ for raw images, ``format, data`` for compressed ones), so the functions are test
 plain ``types.SimpleNamespace`` objects.
 
 Every malformed message raises :class:`ImageConversionError` (a ``ValueError``) with a
-message naming what is wrong; nothing else escapes, so the node can catch one type.
+message naming what is wrong; nothing else escapes, so the node can catch one type. A
+frame that decodes but is damaged (libjpeg's "Corrupt JPEG data: ...", OpenCV's and
+libpng's warnings) is returned, and what the decoder said goes to the caller's
+``warnings`` list instead of the process's stderr.
 """
 
 from __future__ import annotations
 
 import array
+import os
 import re
-from typing import Any
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 import cv2
 import numpy as np
 
 DEFAULT_MAX_PIXELS = 50_000_000
+# Wider (or taller) than this, a frame would reach the model as a sliver a few pixels high.
+DEFAULT_MAX_ASPECT_RATIO = 32.0
 
 # Bytes per pixel of each supported raw encoding (ROS names, see sensor_msgs/image_encodings).
 _BYTES_PER_PIXEL = {
@@ -109,10 +119,17 @@ def _as_uint8(data: Any) -> np.ndarray:
     )
 
 
-def _check_max_pixels(width: int, height: int, max_pixels: int) -> None:
+def _check_size(width: int, height: int, max_pixels: int, max_aspect_ratio: float) -> None:
+    """Refuse, before decoding, frames too large or too elongated to caption."""
     if width * height > max_pixels:
         raise ImageConversionError(
             f"image of {width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}"
+        )
+    ratio = max(width, height) / min(width, height)
+    if ratio > max_aspect_ratio:
+        raise ImageConversionError(
+            f"image of {width}x{height} has an aspect ratio of {ratio:.4g}:1, beyond "
+            f"max_aspect_ratio={max_aspect_ratio:g} (the model would see a sliver of it)"
         )
 
 
@@ -153,19 +170,22 @@ def _cvt(pixels: np.ndarray, code: int, encoding: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- decoding
 
 
-def image_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def image_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+                     warnings: Optional[list[str]] = None) -> np.ndarray:
     """Convert a ``sensor_msgs/Image``-like message to an (H, W, 3) uint8 RGB array.
 
     Row padding (``step`` larger than the pixel bytes of a row) is cropped and bytes past
-    ``step * height`` are ignored. For unpadded rgb8 the result is a read-only view of
-    ``msg.data`` (no copy); copy it before modifying. Raises :class:`ImageConversionError`
-    for anything malformed, before allocating when the image exceeds ``max_pixels``.
+    ``step * height`` are ignored (with a note in ``warnings``). For unpadded rgb8 the
+    result is a read-only view of ``msg.data`` (no copy); copy it before modifying. Raises
+    :class:`ImageConversionError` for anything malformed, before allocating when the image
+    exceeds ``max_pixels`` or ``max_aspect_ratio``.
     """
     encoding = _canonical_encoding(getattr(msg, "encoding", None))
     height, width, step = (_field_int(msg, f) for f in ("height", "width", "step"))
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"image has zero size: width={width}, height={height}")
-    _check_max_pixels(width, height, max_pixels)
+    _check_size(width, height, max_pixels, max_aspect_ratio)
     row_bytes = width * _BYTES_PER_PIXEL[encoding]
     if step < row_bytes:
         raise ImageConversionError(
@@ -182,6 +202,9 @@ def image_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
             f"image data too short: expected step*height = {step}*{height} = {step * height} bytes, "
             f"got {buf.size}"
         )
+    if buf.size > step * height and warnings is not None:
+        warnings.append(f"image data has {buf.size - step * height} bytes past step*height = "
+                        f"{step}*{height}; ignored")
     rows = buf[: step * height].reshape(height, step)[:, :row_bytes]
     if encoding == "mono16":
         pixels = to_8bit(rows.view(">u2" if getattr(msg, "is_bigendian", 0) else "<u2"))
@@ -241,13 +264,18 @@ def _compressed_size(data: memoryview, kind: str) -> tuple[int, int] | None:
     return _jpeg_size(data)
 
 
-def compressed_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def compressed_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
+                          max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+                          warnings: Optional[list[str]] = None) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage``-like message (JPEG or PNG) to (H, W, 3) uint8 RGB.
 
     ``format`` may be a bare ``"jpeg"``/``"png"`` or an image_transport string such as
     ``"rgb8; jpeg compressed bgr8"``; an empty format is detected from the data. The size
-    is read from the header and checked against ``max_pixels`` before decoding. 16-bit PNGs
-    are scaled to 8 bit, grayscale is expanded to RGB and alpha is dropped.
+    is read from the header and checked against ``max_pixels`` and ``max_aspect_ratio``
+    before decoding. 16-bit PNGs are scaled to 8 bit, grayscale is expanded to RGB and alpha
+    is dropped. What the decoder reports about damaged data ("Corrupt JPEG data: ...") is
+    appended to ``warnings``, or is part of the error when nothing decodes; it never reaches
+    stderr.
     """
     # The format only decides what we accept; the data's signature decides how to decode,
     # so a stream labelled "jpeg" that carries PNG still works.
@@ -270,14 +298,57 @@ def compressed_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
         raise ImageConversionError(
             f"{kind.upper()} header declares zero size: width={width}, height={height}"
         )
-    _check_max_pixels(width, height, max_pixels)
-    try:
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    except cv2.error as err:
-        raise ImageConversionError(f"corrupt {kind.upper()} data: {err}") from None
+    _check_size(width, height, max_pixels, max_aspect_ratio)
+    error = None
+    with decoder_messages() as said:  # filled in when the block ends
+        try:
+            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        except cv2.error as err:
+            bgr, error = None, str(err).strip()
+    if error:
+        said.append(error)
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
-        raise ImageConversionError(f"corrupt {kind.upper()} data: OpenCV could not decode {buf.size} bytes")
+        why = "; ".join(said) or f"OpenCV could not decode {buf.size} bytes"
+        raise ImageConversionError(f"corrupt {kind.upper()} data: {why}")
+    if said and warnings is not None:
+        warnings.append(f"damaged {kind.upper()} data, decoded anyway: {'; '.join(said)}")
     return cv2.cvtColor(to_8bit(bgr), cv2.COLOR_BGR2RGB)
+
+
+# What the C decoders write to stderr. libjpeg reports damaged data ("Corrupt JPEG data:
+# bad Huffman code", "Premature end of JPEG file") only through fprintf(stderr), OpenCV
+# (which exposes no log callback to Python) and libpng likewise; so fd 2 is pointed at a
+# file for the length of one decode, and the lines are sorted afterwards: ROS log lines of
+# other threads go back to stderr in order, the decoder's lines become messages.
+_STDERR_LOCK = threading.Lock()
+_ROS_LOG_LINE = re.compile(r"^\[(DEBUG|INFO|WARN|ERROR|FATAL)\] \[")
+_DECODER_LINE = re.compile(r"jpeg|png|grfmt|imgcodecs|huffman|marker", re.IGNORECASE)
+_OPENCV_PREFIX = re.compile(r"^\[\s*(WARN|ERROR|INFO)[^\]]*\]\s*(global\s+\S+\s+\S+\s+)?")
+
+
+@contextmanager
+def decoder_messages() -> Iterator[list[str]]:
+    """Collect the lines native code writes to stderr (fd 2) meanwhile, as a list of
+    messages filled in on exit; other output of the process is passed through."""
+    said: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            others = []
+            for line in sink.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if _DECODER_LINE.search(line) and not _ROS_LOG_LINE.match(line):
+                    said.append(_OPENCV_PREFIX.sub("", line.strip()))
+                else:
+                    others.append(line)
+            if others:
+                os.write(2, "".join(others).encode())
 
 
 # ----------------------------------------------------------------------------- encoding

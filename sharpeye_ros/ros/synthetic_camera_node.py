@@ -1,8 +1,9 @@
 """``synthetic_camera``: a camera node that shows scenes of the synthetic world.
 
 Publishes ``image`` (sensor_msgs/Image, any raw encoding the conversion module encodes)
-and, when ``publish_compressed`` is true, ``image/compressed`` (JPEG), both reliable with
-depth 5 (REP 2003), at ``rate`` Hz of the node's clock (so it follows ``/clock`` under
+and, when ``publish_compressed`` is true, ``<image>/compressed`` (JPEG: image_transport's
+name for it, so a remap of ``image`` moves both), both reliable with depth 5 (REP 2003),
+at ``rate`` Hz of the node's clock (so it follows ``/clock`` under
 ``use_sim_time``). Stamps are the clock's "now"; the scene changes every ``scene_period``
 seconds. The current scene's ground truth goes to ``ground_truth`` (std_msgs/String JSON,
 see :mod:`sharpeye_ros.ros.scene_feed`), latched with transient-local QoS.
@@ -29,7 +30,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from sharpeye_ros.ros.image_conversion import ImageConversionError, fill_image_msg, rgb_to_compressed
-from sharpeye_ros.ros.spin import spin_until_shutdown
+from sharpeye_ros.ros.spin import finish, init_rclpy, spin_until_shutdown
 from sharpeye_ros.ros.scene_feed import SceneFeed, ground_truth_json, scene_number
 
 # name: (default, description). Floats are dynamically typed so "rate:=5" works too.
@@ -44,8 +45,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "seed": (0, "world seed (a different world of the same kind)"),
     "encoding": ("rgb8", "raw encoding of 'image' (rgb8, bgr8, mono8, yuv422, bayer_rggb8, ...)"),
     "frame_id": ("camera_optical_frame", "header.frame_id of the images"),
-    "publish_compressed": (False, "also publish JPEG on 'image/compressed'"),
-    "jpeg_quality": (90, "JPEG quality 0..100 of 'image/compressed'"),
+    "publish_compressed": (False, "also publish JPEG on '<image>/compressed'"),
+    "jpeg_quality": (90, "JPEG quality 0..100 of '<image>/compressed'"),
 }
 _FLOATS = ("rate", "scene_period")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -87,7 +88,8 @@ class SyntheticCamera(Node):
             raise ValueError(f"parameter 'encoding' = {p['encoding']!r} rejected: {err}") from None
 
         self._image_pub = self.create_publisher(Image, "image", IMAGE_QOS)
-        self._compressed_pub = (self.create_publisher(CompressedImage, "image/compressed", IMAGE_QOS)
+        compressed_topic = self._image_pub.topic_name.rstrip("/") + "/compressed"  # image_transport's rule
+        self._compressed_pub = (self.create_publisher(CompressedImage, compressed_topic, IMAGE_QOS)
                                 if self._compressed is not None else None)
         self._truth_pub = self.create_publisher(String, "ground_truth", LATCHED)
         self._start_ns: Optional[int] = None
@@ -129,20 +131,21 @@ class SyntheticCamera(Node):
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    """Run the node until SIGINT/SIGTERM; exit code 2 on bad parameters."""
-    rclpy.init(args=args)
+    """Run the node until SIGINT/SIGTERM (exit 0, at any moment: see
+    :mod:`sharpeye_ros.ros.spin`); exit code 2 on bad parameters."""
+    init_rclpy(args)
     try:
         node = SyntheticCamera()
     except (ValueError, ParameterException) as err:
         print(f"synthetic_camera: {err}", file=sys.stderr)
         rclpy.try_shutdown()
-        return 2
+        return finish(2)
     try:
         spin_until_shutdown(node)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return finish(0)
 
 
 if __name__ == "__main__":

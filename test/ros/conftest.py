@@ -38,7 +38,7 @@ def tiny_model(tiny_model_dir: Path) -> Any:
 
 class ScriptedModel:
     """The real tiny model behind hooks a test can pull: block inside ``caption`` until
-    released, fail the next calls, or replace the regions of the result."""
+    released, fail the next calls, or replace the caption text or the regions of the result."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -50,6 +50,7 @@ class ScriptedModel:
         self.release = threading.Event()  # caption() waits for it
         self.release.set()
         self.fail_next = 0
+        self.text: Optional[str] = None
         self.regions: Optional[list] = None
 
     def caption(self, images: list[np.ndarray], **kwargs: Any) -> list:
@@ -64,6 +65,9 @@ class ScriptedModel:
         if self.regions is not None:
             for result in results:
                 result.regions = list(self.regions)
+        if self.text is not None:
+            for result in results:
+                result.caption = self.text
         return results
 
 
@@ -87,7 +91,7 @@ class Harness:
     _ids = itertools.count()
 
     def __init__(self, context: Any, model: Any, params: dict[str, Any], transport: str = "raw",
-                 **node_kwargs: Any) -> None:
+                 image_topic: Optional[str] = None, **node_kwargs: Any) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -112,7 +116,7 @@ class Harness:
         self.node.create_subscription(DiagnosticArray, "/diagnostics",
                                       self._store(self.received["diagnostics"]), 10)
         topic, kind = ("image/compressed", CompressedImage) if transport == "compressed" else ("image", Image)
-        self.image_pub = self.node.create_publisher(kind, topic, qos_profile_sensor_data)
+        self.image_pub = self.node.create_publisher(kind, image_topic or topic, qos_profile_sensor_data)
         # Single-threaded, as the node runs in production (spin.py). rclpy's multi-threaded
         # executor re-polls its wait set while a callback is in flight; on 2 cores that busy
         # loop held the GIL for up to 1.6 s and starved the test's publishing thread.
@@ -210,12 +214,13 @@ class Harness:
 
 @pytest.fixture
 def harness(rclpy_context: Any) -> Iterator[Callable[..., Harness]]:
-    """Factory: ``harness(model, {param: value}, transport="raw")`` -> a running :class:`Harness`."""
+    """Factory: ``harness(model, {param: value}, transport="raw", image_topic=None)`` -> a running
+    :class:`Harness` (``image_topic``: where its camera publishes, default the node's own)."""
     made: list[Harness] = []
 
     def make(model: Any, params: Optional[dict[str, Any]] = None, transport: str = "raw",
-             **kwargs: Any) -> Harness:
-        h = Harness(rclpy_context, model, params or {}, transport, **kwargs)
+             image_topic: Optional[str] = None, **kwargs: Any) -> Harness:
+        h = Harness(rclpy_context, model, params or {}, transport, image_topic, **kwargs)
         made.append(h)
         return h
 

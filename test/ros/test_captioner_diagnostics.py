@@ -6,9 +6,12 @@ import math
 
 import pytest
 
-from sharpeye_ros.ros.diagnostics import (CONVERSION, ERROR, INFERENCE, OK, WARN, CaptionerHealth,
-                                          LatencyWindow, LogThrottle, RateMeter)
-from sharpeye_ros.ros.frame_gate import GateCounters
+from sharpeye_ros.ros.diagnostics import (CLOCK_NOT_RUNNING, CONVERSION, ERROR, INFERENCE, OK, STAMP_AHEAD, WARN,
+                                          CaptionerHealth, InputLog, LatencyWindow, LogThrottle, RateMeter,
+                                          frame_latency, no_input_warning)
+from sharpeye_ros.ros.frame_gate import FROZEN_STAMP, OUT_OF_ORDER, ZERO_STAMP, GateCounters, Offer
+
+S = 1_000_000_000
 
 
 def test_rate_meter_counts_a_sliding_window():
@@ -122,9 +125,101 @@ def test_health_reports_gate_counts_and_extras():
     assert report.value("frames_dropped_superseded") == "3"
     assert report.value("frames_dropped_throttled") == "4"
     assert report.value("model_id") == "tiny"
-    assert report.value("latency_mean_s") == "n/a"
+    assert report.value("latency_median_s") == "n/a"
 
 
 def test_unknown_error_kind_rejected():
     with pytest.raises(ValueError, match="unknown error kind"):
         CaptionerHealth(start=0.0).record_error("cosmic rays", "", 0.0)
+    with pytest.raises(ValueError, match="unknown warning kind"):
+        CaptionerHealth(start=0.0).record_warning("cosmic rays", "", 0.0)
+
+
+def test_one_stamp_from_the_future_does_not_poison_the_latency_figures():
+    # One frame stamped 1e6 s ahead made latency_mean_s read -15872 for 100 captions.
+    health = CaptionerHealth(start=0.0)
+    now_ns = 1000 * S
+    for i in range(100):
+        stamp = now_ns + 10**6 * S if i == 50 else now_ns - S // 5
+        latency, unmeasured = frame_latency(now_ns, stamp)
+        health.record_caption(1.0 + i * 0.1, latency, 0.1, 0.001, unmeasured)
+    report = health.report(11.0, gate(time_resets=1))
+    assert report.value("latency_median_s") == "0.200" and report.value("latency_p95_s") == "0.200"
+    assert report.value("latency_unmeasured_stamp_ahead") == "1"
+    assert report.value("time_resets") == "2"  # the gate's jump back, and the stamp ahead of the clock
+    window = LatencyWindow()
+    for v in (0.2, 0.2, -15872.0, 0.3):
+        window.add(v)
+    assert window.median == pytest.approx(0.2) and math.isnan(LatencyWindow().median)
+
+
+def test_latency_is_not_measured_without_a_running_clock():
+    # use_sim_time without /clock: the node's clock reads 0, latency was -1.8e9 s.
+    latency, why = frame_latency(0, 1_800_000_000 * S)
+    assert math.isnan(latency) and why == CLOCK_NOT_RUNNING
+    assert frame_latency(10 * S, 9 * S) == (1.0, None)
+    assert frame_latency(10 * S, 10 * S + S // 2) == (-0.5, None)  # a camera clock a little ahead
+    assert frame_latency(10 * S, 12 * S)[1] == STAMP_AHEAD
+    health = CaptionerHealth(start=0.0)
+    health.record_caption(1.0, latency, 0.1, 0.0, why)
+    report = health.report(2.0, gate(offered=1, taken=1))
+    assert report.value("latency_last_s") == "n/a" and report.value("latency_unmeasured_no_clock") == "1"
+    assert report.value("frames_captioned") == "1"
+
+
+def test_conversion_warnings_are_counted_and_reported():
+    health = CaptionerHealth(start=0.0, window=10.0)
+    health.record_input(1.0)
+    health.record_caption(1.0, 0.1, 0.1, 0.0)
+    health.record_warning(CONVERSION, "damaged JPEG data, decoded anyway: Corrupt JPEG data: bad Huffman code", 1.0)
+    report = health.report(2.0, gate(offered=1, taken=1))
+    assert report.level == WARN and "1 conversion warnings" in report.message and "Huffman" in report.message
+    assert report.value("warnings_conversion") == "1" and report.value("errors_conversion") == "0"
+    assert "bad Huffman code" in report.value("last_warning_conversion")
+    health.record_input(20.0)
+    assert health.report(20.0, gate()).level == OK  # aged out of the window; the count stays
+    assert health.report(20.0, gate()).value("warnings_conversion") == "1"
+
+
+def test_frozen_stamps_are_reported_zero_stamps_noted():
+    health = CaptionerHealth(start=0.0)
+    health.record_input(1.0, ZERO_STAMP)
+    health.record_caption(1.0, 0.1, 0.1, 0.0)
+    report = health.report(1.5, gate(offered=1, taken=1, zero_stamps=1))
+    assert report.level == OK and "on arrival time: header.stamp is 0" in report.message
+    assert report.value("throttle_clock") == "arrival time" and report.value("frames_zero_stamp") == "1"
+    health.record_input(2.0, FROZEN_STAMP)
+    report = health.report(2.5, gate(offered=2, taken=1, zero_stamps=1, frozen_stamps=1))
+    assert report.level == WARN and "header.stamp does not advance" in report.message
+    assert report.value("frames_frozen_stamp") == "1"
+    health.record_input(20.0)
+    report = health.report(20.0, gate())
+    assert report.level == OK and report.value("throttle_clock") == "header.stamp"
+
+
+def test_input_log_says_fallbacks_once_and_throttles_the_rest():
+    log = InputLog(period=5.0)
+    assert log.offer(Offer(True, ZERO_STAMP), 0.0) == ["frames have header.stamp = 0: throttling on arrival time"]
+    assert log.offer(Offer(True, ZERO_STAMP), 100.0) == []
+    (frozen,) = log.offer(Offer(False, FROZEN_STAMP), 0.0)
+    assert "header.stamp does not advance" in frozen and log.offer(Offer(True, FROZEN_STAMP), 99.0) == []
+    late = Offer(False, dropped=OUT_OF_ORDER, back_s=0.25)
+    assert log.offer(late, 0.0) == ["frame dropped: stamped 0.25 s before a newer frame (out of order)"]
+    assert log.offer(late, 1.0) == [] and log.offer(late, 2.0) == []
+    assert log.offer(late, 6.0) == ["frame dropped: stamped 0.25 s before a newer frame (out of order) "
+                                    "(2 more since the last report)"]
+    (reset,) = log.offer(Offer(True, time_reset=True, back_s=60.0), 0.0)
+    assert "went back 60 s: a new timeline" in reset
+    assert len(log.latency(CLOCK_NOT_RUNNING, 0.0)) == 1 and log.latency(CLOCK_NOT_RUNNING, 99.0) == []
+    assert "a time reset" in log.latency(STAMP_AHEAD, 0.0)[0] and log.latency(None, 0.0) == []
+
+
+def test_no_input_warning_names_the_topic_and_hints():
+    text = no_input_warning("/cam/image", "raw", 5.2, False, 0, "/cam/image/compressed", "compressed", 1)
+    assert text == ("no image received on '/cam/image' (raw) for 5 s; '/cam/image/compressed' has 1 "
+                    "publisher(s): set image_transport:=compressed?")
+    text = no_input_warning("/cam/image/compressed", "compressed", 9.0, True, 0, "/cam/image", "raw", 0)
+    assert text.startswith("no image on '/cam/image/compressed' (compressed) for 9 s; nothing publishes")
+    assert "-r image:=" in text
+    text = no_input_warning("/image", "raw", 6.0, False, 2, "/image/compressed", "compressed", 0)
+    assert "; it has 2 publisher(s): check that their QoS matches" in text and "image_transport" not in text

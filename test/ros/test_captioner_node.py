@@ -355,7 +355,7 @@ def test_diagnostics_are_published(harness, scripted_model):
     values = {v.key: v.value for v in status.values}
     assert status.level == b"\x00" and status.message.startswith("captioning at")
     assert status.hardware_id == "cpu"
-    for key in ("input_rate_hz", "caption_rate_hz", "latency_last_s", "latency_mean_s", "latency_p95_s",
+    for key in ("input_rate_hz", "caption_rate_hz", "latency_last_s", "latency_median_s", "latency_p95_s",
                 "frames_dropped_superseded", "frames_dropped_throttled", "errors_conversion",
                 "errors_inference",
                 "model_id", "device"):

@@ -13,7 +13,8 @@ from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSe
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "captioner.yaml"
 INTERFACE = {"model_path", "device", "dtype", "image_transport", "reliability", "max_rate", "refine", "zoom",
-             "task", "num_regions", "min_region_score", "max_image_pixels", "diagnostics_period"}
+             "task", "num_regions", "min_region_score", "max_image_pixels", "max_aspect_ratio",
+             "diagnostics_period"}
 
 
 def test_parameter_names_are_the_published_interface():

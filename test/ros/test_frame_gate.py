@@ -1,4 +1,5 @@
-"""FrameGate: newest frame wins, rate limited on message time, stamps that go backwards."""
+"""FrameGate: newest frame wins, rate limited on message time (only captioned frames start the
+interval), stamps that go backwards, stand still or are missing."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import time
 
 import pytest
 
-from sharpeye_ros.ros.frame_gate import FrameGate, GateCounters
+from sharpeye_ros.ros.frame_gate import (ARRIVAL, FROZEN_STAMP, OUT_OF_ORDER, STAMP, THROTTLED, ZERO_STAMP,
+                                        FrameGate, GateCounters)
 
 S = 1_000_000_000  # ns per second
 
 
-def drain(gate: FrameGate) -> list:
-    """Take what is waiting without blocking."""
+def drain(gate: FrameGate, captioned: bool = True) -> list:
+    """Take what is waiting without blocking, and report it captioned (or not)."""
     item = gate.take(timeout=0)
-    return [] if item is None else [(item.frame, item.stamp_ns)]
+    if item is None:
+        return []
+    gate.done(item, captioned)
+    return [(item.frame, item.stamp_ns)]
 
 
 def test_first_frame_is_taken_with_its_stamp():
@@ -55,30 +60,101 @@ def test_throttle_on_message_time_not_wall_time():
 def test_busy_worker_gets_the_newest_due_frame():
     gate = FrameGate(max_rate=2.0)
     gate.offer("f0", 0)
-    assert drain(gate) == [("f0", 0)]  # the worker now captions f0 for a while
+    f0 = gate.take(timeout=0)  # the worker now captions f0 for a while
     for i in range(1, 13):  # stamps 0.1 .. 1.2 s arrive meanwhile
         gate.offer(f"f{i}", i * S // 10)
+    gate.done(f0, captioned=True)
     assert drain(gate) == [("f12", 12 * S // 10)]
     c = gate.counters()
-    assert c.throttled == 4  # 0.1 .. 0.4 s: within 0.5 s of f0
-    assert c.superseded == 7  # 0.5 .. 1.1 s: each replaced by the next
+    assert c.superseded == 11 and c.throttled == 0  # each replaced by the next
     assert c.offered == c.taken + c.dropped
+
+
+def test_a_frame_waiting_too_close_to_the_captioned_one_is_throttled_when_it_is_done():
+    gate = FrameGate(max_rate=2.0)
+    gate.offer("f0", 0)
+    f0 = gate.take(timeout=0)
+    assert gate.offer("f1", S // 10)  # waits: f0 may still fail
+    gate.done(f0, captioned=True)  # it did not: f1 is within 0.5 s of it
+    assert drain(gate) == [] and gate.counters().throttled == 1
+
+
+def test_a_frame_the_worker_drops_does_not_use_up_the_rate_slot():
+    # A rejected frame (undecodable, failed inference) must not hold back the next good one.
+    gate = FrameGate(max_rate=2.0)
+    gate.offer("good", 0)
+    assert drain(gate) == [("good", 0)]
+    gate.offer("bad", S)
+    assert drain(gate, captioned=False) == [("bad", S)]
+    assert gate.offer("next", S + S // 10)  # 0.1 s after the bad frame, 1.1 s after the captioned one
+    assert drain(gate) == [("next", S + S // 10)]
+    assert not gate.offer("too soon", S + 2 * S // 10)  # measured from "next", which was captioned
+    gate.offer("slow bad", 3 * S)
+    bad = gate.take(timeout=0)
+    assert gate.offer("meanwhile", 3 * S + S // 10)  # while the bad one is in hand
+    gate.done(bad, captioned=False)
+    assert drain(gate) == [("meanwhile", 3 * S + S // 10)]
 
 
 def test_equal_stamp_counts_as_throttled():
     gate = FrameGate(max_rate=2.0)
     gate.offer("a", S)
     drain(gate)
-    assert not gate.offer("b", S)
+    offer = gate.offer("b", S)  # without an arrival time the gate has nothing else to go by
+    assert not offer and offer.dropped == THROTTLED and offer.fallback is None
     assert gate.counters().throttled == 1
 
 
 def test_small_step_back_is_out_of_order_and_dropped():
     gate = FrameGate(max_rate=100.0)
     gate.offer("new", 10 * S)
-    assert not gate.offer("late", 10 * S - S // 10)
+    late = gate.offer("late", 10 * S - S // 10)
+    assert not late and late.dropped == OUT_OF_ORDER and late.back_s == pytest.approx(0.1)
     assert drain(gate) == [("new", 10 * S)]
-    assert gate.counters().out_of_order == 1
+    assert gate.offer("newer", 10 * S + S // 10)  # the next in-order frame: "late" was a straggler
+    assert not gate.offer("late again", 10 * S - S // 20)
+    assert gate.counters().out_of_order == 2 and gate.counters().time_resets == 0
+
+
+def test_a_loop_shorter_than_the_reset_threshold_is_a_new_timeline():
+    # A bag of 0.8 s replayed in a loop: its stamps step back by 0.8 s (less than the 1 s
+    # that marks a reset) and then go on from there. It used to be dropped as out of order
+    # for as long as the loop ran (2 captions of 148 frames).
+    gate = FrameGate(max_rate=2.0)
+    taken = []
+    for loop in range(3):
+        for i in range(8):  # 0.0 .. 0.7 s, 10 Hz
+            gate.offer((loop, i), i * S // 10)
+            taken += [frame for frame, _ in drain(gate)]
+    c = gate.counters()
+    assert (0, 0) in taken and (1, 1) in taken and (2, 1) in taken  # the first frame of a loop
+    assert c.time_resets == 2 and c.out_of_order == 2  # of each loop is a lone straggler until the next
+    assert len(taken) == 6
+
+
+def test_zero_and_frozen_stamps_fall_back_to_arrival_time():
+    gate = FrameGate(max_rate=2.0)
+    offer = gate.offer("a", 0, arrival_ns=100 * S)
+    assert offer and offer.fallback == ZERO_STAMP
+    item = gate.take(timeout=0)
+    assert (item.stamp_ns, item.clock, item.header_ns) == (100 * S, ARRIVAL, 0)
+    gate.done(item, True)
+    # A frozen, non-zero stamp (a driver whose clock stopped) used to throttle every frame
+    # after the first: 1 caption of 148 frames.
+    frozen = 7 * S
+    captioned = []
+    for i in range(20):  # 10 Hz of arrival, always the same stamp
+        offer = gate.offer(i, frozen, arrival_ns=101 * S + i * S // 10)
+        assert offer.fallback == (None if i == 0 else FROZEN_STAMP)
+        captioned += [stamp for _, stamp in drain(gate)]
+    assert captioned == [frozen] + [101 * S + k * S // 2 for k in range(1, 4)]  # on arrival, 2 Hz
+    c = gate.counters()
+    assert (c.zero_stamps, c.frozen_stamps, c.out_of_order, c.time_resets) == (1, 19, 0, 0)
+    offer = gate.offer("moving again", frozen + S // 10, arrival_ns=103 * S)
+    assert offer.fallback is None and not offer and offer.dropped == THROTTLED  # 0.1 s after "frozen"
+    assert gate.offer("later", frozen + S, arrival_ns=103 * S)
+    item = gate.take(timeout=0)
+    assert item.clock == STAMP and item.stamp_ns == frozen + S
 
 
 def test_large_step_back_starts_a_new_timeline():
@@ -86,7 +162,8 @@ def test_large_step_back_starts_a_new_timeline():
     gate = FrameGate(max_rate=2.0)
     gate.offer("end", 60 * S)
     drain(gate)
-    assert gate.offer("start", 0)
+    start = gate.offer("start", 0)
+    assert start and start.time_reset and start.back_s == 60.0
     assert drain(gate) == [("start", 0)]
     assert not gate.offer("too soon", S // 10)  # and the throttle works on the new timeline
     c = gate.counters()

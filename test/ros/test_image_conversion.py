@@ -5,6 +5,7 @@ Messages are SimpleNamespace objects; one test also runs the real sensor_msgs/Im
 
 import array
 import random
+import re
 from types import SimpleNamespace
 
 import cv2
@@ -15,6 +16,7 @@ from sharpeye_ros.ros.image_conversion import (
     SUPPORTED_ENCODINGS,
     ImageConversionError,
     compressed_msg_to_rgb,
+    decoder_messages,
     encode_raw,
     fill_image_msg,
     image_msg_to_rgb,
@@ -206,6 +208,29 @@ def test_huge_image_is_rejected_before_looking_at_data():
     assert image_msg_to_rgb(good_msg(), max_pixels=48).shape == (6, 8, 3)
 
 
+def test_long_thin_frames_are_refused_by_aspect_ratio_before_decoding():
+    thin = SimpleNamespace(height=1, width=16000, encoding="rgb8", is_bigendian=0, step=48000,
+                           data=bytes(48000))
+    with pytest.raises(ImageConversionError, match=r"16000x1 has an aspect ratio of 1\.6e\+04:1, "
+                                                   r"beyond max_aspect_ratio=32"):
+        image_msg_to_rgb(thin)
+    assert image_msg_to_rgb(thin, max_aspect_ratio=20_000).shape == (1, 16000, 3)
+    assert image_msg_to_rgb(good_msg(height=2, width=64, step=192, data=bytes(384))).shape == (2, 64, 3)  # 32:1
+    # A PNG of a few hundred bytes that decodes to 1x40000: refused from its header.
+    png = SimpleNamespace(format="png", data=rgb_to_compressed(np.zeros((40000, 1, 3), np.uint8), "png"))
+    assert len(png.data) < 1000
+    with pytest.raises(ImageConversionError, match=r"1x40000 has an aspect ratio of 4e\+04:1"):
+        compressed_msg_to_rgb(png)
+
+
+def test_data_past_the_image_is_ignored_with_a_warning():
+    msg = good_msg()
+    msg.data = bytes(msg.data) + bytes(5)
+    warnings: list[str] = []
+    assert np.array_equal(image_msg_to_rgb(msg, warnings=warnings), smooth_rgb(6, 8))
+    assert warnings == ["image data has 5 bytes past step*height = 24*6; ignored"]
+
+
 def test_fuzzed_raw_messages_raise_only_image_conversion_error():
     rng = random.Random(1234)
     encodings = list(SUPPORTED_ENCODINGS) + ["", "rgb16", "bayer_rggb16", "jpeg", "nv21"]
@@ -304,6 +329,45 @@ def test_png_with_damaged_pixel_data_is_reported_corrupt():
     png[60:-20] = bytes(len(png) - 80)  # keep the header, wipe the compressed pixels
     with pytest.raises(ImageConversionError, match="corrupt PNG data"):
         compressed_msg_to_rgb(SimpleNamespace(format="png", data=bytes(png)))
+
+
+def test_damaged_but_decodable_jpeg_is_a_warning_and_decoder_output_stays_off_stderr(capfd):
+    jpeg = rgb_to_compressed(smooth_rgb(), "jpeg")
+    damaged = jpeg[:-2] + bytes(range(1, 40)) + jpeg[-2:]  # junk before the end-of-image marker
+    warnings: list[str] = []
+    out = compressed_msg_to_rgb(SimpleNamespace(format="jpeg", data=damaged), warnings=warnings)
+    assert np.abs(out.astype(int) - smooth_rgb()).mean() < 6.0
+    (warning,) = warnings
+    assert re.fullmatch(r"damaged JPEG data, decoded anyway: Corrupt JPEG data: \d+ extraneous bytes "
+                        r"before marker 0xd9", warning), warning
+    flipped = 0  # bit flips in the scan data: libjpeg notices some of them
+    for pos in range(len(jpeg) // 2, len(jpeg) - 2, 3):
+        data = bytearray(jpeg)
+        data[pos] ^= 0x10
+        warnings = []
+        try:
+            compressed_msg_to_rgb(SimpleNamespace(format="jpeg", data=bytes(data)), warnings=warnings)
+        except ImageConversionError:
+            continue
+        flipped += bool(warnings) and warnings[0].startswith("damaged JPEG data, decoded anyway: Corrupt JPEG")
+    assert flipped >= 5
+    png = rgb_to_compressed(smooth_rgb(), "png")
+    for _ in range(3):  # OpenCV's "[ WARN:0@...] grfmt_png.cpp ..." becomes the error's text
+        with pytest.raises(ImageConversionError, match="corrupt PNG data: PNG input buffer is incomplete"):
+            compressed_msg_to_rgb(SimpleNamespace(format="png", data=png[: len(png) // 2]))
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_decoder_messages_pass_other_output_through(capfd):
+    import os
+
+    with decoder_messages() as said:
+        os.write(2, b"[WARN] [1.5] [camera]: a log line of another thread\n")
+        os.write(2, b"Corrupt JPEG data: bad Huffman code\n")
+        os.write(2, b"[ WARN:0@1.2] global grfmt_png.cpp:793 readFromStreamOrBuffer PNG input buffer is incomplete\n")
+    assert said == ["Corrupt JPEG data: bad Huffman code", "PNG input buffer is incomplete"]
+    assert capfd.readouterr().err == "[WARN] [1.5] [camera]: a log line of another thread\n"
 
 
 def test_fuzzed_compressed_messages_raise_only_image_conversion_error():
