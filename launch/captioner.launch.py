@@ -79,9 +79,9 @@ def _captioner(context, *args, **kwargs):
         output="screen",
         emulate_tty=True,
         parameters=[LaunchConfiguration("params_file").perform(context), overrides],
-        # The node subscribes <resolved image>/compressed for compressed input; the second
-        # remap keeps older nodes, which subscribed image/compressed, on the same topic.
-        remappings=[("image", topic), ("image/compressed", topic + "/compressed")],
+        # One remap serves both transports: the node subscribes <resolved image>/compressed
+        # for compressed input (image_transport's convention).
+        remappings=[("image", topic)],
         ros_arguments=log_level_arguments(value["log_level"], [logger_name(namespace, NODE)]),
         additional_env=profile_environment(os.environ, value["fastdds_profile"]),
     )

@@ -104,7 +104,7 @@ def _demo(context, *args, **kwargs):
         output="screen",
         emulate_tty=True,
         parameters=[params],
-        remappings=[("image", topic), ("image/compressed", topic + "/compressed")],
+        remappings=[("image", topic)],  # its JPEG stream follows: <image>/compressed
         ros_arguments=log_level_arguments(value["log_level"], [logger_name(namespace, CAMERA)]),
         additional_env=env,
     )

@@ -48,7 +48,7 @@ from sharpeye_ros.ros.caption_messages import (annotated_image_msg, caption_mark
 from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSettings, ParamSpec, validate
 from sharpeye_ros.ros.diagnostics import (CONVERSION, INFERENCE, PUBLISH, CaptionerHealth, InputLog, LogThrottle,
                                           frame_latency, no_input_warning)
-from sharpeye_ros.ros.frame_gate import NS_PER_S, FrameGate, GatedFrame
+from sharpeye_ros.ros.frame_gate import NS_PER_S, THROTTLED, FrameGate, GatedFrame, Offer
 from sharpeye_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from sharpeye_ros.ros.spin import exit_now, finish, init_rclpy, spin_until_shutdown
 
@@ -292,7 +292,10 @@ class CaptionerNode(Node):
         try:
             published = self._caption_frame(item)
         finally:  # only a captioned frame starts the rate interval
-            self._gate.done(item, published is not None)
+            dropped = self._gate.done(item, published is not None)
+            if dropped is not None and self._debug():
+                self.get_logger().debug(f"frame {dropped.stamp_ns / NS_PER_S:.3f}: "
+                                        f"{Offer(False, dropped=THROTTLED).describe()}")
         if published is not None:
             self._annotate(item.frame.header, *published)
 

@@ -127,7 +127,7 @@ def camera_command(args: argparse.Namespace) -> list[str]:
             "-p", f"rate:={_float_arg(args.rate)}", "-p", f"scene_period:={_float_arg(args.scene_period)}",
             "-p", f"split:={args.split}", "-p", f"start_index:={args.start_index}",
             "-p", f"publish_compressed:={str(args.image_transport == 'compressed').lower()}",
-            "-r", f"image:={IMAGE_TOPIC}", "-r", f"image/compressed:={IMAGE_TOPIC}/compressed"]
+            "-r", f"image:={IMAGE_TOPIC}"]
 
 
 def captioner_command(args: argparse.Namespace) -> list[str]:
@@ -137,7 +137,7 @@ def captioner_command(args: argparse.Namespace) -> list[str]:
     if config is not None and config.stat().st_size > 0:
         cmd += ["--params-file", str(config)]
     cmd += ["-p", f"image_transport:={args.image_transport}",
-            "-r", f"image:={IMAGE_TOPIC}", "-r", f"image/compressed:={IMAGE_TOPIC}/compressed"]
+            "-r", f"image:={IMAGE_TOPIC}"]
     if args.model_path:
         cmd += ["-p", f"model_path:={Path(args.model_path).expanduser().resolve()}"]
     if args.device:

@@ -237,22 +237,26 @@ class FrameGate(Generic[T]):
             self._counts["taken"] += 1
             return item
 
-    def done(self, item: GatedFrame[T], captioned: bool) -> None:
+    def done(self, item: GatedFrame[T], captioned: bool) -> Optional[GatedFrame[T]]:
         """The worker is done with ``item``: ``captioned`` starts the rate interval at it
-        (a waiting frame too close to it is dropped as throttled); otherwise the interval
-        stays where it was, so the next good frame is not held back by a bad one."""
+        (a waiting frame too close to it is dropped as throttled, and returned so the
+        caller can say so); otherwise the interval stays where it was, so the next good
+        frame is not held back by a bad one."""
         with self._cond:
             if self._in_flight is item:
-                self._finish(captioned)
+                return self._finish(captioned)
+            return None
 
-    def _finish(self, captioned: bool) -> None:
+    def _finish(self, captioned: bool) -> Optional[GatedFrame[T]]:
         item, self._in_flight = self._in_flight, None
         if not captioned or item is None:
-            return
+            return None
         self._interval = item
         if self._pending is not None and not self._due(self._pending):
-            self._pending = None
+            dropped, self._pending = self._pending, None
             self._counts["throttled"] += 1
+            return dropped
+        return None
 
     def close(self) -> None:
         """Wake the worker and refuse frames from now on; the waiting frame is discarded."""

@@ -163,7 +163,8 @@ def test_standard_qos_override_and_debug_logs(tmp_path: Path, rclpy_context: Any
 
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline and process.poll() is None and not (
-                    node.get_subscriptions_info_by_topic(topic) and "captioned:" in log.read_text()):
+                    node.get_subscriptions_info_by_topic(topic) and "captioned:" in log.read_text()
+                    and "dropped: throttled" in log.read_text()):
                 publish()
                 time.sleep(0.1)
             (info,) = node.get_subscriptions_info_by_topic(topic)

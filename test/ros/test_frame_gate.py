@@ -75,8 +75,9 @@ def test_a_frame_waiting_too_close_to_the_captioned_one_is_throttled_when_it_is_
     gate.offer("f0", 0)
     f0 = gate.take(timeout=0)
     assert gate.offer("f1", S // 10)  # waits: f0 may still fail
-    gate.done(f0, captioned=True)  # it did not: f1 is within 0.5 s of it
+    dropped = gate.done(f0, captioned=True)  # it did not: f1 is within 0.5 s of it
     assert drain(gate) == [] and gate.counters().throttled == 1
+    assert dropped is not None and dropped.frame == "f1"  # returned, so the node can log why
 
 
 def test_a_frame_the_worker_drops_does_not_use_up_the_rate_slot():
