@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_NAME = "tokenizer.json"
+# A tokenizer's vocabulary, in one of the forms AutoTokenizer reads without extra packages:
+# the fast tokenizer's file, or a GPT-2/OPT BPE pair (the authors' release ships those).
+VOCABULARY_FILES = ((TOKENIZER_NAME,), ("vocab.json", "merges.txt"))
 FORMAT_KEY = "sharpeye_format"
 FORMAT_VERSION = 1
 PACKAGE = "sharpeye_ros"
@@ -130,6 +134,12 @@ def load_tokenizer(source: Union[str, os.PathLike]):
     """A tokenizer from a directory (or a hub name), never running remote code."""
     from transformers import AutoTokenizer
 
+    directory = Path(source)
+    if directory.is_dir() and not any(all((directory / f).is_file() for f in files)
+                                      for files in VOCABULARY_FILES):
+        # transformers would blame missing packages (sentencepiece, tiktoken) instead
+        raise CheckpointError(f"{directory / TOKENIZER_NAME}: missing (the tokenizer's vocabulary; "
+                              "vocab.json with merges.txt would also do)")
     try:
         return AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
     except Exception as e:
@@ -149,7 +159,7 @@ def check_state_dict(
     model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, optional: tuple[str, ...] = ()
 ) -> None:
     """Raise CheckpointError unless ``state`` has exactly ``model``'s keys and shapes
-    (keys in ``optional`` may be absent)."""
+    (keys in ``optional`` may be absent) and finite values."""
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state and k not in optional)
     unexpected = sorted(k for k in state if k not in expected)
@@ -166,6 +176,17 @@ def check_state_dict(
             break
     if problems:
         raise CheckpointError(f"{source}: does not match the model config: " + "; ".join(problems))
+    check_finite(state, source)
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError naming the first tensor holding NaN or infinity: a damaged
+    file that still parses would otherwise load and caption nothing, silently."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{source}: tensor '{key}' holds {bad} non-finite value(s) "
+                                  f"(NaN or infinity) of {value.numel()}: the weights are corrupt")
 
 
 def load_checkpoint(

@@ -2,6 +2,14 @@
 
 Every image keeps an :class:`ImageTransform`, which maps boxes between the model's
 input pixels and the source image's pixels (undoing the pad and the resize).
+
+The pixels are those of padding to the square and resizing it, but the square is never
+built: at full resolution it has max(w, h)^2 pixels, gigabytes for a long, thin frame
+(16000x1). The resize is separable, so the source is resized along its long side (where
+the square has no padding), and along the short side only the weights of the source's own
+rows are computed; what remains of each output row's weight is pad colour. Memory and time
+grow with the model's input size and the source's pixels, never with its longest side
+squared, and the result equals LLaVA's expand2square + resize to float rounding.
 """
 
 from __future__ import annotations
@@ -60,8 +68,8 @@ class ImageTransform:
 
 @dataclass(frozen=True)
 class ImageProcessor:
-    """Pads with ``pad_color``, resizes to ``size`` (bicubic, antialiased like PIL) and
-    normalises with ``mean`` / ``std``."""
+    """Resizes (bicubic, antialiased like PIL) and pads with ``pad_color`` to a ``size``
+    square, then normalises with ``mean`` / ``std``."""
 
     size: int
     pad_color: tuple[int, int, int]
@@ -89,18 +97,46 @@ class ImageProcessor:
         image = check_image(image, name)
         h, w = image.shape[:2]
         t = ImageTransform.for_image(w, h, self.size)
-        canvas = np.empty((t.side, t.side, 3), dtype=np.uint8)
-        canvas[...] = np.asarray(self.pad_color, dtype=np.uint8)
-        canvas[t.pad_y : t.pad_y + h, t.pad_x : t.pad_x + w] = image
-        x = torch.from_numpy(canvas).to(device or "cpu").permute(2, 0, 1).unsqueeze(0).float()
-        if t.side != self.size:
-            x = F.interpolate(
-                x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False
-            )
-        x = x.squeeze(0).clamp_(0.0, 255.0) / 255.0
+        source = image if image.flags.writeable else image.copy()  # torch wants writable memory
+        x = torch.from_numpy(source).to(device or "cpu").permute(2, 0, 1).float()
+        x = self._pad_and_resize(x, t).clamp_(0.0, 255.0) / 255.0
         mean = torch.tensor(self.mean, device=x.device).view(3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(3, 1, 1)
         return (x - mean) / std, t
+
+    def _pad_and_resize(self, x: torch.Tensor, t: ImageTransform) -> torch.Tensor:
+        """(3, h, w) float source -> (3, S, S): the padded square of ``t`` resized to S."""
+        size = self.size
+        pad = torch.tensor(self.pad_color, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        if t.side == size:  # nothing to resize: paste onto the pad colour
+            canvas = pad.expand(3, size, size).clone()
+            canvas[:, t.pad_y : t.pad_y + t.height, t.pad_x : t.pad_x + t.width] = x
+            return canvas
+        if t.width == t.height:
+            return _resize(x, size, size)
+        tall = t.height > t.width
+        if tall:  # work on the wide case; transpose back at the end
+            x = x.transpose(1, 2)
+        short, offset = x.shape[1], (t.pad_x if tall else t.pad_y)
+        rows = _resize(x, short, size)  # the long side: the square has no padding there
+        # Along the short side the padded column is `side` long; resizing a one-hot column per
+        # source row gives that row's weight in each output row (the resize is linear). The
+        # one-hots lie along the last axis: torch 2.13 resizes a width-1 tensor to zeros.
+        one_hot = torch.zeros(1, short, t.side, device=x.device)
+        index = torch.arange(short, device=x.device)
+        one_hot[0, index, offset + index] = 1.0
+        weights = _resize(one_hot, short, size)[0]  # (short, size)
+        out = torch.einsum("ik,cij->ckj", weights, rows) + (1.0 - weights.sum(0)).view(1, size, 1) * pad
+        return out.transpose(1, 2) if tall else out
+
+
+def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(C, h, w) -> (C, height, width), bicubic and antialiased like PIL."""
+    if x.shape[1:] == (height, width):
+        return x
+    return F.interpolate(
+        x.unsqueeze(0), size=(height, width), mode="bicubic", antialias=True, align_corners=False
+    ).squeeze(0)
 
 
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:

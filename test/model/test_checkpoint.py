@@ -74,6 +74,37 @@ def test_missing_directory_and_files(saved, tmp_path):
         SharpEyes.from_pretrained(d)
 
 
+def test_missing_tokenizer_file_is_named(saved, tmp_path):
+    _, directory = saved
+    d = copy_dir(directory, tmp_path / "no_tokenizer")
+    (d / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match=r"tokenizer\.json: missing \(the tokenizer's vocabulary") as info:
+        SharpEyes.from_pretrained(d)
+    assert "sentencepiece" not in str(info.value)
+
+
+def _poke(path: Path, key: str, raw: bytes, at: int = 0) -> None:
+    """Overwrite bytes of tensor ``key`` inside a safetensors file, in place."""
+    data = bytearray(path.read_bytes())
+    header_len = int.from_bytes(data[:8], "little")
+    start = json.loads(data[8 : 8 + header_len])[key]["data_offsets"][0] + 8 + header_len + at
+    data[start : start + len(raw)] = raw
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("raw", [b"\x00\x00\xc0\x7f", b"\x00\x00\x80\xff"], ids=["nan", "-inf"])
+def test_non_finite_weights_are_refused_naming_the_tensor(saved, tmp_path, raw):
+    # Random bytes written into the file parse as weights; two of them NaN made the node
+    # publish empty captions. Loading now names the tensor.
+    _, directory = saved
+    d = copy_dir(directory, tmp_path / "nan")
+    key = "connector.2.weight"
+    assert load_file(str(d / "model.safetensors"))[key].dtype == torch.float32
+    _poke(d / "model.safetensors", key, raw * 2, at=40)
+    with pytest.raises(CheckpointError, match=rf"model\.safetensors: tensor '{key}' holds 2 non-finite value"):
+        SharpEyes.from_pretrained(d)
+
+
 def test_truncated_weights(saved, tmp_path):
     _, directory = saved
     d = copy_dir(directory, tmp_path / "truncated")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sharpeye_ros.model.preprocess import ImageProcessor, ImageTransform, square_crop
 
@@ -97,3 +98,70 @@ def test_square_crop_adds_context_keeps_min_size_and_stays_inside():
     assert crop.shape == (80, 80, 3) and tuple(box[2:]) == (640, 480)
     crop, box = square_crop(image, (0, 0, 640, 480), margin=0.5, min_size=16)  # wider than tall
     assert crop.shape == (480, 640, 3)
+
+
+# Run in a fresh interpreter, so its peak RSS is this work's alone; RLIMIT_AS keeps the old
+# pad-first code (gigabytes for these frames) from taking the machine down with it.
+_THIN_FRAMES = r"""
+import json, resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+import numpy as np, torch
+from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+from sharpeye_ros.model.preprocess import ImageProcessor
+
+torch.manual_seed(0)
+processor = ImageProcessor(336, (122, 116, 104), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # CLIP-L/336's size
+config = SharpEyesConfig.tiny()
+config.generation.max_new_tokens = 4
+model = SharpEyes.from_config(config).eval()
+model.caption([np.zeros((8, 600, 3), np.uint8)], refine=True, zoom=True)  # warm up every kernel
+processor.one(np.zeros((2, 600, 3), np.uint8))
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux reports KB)
+out = {}
+for h, w in ((1, 16000), (1, 40000), (40000, 1)):
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    before, start = peak(), time.perf_counter()
+    pixels, transform = processor.one(image)
+    seconds = time.perf_counter() - start
+    (result,) = model.caption([image], refine=True, zoom=True)  # zoom crops come from the source
+    out[f"{w}x{h}"] = {"preprocess_s": seconds, "extra_peak_mb": peak() - before,
+                       "shape": list(pixels.shape), "zoomed": result.zoomed}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_long_thin_frames_cost_what_the_model_input_costs():
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _THIN_FRAMES], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    measured = json.loads(run.stdout.strip().splitlines()[-1])
+    for size, m in measured.items():
+        assert m["shape"] == [3, 336, 336] and m["zoomed"], (size, m)
+        assert m["extra_peak_mb"] < 50 and m["preprocess_s"] < 0.5, (size, m)
+
+
+def _pad_then_resize(image: np.ndarray, size: int) -> torch.Tensor:
+    """LLaVA's order, the reference: the full padded square, resized (0..255 floats)."""
+    h, w = image.shape[:2]
+    t = ImageTransform.for_image(w, h, size)
+    canvas = np.empty((t.side, t.side, 3), dtype=np.uint8)
+    canvas[...] = PAD
+    canvas[t.pad_y : t.pad_y + h, t.pad_x : t.pad_x + w] = image
+    x = torch.from_numpy(canvas).permute(2, 0, 1)[None].float()
+    if t.side != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return x[0].clamp(0, 255)
+
+
+@pytest.mark.parametrize("h, w", [(480, 640), (640, 480), (300, 301), (33, 100), (100, 33), (7, 3),
+                                  (50, 50), (1, 500), (500, 1), (2, 128), (1, 2)])
+def test_pixels_equal_padding_to_the_square_then_resizing(h, w):
+    # Same pixels as LLaVA's order to float rounding (the demo model's captions depend on
+    # them), without building the square.
+    image = np.random.default_rng(h * 1000 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    pixels, _ = ImageProcessor(128, PAD, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)).one(image)
+    np.testing.assert_allclose((pixels * 255).numpy(), _pad_then_resize(image, 128).numpy(), atol=1e-3)
