@@ -30,8 +30,7 @@ from typing import Optional, Sequence
 import torch
 
 from sharpeye_ros.evaluation import metrics
-from sharpeye_ros.model import SharpEyes, default_model_path
-from sharpeye_ros.model.checkpoint import CheckpointError
+from sharpeye_ros.model import CheckpointError, SharpEyes, default_model_path
 from sharpeye_ros.training.data import open_dataset
 
 MODES = ("glance", "refined", "zoom")

@@ -5,8 +5,8 @@ model = SharpEyes.from_pretrained(path)          # or SharpEyes.from_config(Shar
 results = model.caption([rgb_uint8_image])       # list[CaptionResult]
 """
 
-from sharpeye_ros.model.checkpoint import CheckpointError, default_model_path
 from sharpeye_ros.model.config import SharpEyesConfig
+from sharpeye_ros.model.loading import CheckpointError, default_model_path
 from sharpeye_ros.model.preprocess import ImageTransform
 from sharpeye_ros.model.regions import Region
 from sharpeye_ros.model.sharpeyes import CaptionResult, Glance, SharpEyes

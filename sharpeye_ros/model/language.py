@@ -23,6 +23,8 @@ from transformers import DynamicCache, OPTConfig, OPTForCausalLM
 from transformers.cache_utils import Cache, DynamicLayer
 
 from sharpeye_ros.model.config import DETAILED_SENTENCES, IMAGE_TOKEN, LMConfig
+from sharpeye_ros.model.loading import load_pretrained, load_tokenizer
+from sharpeye_ros.model.tokenizer import build_word_tokenizer
 
 # transformers 5 renamed the forward argument ``past_key_values`` to ``cache``.
 _CACHE_ARG = "cache" if "cache" in inspect.signature(OPTForCausalLM.forward).parameters else "past_key_values"
@@ -83,12 +85,8 @@ class LanguageModel(nn.Module):
         ``tokenizer``: an already loaded tokenizer (a checkpoint's); else one is built
         from ``cfg.vocab_words`` or loaded from ``cfg.tokenizer`` / ``cfg.name_or_path``.
         """
-        from sharpeye_ros.model.checkpoint import load_pretrained, load_tokenizer
-
         if tokenizer is None:
             if cfg.vocab_words:
-                from sharpeye_ros.model.tokenizer import build_word_tokenizer
-
                 tokenizer = build_word_tokenizer(cfg.vocab_words)
             else:
                 source = cfg.tokenizer or cfg.name_or_path

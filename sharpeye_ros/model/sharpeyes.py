@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from sharpeye_ros.model.checkpoint import build_from_state, read_checkpoint, save_checkpoint
 from sharpeye_ros.model.config import TASKS, SharpEyesConfig
 from sharpeye_ros.model.connector import build_connector
 from sharpeye_ros.model.deeplens import DeepLens, ZoomTokens
@@ -118,14 +120,26 @@ class SharpEyes(nn.Module):
         dtype: Optional[torch.dtype] = torch.float32,
     ) -> "SharpEyes":
         """Load a model directory in our format (see :mod:`sharpeye_ros.model.checkpoint`)."""
-        from sharpeye_ros.model.checkpoint import load_checkpoint
+        config, state, tokenizer, source = read_checkpoint(path)
+        model = cls.from_state(config, state, source, tokenizer, dtype)
+        model.model_id = str(Path(path))
+        return model.to(device=device).eval()
 
-        return load_checkpoint(path, device=device, dtype=dtype).eval()
+    @classmethod
+    def from_state(
+        cls,
+        config: SharpEyesConfig,
+        state: dict[str, torch.Tensor],
+        source: str,
+        tokenizer,
+        dtype: Optional[torch.dtype] = None,
+    ) -> "SharpEyes":
+        """A model of ``config`` holding the weights ``state`` (checked first; ``source``
+        names them in errors), every weight in ``dtype`` (None: the widest stored)."""
+        return build_from_state(lambda: cls.from_config(config, tokenizer=tokenizer), state, source, dtype)
 
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> None:
         """Write config.json, model.safetensors and the tokenizer files to ``directory``."""
-        from sharpeye_ros.model.checkpoint import save_checkpoint
-
         save_checkpoint(self, directory)
 
     def tied_keys(self) -> list[str]:

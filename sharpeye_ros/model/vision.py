@@ -9,6 +9,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from sharpeye_ros.model.config import VisionConfig
+from sharpeye_ros.model.loading import load_pretrained
 
 
 def resolve_layer(index: int, num_layers: int, name: str) -> int:
@@ -35,8 +36,6 @@ class VisionTower(nn.Module):
         """Random weights from ``cfg.config``, or pretrained ones from ``cfg.name_or_path``."""
         if cfg.config is not None:
             return cls(CLIPVisionModel(clip_vision_config(cfg.config)), cfg.select_layer)
-        from sharpeye_ros.model.checkpoint import load_pretrained  # avoid an import cycle
-
         return cls(load_pretrained(CLIPVisionModel, cfg.name_or_path, "vision tower"), cfg.select_layer)
 
     @property

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sharpeye_ros.model import CaptionResult, Region, SharpEyes
-from sharpeye_ros.model.checkpoint import CheckpointError
+from sharpeye_ros.model import CaptionResult, CheckpointError, Region, SharpEyes
 from sharpeye_ros.model.deeplens import pool_grid
 
 GLANCE_STAGES = {"preprocess", "vision", "connector", "prefill", "decode", "regions"}
