@@ -1,7 +1,7 @@
 """The Sharp-Eyes captioning model: pure PyTorch, no ROS.
 
 from sharpeye_ros.model import SharpEyes
-model = SharpEyes.from_pretrained(path)          # or SharpEyes.from_config(SharpEyesConfig.tiny())
+model = SharpEyes.from_pretrained(path)          # or SharpEyes.from_config(presets.tiny())
 results = model.caption([rgb_uint8_image])       # list[CaptionResult]
 """
 

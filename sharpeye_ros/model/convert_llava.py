@@ -38,6 +38,7 @@ from sharpeye_ros.model.config import (
     SharpEyesConfig,
     VisionConfig,
 )
+from sharpeye_ros.model import presets
 from sharpeye_ros.model.deeplens import DeepLens
 from sharpeye_ros.model.loading import (
     CheckpointError,
@@ -54,7 +55,7 @@ VISION = "model.vision_tower.vision_tower."
 LM_HEAD = "lm_head.weight"
 # The published CLIP ViT-L/14-336 config, for checkpoints that carry the tower's weights
 # but whose tower config cannot be fetched (no hub access).
-KNOWN_VISION_CONFIGS = {"openai/clip-vit-large-patch14-336": SharpEyesConfig.paper().vision.config}
+KNOWN_VISION_CONFIGS = {"openai/clip-vit-large-patch14-336": presets.paper().vision.config}
 PAPER_DEEPLENS_LAYERS = (13, 18, 23)  # of 24 vision layers
 
 

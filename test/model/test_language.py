@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import OPTConfig, OPTForCausalLM
 
-from sharpeye_ros.model import SharpEyesConfig
+from sharpeye_ros.model import presets
 from sharpeye_ros.model.language import LanguageModel, Prompt
 
 
@@ -26,7 +26,7 @@ def make_lm(tokenizer, seed: int = 0, **kw) -> LanguageModel:
     return LanguageModel(OPTForCausalLM(cfg).eval(), tokenizer)
 
 
-_OPT = {k: v for k, v in SharpEyesConfig.micro().lm.config.items() if k != "max_position_embeddings"}
+_OPT = {k: v for k, v in presets.micro().lm.config.items() if k != "max_position_embeddings"}
 
 
 def plain_prompt(lm: LanguageModel, ids: torch.Tensor, num_visual: int = 4) -> Prompt:
