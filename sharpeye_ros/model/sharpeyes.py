@@ -9,6 +9,7 @@ the refined caption.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,12 @@ from torch import nn
 from sharpeye_ros.model.checkpoint import build_from_state, read_checkpoint, save_checkpoint
 from sharpeye_ros.model.config import TASKS, SharpEyesConfig
 from sharpeye_ros.model.connector import build_connector
+from sharpeye_ros.model.decoding import generate
 from sharpeye_ros.model.deeplens import DeepLens, ZoomTokens
 from sharpeye_ros.model.language import LanguageModel, Prompt
 from sharpeye_ros.model.preprocess import ImageProcessor, ImageTransform, check_image, square_crop
 from sharpeye_ros.model.regions import Region, find_regions, heat_boxes, valid_cells
-from sharpeye_ros.model.timing import Timer
+from sharpeye_ros.model.timing import REFINE_DECODE, REFINE_PREFILL, Timer
 from sharpeye_ros.model.vision import VisionTower, resolve_layer
 
 PARAMETER_GROUPS = ("vision", "connector", "lm", "deeplens")
@@ -299,15 +301,12 @@ class SharpEyes(nn.Module):
             prompt = self.lm.build_prompt(cfg.lm.prompt, embeds)
         g = cfg.generation
         prompt_kv: list = []
-        generated = self.lm.generate(
+        generated = generate(
+            self.lm,
             prompt,
-            g.max_new_tokens,
-            g.num_beams,
-            g.stop,
-            g.length_penalty,
-            g.early_stopping,
-            self.attention_layers if capture else None,
-            timer,
+            g,
+            attention_layers=self.attention_layers if capture else None,
+            timer=timer,
             keep_prompt=prompt_kv if with_features else None,
         )
         with timer.stage("regions"):
@@ -377,16 +376,12 @@ class SharpEyes(nn.Module):
         with timer.stage("refine_prefill"):  # building the prompt is part of the prefill's work
             prompt = self.refine_prompt(glance, refined)
             drafts = [self.lm.caption_ids(c) for c in glance.captions] if beams == 1 and g.draft else None
-        generated = self.lm.generate(
+        generated = generate(
+            self.lm,
             prompt,
-            g.max_new_tokens,
-            beams,
-            g.stop,
-            g.length_penalty,
-            g.early_stopping,
-            None,
-            timer,
-            stage_prefix="refine_",
+            dataclasses.replace(g, num_beams=beams),
+            timer=timer,
+            stages=(REFINE_PREFILL, REFINE_DECODE),
             drafts=drafts,
         )
         with timer.stage("refine_decode"):

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpeye_ros.model.deeplens import ZoomTokens
-from sharpeye_ros.model.language import AttentionProbe
+from sharpeye_ros.model.attention import AttentionProbe
 from sharpeye_ros.model.preprocess import ImageTransform
 from sharpeye_ros.world import COLOURS, SHAPES, SIZE_CLASSES, WorldObject, tokenize
 from sharpeye_ros.world.captions import SHAPE_PLURALS, SIZE_SYNONYMS
