@@ -106,6 +106,19 @@ class LanguageModel(nn.Module):
         """Token ids -> input embeddings."""
         return self.model.get_input_embeddings()(ids)
 
+    def embed_captions(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions' token embeddings, right-padded, (B, L, D) and their mask (B, L) bool,
+        on the LM's device (L >= 1: an empty caption is all padding)."""
+        ids = [self.caption_ids(c) for c in captions]
+        length = max(1, max(len(i) for i in ids))
+        padded = torch.full((len(ids), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), length), dtype=torch.bool)
+        for b, row in enumerate(ids):
+            padded[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[b, : len(row)] = True
+        device = self.model.get_input_embeddings().weight.device
+        return self.embed(padded.to(device)), mask.to(device)
+
     def text_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` with no special tokens added."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -60,7 +60,7 @@ class VisionTower(nn.Module):
         return int(self.model.config.num_hidden_layers)
 
     def forward(
-        self, pixels: torch.Tensor, layers: Optional[Sequence[int]] = None
+        self, pixels: torch.Tensor, layers: Optional[Sequence[int]] = None, full: bool = False
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Pixels (B, 3, S, S) -> (selected-layer patch features (B, N, D),
         the hidden states of ``layers`` (resolved indices) concatenated on channels
@@ -68,6 +68,8 @@ class VisionTower(nn.Module):
 
         Only the layers up to the deepest one asked for run: LLaVA-style towers select
         the penultimate layer, so the last layer (and the pooled head) would be wasted.
+        ``full``: run them anyway, as transformers' own forward does (the benchmark's
+        naive reference).
         """
         expected = (3, self.image_size, self.image_size)
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
@@ -75,15 +77,20 @@ class VisionTower(nn.Module):
                 f"vision tower: expected pixels of shape (B, {expected}), got {tuple(pixels.shape)}"
             )
         wanted = [self.select_layer, *(layers or [])]
-        # Older transformers nest the tower's modules under ``vision_model``.
-        tower = getattr(self.model, "vision_model", self.model)
         param = next(self.model.parameters())
-        hidden = tower.pre_layrnorm(tower.embeddings(pixels.to(device=param.device, dtype=param.dtype)))
-        states = {}
-        for index, layer in enumerate(tower.encoder.layers[: max(wanted)], start=1):
-            hidden = layer(hidden, None)
-            if index in wanted:
-                states[index] = hidden[:, 1:]
+        pixels = pixels.to(device=param.device, dtype=param.dtype)
+        if full:
+            hidden = self.model(pixel_values=pixels, output_hidden_states=True).hidden_states
+            states = {i: hidden[i][:, 1:] for i in wanted}
+        else:
+            # Older transformers nest the tower's modules under ``vision_model``.
+            tower = getattr(self.model, "vision_model", self.model)
+            hidden = tower.pre_layrnorm(tower.embeddings(pixels))
+            states = {}
+            for index, layer in enumerate(tower.encoder.layers[: max(wanted)], start=1):
+                hidden = layer(hidden, None)
+                if index in wanted:
+                    states[index] = hidden[:, 1:]
         multi = torch.cat([states[i] for i in layers], dim=-1) if layers else None
         return states[self.select_layer], multi
 

@@ -1,5 +1,6 @@
 """The model library's layout, read from its sources: modules import each other without a
-cycle (not even inside a function) and nothing from the package's other layers."""
+cycle (not even inside a function), nothing from the package's other layers, and each
+file stays short."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sharpeye_ros.model
 
 PACKAGE = "sharpeye_ros.model"
 ROOT = Path(sharpeye_ros.model.__file__).parent
+MAX_LINES = 400
 
 
 def _module(path: Path) -> str:
@@ -60,3 +62,7 @@ def test_the_model_imports_nothing_from_the_other_layers():
                for path in ROOT.rglob("*.py")}
     assert {name: found for name, found in outside.items() if found} == {}
 
+
+def test_no_model_file_is_long():
+    lengths = {path.name: len(path.read_text().splitlines()) for path in ROOT.rglob("*.py")}
+    assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}
