@@ -33,7 +33,7 @@ import torch
 from sharpeye_ros.evaluation import metrics
 from sharpeye_ros.evaluation.modes import GLANCE, MODES, SWITCHES, ZOOM
 from sharpeye_ros.model import CheckpointError, SharpEyes, default_model_path
-from sharpeye_ros.training.data import open_dataset
+from sharpeye_ros.data import open_dataset
 
 
 

@@ -27,10 +27,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from sharpeye_ros.data import open_dataset, read_pseudo_captions
 from sharpeye_ros.model import ImageTransform, SharpEyes
-from sharpeye_ros.training.data import PseudoCaptionPairs, collate, open_dataset, read_pseudo_captions
 from sharpeye_ros.training.auxiliary import PatchHead, glance_losses, patch_targets, refine_losses, shift_flip
-from sharpeye_ros.training.perturb import pseudo_initial
+from sharpeye_ros.training.perturb import PseudoCaptionPairs, pseudo_initial
 from sharpeye_ros.training.recipes import StageConfig, TrainConfig
 
 STATE_NAME = "trainer_state.pt"
@@ -49,6 +49,14 @@ class Position:
 def _seed(*parts: int) -> int:
     """A 63-bit seed from integers, stable across runs and platforms."""
     return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def collate(samples: list[dict]) -> dict:
+    """A batch: lists per key, ``pixels`` stacked when every sample has them."""
+    batch = {key: [s[key] for s in samples] for key in samples[0] if key != "pixels"}
+    if all("pixels" in s for s in samples):
+        batch["pixels"] = torch.stack([s["pixels"] for s in samples])
+    return batch
 
 
 def _objects(batch: dict) -> Optional[list]:

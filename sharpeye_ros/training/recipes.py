@@ -48,7 +48,7 @@ class StageConfig:
     and step (``max_changes``, ``misname_small``). ``pseudo_per_caption`` N: as the paper,
     every reference caption paired with N fixed ones, one sample per pair (paper: 3).
     ``pseudo_captions``: a JSON Lines file of them made elsewhere, e.g. by an LLM
-    (:func:`~sharpeye_ros.training.data.read_pseudo_captions`; its first
+    (:func:`~sharpeye_ros.data.read_pseudo_captions`; its first
     ``pseudo_per_caption`` per caption, or all).
     """
 
@@ -107,7 +107,7 @@ class StageConfig:
 @dataclass
 class TrainConfig:
     """A training run: model (a preset's config, or ``init``: a checkpoint to start from),
-    data specs (see :func:`~sharpeye_ros.training.data.open_dataset`) and stages.
+    data specs (see :func:`~sharpeye_ros.data.open_dataset`) and stages.
 
     ``freeze_vision``: None means frozen when the vision tower came from a pretrained
     checkpoint (``model.vision.name_or_path``) and trainable when built from scratch.

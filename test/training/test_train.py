@@ -205,7 +205,7 @@ def test_the_paper_recipes_stage_two_is_the_papers(tmp_path):
 
 
 def test_stage_two_trains_on_pseudo_captions_made_elsewhere(smoke, tmp_path, capsys):
-    from sharpeye_ros.training.data import read_pseudo_captions
+    from sharpeye_ros.data import read_pseudo_captions
     from sharpeye_ros.training.perturb import main as write_pseudo
 
     # The rules write the file format (a template for an LLM's); here it is edited by hand.
