@@ -24,9 +24,8 @@ class TeacherForcing:
         """The glance's caption loss of ``captions`` (connector pretraining, stage 1), from
         images or pixels from :meth:`preprocess`; ``attention``: with the targets' maps."""
         encoded = self.encode(self._pixels(images_or_pixels))
-        prompt = self.lm.build_prompt(
-            self.config.lm.prompt, encoded.embeds, targets=[self.lm.caption_ids(c) for c in captions]
-        )
+        ids = [self.lm.caption_ids(c) for c in captions]
+        prompt = self.lm.build_prompt(self.config.lm.prompt, encoded.embeds, targets=ids)
         loss, maps = self._loss(prompt, attention)
         return TeacherForced(loss, maps, encoded.embeds, encoded.patches, [])
 
@@ -56,14 +55,9 @@ class TeacherForcing:
         """:meth:`teacher_forced_glance`'s loss."""
         return self.teacher_forced_glance(images_or_pixels, captions).loss
 
-    def refine_loss(
-        self,
-        images: Sequence[np.ndarray],
-        initial_captions: Sequence[str],
-        target_captions: Sequence[str],
-        zoom: Optional[bool] = None,
-        pixels: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+    def refine_loss(self, images: Sequence[np.ndarray], initial_captions: Sequence[str],
+                    target_captions: Sequence[str], zoom: Optional[bool] = None,
+                    pixels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """:meth:`teacher_forced_refine`'s loss."""
         return self.teacher_forced_refine(images, initial_captions, target_captions, zoom, pixels=pixels).loss
 
