@@ -25,7 +25,7 @@ from sharpeye_ros.model.config import TASKS, SharpEyesConfig
 from sharpeye_ros.model.connector import build_connector
 from sharpeye_ros.model.decoding import generate
 from sharpeye_ros.model.deeplens import DeepLens, ZoomTokens, attention_heat
-from sharpeye_ros.model.language import LanguageModel
+from sharpeye_ros.model.language import LanguageModel, Prompt
 from sharpeye_ros.model.outputs import CaptionResult, Encoded, Glance
 from sharpeye_ros.model.teacher_forcing import TeacherForcing
 from sharpeye_ros.model.preprocess import ImageProcessor, ImageTransform, check_image, square_crop
@@ -279,7 +279,8 @@ class SharpEyes(TeacherForcing, nn.Module):
         return ZoomTokens(features.view(b, c, *features.shape[1:]), base.view(b, c, *base.shape[1:]),
                           box_tensor.view(b, c, 4), np.stack(source).reshape(b, c, 4))
 
-    def refine_prompt(self, glance: Glance, refined: torch.Tensor, targets: Optional[Sequence[str]] = None):
+    def refine_prompt(self, glance: Glance, refined: torch.Tensor,
+                      targets: Optional[Sequence[str]] = None) -> Prompt:
         """The refinement's LM input: the refine prompt with the refined embeddings and the
         glance's captions, followed by ``targets`` when training."""
         ids = None if targets is None else [self.lm.caption_ids(c) for c in targets]
