@@ -2,8 +2,8 @@
 
 Defined as:
 
-- glance: preprocess, a full vision-tower pass (transformers' forward: every layer, even
-  those after the deepest one read), the connector, then
+- glance: preprocess, a full vision-tower pass (``full``: transformers' forward, every
+  layer, even those after the deepest one read), the connector, then
   ``OPTForCausalLM.generate`` with transformers' defaults (its own KV cache and search),
   told only what makes the output comparable: ``num_beams``, ``length_penalty``,
   ``early_stopping`` of the model's config and a fixed number of new tokens;
@@ -17,14 +17,11 @@ Each step is timed under its own stage name (see :data:`~sharpeye_ros.benchmark.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import numpy as np
 import torch
 
 from sharpeye_ros.model import Glance, SharpEyes
 from sharpeye_ros.model.language import LanguageModel, Prompt
-from sharpeye_ros.model.regions import find_regions
 from sharpeye_ros.model.timing import Timer
 
 
@@ -55,27 +52,16 @@ def hf_generate(
     return out[0].tolist()
 
 
-def full_tower_pass(
-    model: SharpEyes, pixels: torch.Tensor, layers: Optional[Sequence[int]] = None
-) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """The vision tower as transformers runs it: all layers and the pooled head, with the
-    hidden states picked afterwards. Returns what ``model.vision`` returns."""
-    tower = model.vision
-    hidden = tower.model(pixel_values=pixels, output_hidden_states=True).hidden_states
-    multi = torch.cat([hidden[i][:, 1:] for i in layers], dim=-1) if layers else None
-    return hidden[tower.select_layer][:, 1:], multi
-
-
 @torch.no_grad()
 def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: bool = True) -> str:
     """Caption one RGB uint8 image the naive way (module docstring); returns the caption."""
     cfg, lm = model.config, model.lm
-    g, r = cfg.generation, cfg.regions
+    g = cfg.generation
     with timer.stage("preprocess"):
         pixels, transforms = model.preprocess([image])
         pixels = pixels.to(model.device, model.dtype)
     with timer.stage("vision"):
-        selected, _ = full_tower_pass(model, pixels)
+        selected, _ = model.vision(pixels, full=True)
     with timer.stage("connector"):
         embeds = model.connector(selected)
     with timer.stage("generate"):
@@ -92,35 +78,22 @@ def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: boo
         target = lm.build_prompt(cfg.lm.prompt, embeds, targets=[lm.caption_ids(caption)])
         maps = lm.target_attention(target, model.attention_layers)
     with timer.stage("regions"):
-        text, spans = lm.decode(lm.caption_ids(caption) + [lm.eos_id])
-        regions = find_regions(
-            maps[0].float().cpu().numpy(),
-            spans,
-            text,
-            transforms[0],
-            r.num_regions,
-            r.threshold,
-            r.max_boxes_per_phrase,
-            r.nms_iou,
-            r.contrast,
-            r.function_words,
-        )
+        regions = model.caption_regions(maps, [caption], transforms, cfg.regions.num_regions)
     if not refine:
         return caption
     if model.deeplens is None:
         raise ValueError("naive_caption: refine=True but the model has no DeepLens")
     with timer.stage("refine_vision"):
-        selected, features = full_tower_pass(model, pixels, model.deeplens_layers)
+        selected, features = model.vision(pixels, model.deeplens_layers, full=True)
     with timer.stage("refine_connector"):
         embeds = model.connector(selected)
     # DeepLens on the second pass's states (the library times it as "deeplens").
-    second = Glance(transforms, embeds, features, [caption], maps, [spans], [regions])
+    second = Glance(transforms, embeds, features, [caption], maps, [[]], regions)
     refined = model.refined_embeddings([image], second, zoom=False, timer=timer)
     with timer.stage("refine_generate"):
-        prompt = lm.build_prompt(cfg.lm.refine_prompt, refined, captions=[caption])
         ids = hf_generate(
             lm,
-            prompt,
+            model.refine_prompt(second, refined),
             g.max_new_tokens,
             g.refine_num_beams or g.num_beams,
             g.length_penalty,

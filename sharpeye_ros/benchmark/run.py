@@ -217,14 +217,14 @@ def run_worker(spec: ModelSpec) -> dict:
 def demo_source(model_path: str, tmp: Path) -> tuple[str, str]:
     """(name, directory) of the demo model: the given or shipped one, else a tiny random
     model saved to ``tmp`` (so that it still loads through the real path)."""
-    from sharpeye_ros.model import SharpEyes, SharpEyesConfig, default_model_path
+    from sharpeye_ros.model import SharpEyes, default_model_path, presets
 
     path = Path(model_path) if model_path else default_model_path()
     if (path / "config.json").is_file():
         return "demo", str(path)
     print(f"benchmark: no demo model at {path}: using a tiny random model instead", file=sys.stderr)
     torch.manual_seed(0)
-    SharpEyes.from_config(SharpEyesConfig.tiny()).save_pretrained(tmp / "tiny")
+    SharpEyes.from_config(presets.tiny()).save_pretrained(tmp / "tiny")
     return "tiny", str(tmp / "tiny")
 
 

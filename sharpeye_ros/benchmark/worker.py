@@ -37,10 +37,12 @@ from sharpeye_ros.benchmark.measure import (
     synchronize,
 )
 from sharpeye_ros.benchmark.naive import naive_caption
-from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, SWITCHES, ZOOM
+from sharpeye_ros.model import SharpEyes, presets
 from sharpeye_ros.model.timing import Timer
 
-MODES = ("glance", "deeplens", "deeplens_nodraft", "zoom", "naive")
+# The model's modes (evaluation.modes) and the benchmark's own two.
+MODES = (GLANCE, DEEPLENS, "deeplens_nodraft", ZOOM, "naive")
 PRESETS = ("paper", "tiny", "micro")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 IMAGE_SIZE = (640, 480)
@@ -100,7 +102,7 @@ def build_model(spec: ModelSpec) -> tuple[SharpEyes, bool]:
     dtype = DTYPES[spec.dtype]
     if spec.source in PRESETS:
         torch.manual_seed(spec.seed)
-        config = getattr(SharpEyesConfig, spec.source)()
+        config = getattr(presets, spec.source)()
         if spec.overrides:
             config = config.override(spec.overrides)
         model = SharpEyes.from_config(config)
@@ -148,18 +150,13 @@ def drafts(model: SharpEyes) -> bool:
 def _run(model: SharpEyes, mode: str, image: np.ndarray, timer: Optional[Timer]) -> dict[str, float]:
     """One caption in ``mode``; returns its stage seconds (``timer``: one to time it
     with, e.g. a FLOP-counting one)."""
-    if mode == "deeplens_nodraft":
-        g = model.config.generation
-        g.draft = False
-        try:
-            return _run(model, "deeplens", image, timer)
-        finally:
-            g.draft = True
     timer = timer or Timer(model.device)
     if mode == "naive":
         naive_caption(model, image, timer, refine=True)
-        return dict(timer.times)
-    model.caption([image], refine=mode != "glance", zoom=mode == "zoom", timer=timer)
+    elif mode == "deeplens_nodraft":
+        model.caption([image], **SWITCHES[DEEPLENS], timer=timer, draft=False)
+    else:
+        model.caption([image], **SWITCHES[mode], timer=timer)
     return dict(timer.times)
 
 

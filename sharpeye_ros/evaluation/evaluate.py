@@ -1,7 +1,8 @@
 """``sharpeye-evaluate``: score a model in three modes and write a report.
 
-Modes: ``glance`` (the first look only), ``refined`` (DeepLens without zoom) and
-``zoom`` (DeepLens with zoom crops of the attended regions). For each: BLEU-4 and
+Modes (:mod:`~sharpeye_ros.evaluation.modes`): ``glance`` (the first look only),
+``deeplens`` (refined by DeepLens, without zoom) and ``zoom`` (DeepLens with zoom crops of
+the attended regions). For each: BLEU-4 and
 CIDEr against the references; on the synthetic world also precision/recall/F1 of the
 named (colour, shape) objects by size class and the grounding of the named objects
 (pointing game and IoU of their attended region). A glance's regions are those it
@@ -30,12 +31,10 @@ from typing import Optional, Sequence
 import torch
 
 from sharpeye_ros.evaluation import metrics
-from sharpeye_ros.model import SharpEyes, default_model_path
-from sharpeye_ros.model.checkpoint import CheckpointError
-from sharpeye_ros.training.data import open_dataset
+from sharpeye_ros.evaluation.modes import GLANCE, MODES, SWITCHES, ZOOM
+from sharpeye_ros.model import CheckpointError, SharpEyes, default_model_path
+from sharpeye_ros.data import open_dataset
 
-MODES = ("glance", "refined", "zoom")
-MODE_TITLES = {"glance": "glance", "refined": "refined, no zoom", "zoom": "refined + zoom"}
 
 
 @dataclass
@@ -65,15 +64,15 @@ class Truth:
 @torch.no_grad()
 def caption_modes(model: SharpEyes, dataset, modes: Sequence[str] = MODES, batch_size: int = 16,
                   log=None) -> tuple[dict[str, ModeOutput], Truth]:
-    """Captions and regions of every sample of ``dataset`` in each of ``modes`` (the
-    refined modes share one glance per batch), and the samples' references and objects."""
+    """Captions and regions of every sample of ``dataset`` in each of ``modes``: one
+    glance per batch, finished once per mode; and the samples' references and objects."""
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"modes: unknown {unknown}; choose from {list(MODES)}")
-    if model.deeplens is None and any(m != "glance" for m in modes):
+    if model.deeplens is None and any(m != GLANCE for m in modes):
         raise ValueError("modes: this model has no DeepLens, so only 'glance' can be evaluated")
     out, truth = {m: ModeOutput() for m in modes}, Truth()
-    refine = any(m != "glance" for m in modes)
+    refine = any(m != GLANCE for m in modes)
     num_regions = model.config.regions.num_regions
     began = time.perf_counter()
     for start in range(0, len(dataset), batch_size):
@@ -82,17 +81,11 @@ def caption_modes(model: SharpEyes, dataset, modes: Sequence[str] = MODES, batch
         for s in samples:
             truth.references[s["index"]] = list(s["captions"])
             truth.objects[s["index"]] = s["objects"]
-        glance = model.glance(images, num_regions=num_regions, with_features=refine,
-                              min_regions=model.config.zoom.num_crops if "zoom" in modes else 0)
+        glance = model.glance(images, num_regions=num_regions, refine=refine, zoom=ZOOM in modes)
         for mode in modes:
-            if mode == "glance":
-                captions, regions = glance.captions, [r[:num_regions] for r in glance.regions]
-            else:
-                captions = model.refine(images, glance, zoom=mode == "zoom")
-                regions = [r[:num_regions] for r in model.final_regions(glance, captions, num_regions)]
-            for s, caption, regs in zip(samples, captions, regions):
-                out[mode].captions[s["index"]] = caption
-                out[mode].regions[s["index"]] = _pairs(regs)
+            for s, result in zip(samples, model.finish(images, glance, num_regions=num_regions, **SWITCHES[mode])):
+                out[mode].captions[s["index"]] = result.caption
+                out[mode].regions[s["index"]] = _pairs(result.regions)
         if log is not None:
             done = start + len(samples)
             log(f"captioned {done}/{len(dataset)} ({done / (time.perf_counter() - began):.1f} images/s)")

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 
 from sharpeye_ros.evaluation.metrics import match_objects, markdown_table
+from sharpeye_ros.evaluation.modes import GLANCE, TITLES, ZOOM
 from sharpeye_ros.world import parse_objects
 
 # The demo model's bars (percent), measured on a held-out world seed.
@@ -33,9 +34,9 @@ def bars(scores: dict[str, dict[str, float]]) -> list[tuple[str, float, str, boo
     - pointing game (all correctly named objects, glance regions: those the node
       publishes) >= 80.
     """
-    if "glance" not in scores or "zoom" not in scores or "f1_large" not in scores["glance"]:
+    if GLANCE not in scores or ZOOM not in scores or "f1_large" not in scores[GLANCE]:
         return []
-    g, z = scores["glance"], scores["zoom"]
+    g, z = scores[GLANCE], scores[ZOOM]
     gain = z["f1_small"] - g["f1_small"]
     return [
         ("large-object F1 at the glance", g["f1_large"], f">= {BAR_LARGE_F1_GLANCE:g}",
@@ -54,10 +55,9 @@ def _fmt(value: float, signed: bool = False) -> str:
 
 def write_report(path: Path, result: dict, figure: Optional[Path], title: str, notes: str = "") -> None:
     """``result`` (as ``sharpeye-evaluate`` builds it) as a markdown report at ``path``."""
-    from sharpeye_ros.evaluation.evaluate import MODE_TITLES
 
     scores = result["scores"]
-    rows = {MODE_TITLES[m]: {COLUMNS[k]: v for k, v in s.items() if k in COLUMNS} for m, s in scores.items()}
+    rows = {TITLES[m]: {COLUMNS[k]: v for k, v in s.items() if k in COLUMNS} for m, s in scores.items()}
     columns = [c for k, c in COLUMNS.items() if any(k in s for s in scores.values())]
     first = next(iter(scores.values()))
     lines = [f"# {title}", ""]
@@ -156,8 +156,8 @@ def write_figure(path: Path, dataset, outputs: dict, truth, count: int) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    final = "zoom" if "zoom" in outputs else list(outputs)[-1]
-    glance = outputs["glance"]
+    final = ZOOM if ZOOM in outputs else list(outputs)[-1]
+    glance = outputs[GLANCE]
     gain = {i: _correct(outputs[final].captions[i], truth.objects[i]) - _correct(glance.captions[i], truth.objects[i])
             for i in glance.captions}
     chosen = sorted(gain, key=lambda i: (-gain[i], i))[:count]
@@ -171,11 +171,11 @@ def write_figure(path: Path, dataset, outputs: dict, truth, count: int) -> Path:
         for obj in truth.objects[i]:
             x0, y0, x1, y1 = obj.box
             ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.8, ec="white"))
-        for mode, colour in (("glance", "orange"), (final, "cyan")):
+        for mode, colour in ((GLANCE, "orange"), (final, "cyan")):
             for box, phrase in outputs[mode].regions[i]:
                 ax.add_patch(plt.Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
-                                           fill=False, lw=1.6, ec=colour, ls="-" if mode == "glance" else "--"))
-                ax.text(box[0] + 2, box[1] + (12 if mode == "glance" else 26), phrase, color=colour, fontsize=6.5,
+                                           fill=False, lw=1.6, ec=colour, ls="-" if mode == GLANCE else "--"))
+                ax.text(box[0] + 2, box[1] + (12 if mode == GLANCE else 26), phrase, color=colour, fontsize=6.5,
                         bbox=dict(facecolor="black", alpha=0.5, pad=0.5, lw=0))
         text = (textwrap.fill("glance: " + glance.captions[i], 62) + "\n"
                 + textwrap.fill("zoom: " + outputs[final].captions[i], 62))

@@ -1,9 +1,10 @@
-"""Configuration of the Sharp-Eyes specialist: dataclasses, presets and config.json I/O.
+"""Configuration of the Sharp-Eyes specialist: dataclasses and config.json I/O.
 
 The vision tower and the LM are each given either as ``name_or_path`` (a local directory
 or a Hugging Face model name, loaded with ``from_pretrained``) or as an inline
 ``config`` dict (a ``CLIPVisionConfig`` / ``OPTConfig`` as a dict, built with random
 weights). A saved checkpoint always holds the inline form, so it loads on its own.
+The presets are in :mod:`sharpeye_ros.model.presets`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 PROMPT = "USER: <image>What is in the photo? ASSISTANT:"
@@ -21,74 +23,18 @@ STOP_RULES = ("eos", "sentence", "newline")
 # "detailed" (ShareGPT4V, DCI) keeps its first DETAILED_SENTENCES sentences.
 TASKS = ("coco", "detailed")
 DETAILED_SENTENCES = 3
+
+
+def read_words(name: str) -> tuple[str, ...]:
+    """A word list shipped as data beside this module: ``words/NAME.txt``, one word a line
+    (lines starting with ``#`` are comments)."""
+    lines = (Path(__file__).with_name("words") / f"{name}.txt").read_text().splitlines()
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
 # Words that never start or continue a grounded phrase: articles, conjunctions,
 # prepositions and spatial words (a position is not a thing one can box).
-FUNCTION_WORDS = (
-    "a",
-    "an",
-    "the",
-    "and",
-    "or",
-    "with",
-    "on",
-    "in",
-    "of",
-    "at",
-    "near",
-    "is",
-    "are",
-    "there",
-    "to",
-    "by",
-    "for",
-    "from",
-    "its",
-    "it",
-    "this",
-    "that",
-    "some",
-    "two",
-    "three",
-    "one",
-    "four",
-    "five",
-    "several",
-    "many",
-    "next",
-    "behind",
-    "above",
-    "below",
-    "under",
-    "over",
-    "front",
-    "top",
-    "bottom",
-    "left",
-    "right",
-    "middle",
-    "center",
-    "centre",
-    "corner",
-    "side",
-    "while",
-    "as",
-    "his",
-    "her",
-    "their",
-    "be",
-    "has",
-    "have",
-    "up",
-    "down",
-    "into",
-    "onto",
-    "other",
-    "each",
-    "another",
-    "photo",
-    "picture",
-    "image",
-)
+FUNCTION_WORDS = read_words("function_words")
 
 
 @dataclass
@@ -221,118 +167,6 @@ class SharpEyesConfig:
     zoom: ZoomConfig = field(default_factory=ZoomConfig)
     refine: bool = True
 
-    # ---- presets -------------------------------------------------------------------
-    @classmethod
-    def paper(cls) -> "SharpEyesConfig":
-        """CLIP ViT-L/14-336 + ``mlp4x_bott4x_gelu`` + OPT-125M (~453M), DeepLens ~47M.
-
-        The towers are inline configs (random weights) and the tokenizer is the small word
-        list (OPT's BPE files cannot be fetched here); for real weights set
-        ``vision.name_or_path``, ``lm.name_or_path`` and ``lm.vocab_words`` None.
-        """
-        vision = dict(
-            model_type="clip_vision_model",
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=336,
-            patch_size=14,
-            projection_dim=768,
-            hidden_act="quick_gelu",
-        )
-        lm = dict(
-            model_type="opt",
-            vocab_size=50272,
-            hidden_size=768,
-            num_hidden_layers=12,
-            ffn_dim=3072,
-            num_attention_heads=12,
-            max_position_embeddings=2048,
-            word_embed_proj_dim=768,
-            do_layer_norm_before=True,
-            pad_token_id=1,
-            bos_token_id=2,
-            eos_token_id=2,
-            tie_word_embeddings=True,
-        )
-        # The refined caption is decoded greedily with the initial caption as a draft (the
-        # paper used 3 beams for both): this keeps refinement within +25% of the glance.
-        return cls(
-            vision=VisionConfig(config=vision),
-            lm=LMConfig(config=lm, vocab_words=list(TINY_VOCAB)),
-            generation=GenerationConfig(refine_num_beams=1),
-        )
-
-    @classmethod
-    def tiny(cls) -> "SharpEyesConfig":
-        """A ~2M-parameter model for tests and the demo (128 px glance, 8x8 patches grid)."""
-        vision = dict(
-            model_type="clip_vision_model",
-            hidden_size=64,
-            intermediate_size=256,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            image_size=128,
-            patch_size=16,
-            projection_dim=64,
-            hidden_act="quick_gelu",
-        )
-        lm = dict(
-            model_type="opt",
-            hidden_size=128,
-            num_hidden_layers=3,
-            ffn_dim=512,
-            num_attention_heads=4,
-            max_position_embeddings=512,
-            word_embed_proj_dim=128,
-            do_layer_norm_before=True,
-            dropout=0.0,
-            tie_word_embeddings=True,
-        )
-        return cls(
-            vision=VisionConfig(config=vision),
-            lm=LMConfig(config=lm, vocab_words=list(TINY_VOCAB)),
-            deeplens=DeepLensConfig(layers=(-3, -2), hidden_size=128, num_layers=2, num_heads=4, pool=1),
-            generation=GenerationConfig(num_beams=1, max_new_tokens=40, stop=("eos",)),
-            regions=RegionsConfig(attention_layers=(-2, -1)),
-            zoom=ZoomConfig(num_crops=2, min_size=48, pool=1),
-        )
-
-    @classmethod
-    def micro(cls) -> "SharpEyesConfig":
-        """The tiny preset made smaller still (64 px glance, 4x4 patch grid, 32 wide), for
-        tests and smoke runs that take seconds."""
-        return cls.tiny().override(
-            {
-                "vision.config": dict(
-                    model_type="clip_vision_model",
-                    hidden_size=32,
-                    intermediate_size=64,
-                    num_hidden_layers=4,
-                    num_attention_heads=4,
-                    image_size=64,
-                    patch_size=16,
-                ),
-                "lm.config": dict(
-                    model_type="opt",
-                    hidden_size=32,
-                    num_hidden_layers=2,
-                    ffn_dim=64,
-                    num_attention_heads=4,
-                    max_position_embeddings=256,
-                    word_embed_proj_dim=32,
-                    dropout=0.0,
-                ),
-                "deeplens.hidden_size": 32,
-                "deeplens.num_heads": 4,
-                "deeplens.pool": 2,
-                "zoom.pool": 1,
-                "zoom.min_size": 24,
-                "generation.max_new_tokens": 12,
-            }
-        )
-
     # ---- dict / JSON ---------------------------------------------------------------
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples become lists)."""
@@ -411,70 +245,6 @@ class SharpEyesConfig:
             _check(d.hidden_size % d.num_heads == 0, "deeplens.hidden_size must be divisible by num_heads")
         _check(not (self.refine and self.deeplens is None), "refine=True needs a deeplens section")
 
-
-# A word list covering the prompts and simple scene captions, for the tiny preset's
-# word-level tokenizer (the demo overrides it with its world's vocabulary).
-TINY_VOCAB = (
-    "user",
-    "assistant",
-    ":",
-    "what",
-    "is",
-    "in",
-    "the",
-    "photo",
-    "?",
-    "first",
-    "glance",
-    ".",
-    ",",
-    "a",
-    "an",
-    "and",
-    "there",
-    "are",
-    "with",
-    "on",
-    "at",
-    "of",
-    "to",
-    "near",
-    "red",
-    "yellow",
-    "green",
-    "cyan",
-    "blue",
-    "purple",
-    "white",
-    "black",
-    "orange",
-    "pink",
-    "circle",
-    "circles",
-    "square",
-    "squares",
-    "triangle",
-    "triangles",
-    "star",
-    "stars",
-    "cross",
-    "crosses",
-    "diamond",
-    "diamonds",
-    "large",
-    "medium",
-    "small",
-    "big",
-    "tiny",
-    "top",
-    "bottom",
-    "left",
-    "right",
-    "middle",
-    "one",
-    "two",
-    "three",
-)
 
 _SECTIONS = {
     "vision": VisionConfig,

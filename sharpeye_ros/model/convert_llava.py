@@ -28,13 +28,6 @@ from typing import Optional, Sequence
 
 import torch
 
-from sharpeye_ros.model.checkpoint import (
-    CheckpointError,
-    build_from_state,
-    load_tokenizer,
-    read_torch_bin,
-    read_weights,
-)
 from sharpeye_ros.model.config import (
     ConnectorConfig,
     DeepLensConfig,
@@ -45,6 +38,16 @@ from sharpeye_ros.model.config import (
     SharpEyesConfig,
     VisionConfig,
 )
+from sharpeye_ros.model import presets
+from sharpeye_ros.model.deeplens import DeepLens
+from sharpeye_ros.model.loading import (
+    CheckpointError,
+    load_pretrained,
+    load_tokenizer,
+    read_torch_bin,
+    read_weights,
+)
+from sharpeye_ros.model.sharpeyes import SharpEyes
 
 PROJECTOR = "model.mm_projector."
 DECODER = "model.decoder."
@@ -52,7 +55,7 @@ VISION = "model.vision_tower.vision_tower."
 LM_HEAD = "lm_head.weight"
 # The published CLIP ViT-L/14-336 config, for checkpoints that carry the tower's weights
 # but whose tower config cannot be fetched (no hub access).
-KNOWN_VISION_CONFIGS = {"openai/clip-vit-large-patch14-336": SharpEyesConfig.paper().vision.config}
+KNOWN_VISION_CONFIGS = {"openai/clip-vit-large-patch14-336": presets.paper().vision.config}
 PAPER_DEEPLENS_LAYERS = (13, 18, 23)  # of 24 vision layers
 
 
@@ -146,9 +149,6 @@ def load_llava(
     """
     if task not in TASKS:
         raise CheckpointError(f"task must be one of {list(TASKS)}, got {task!r}")
-    from sharpeye_ros.model.deeplens import DeepLens
-    from sharpeye_ros.model.sharpeyes import SharpEyes
-
     source = Path(path)
     config_path = source / "config.json"
     if not config_path.is_file():
@@ -228,8 +228,6 @@ def load_llava(
     if vision_source is not None:  # none in the checkpoint, or --vision-tower replaces them
         from transformers import CLIPVisionModel
 
-        from sharpeye_ros.model.checkpoint import load_pretrained
-
         tower = load_pretrained(CLIPVisionModel, vision_source, "vision tower")
         vision_part = {
             "vision_model." + k if not k.startswith("vision_model.") else k: v
@@ -245,7 +243,7 @@ def load_llava(
             cfg.zoom.pool,
         )
         ours.update({"deeplens." + k: v for k, v in fresh.state_dict().items()})
-    model = build_from_state(cfg, ours, str(source), tokenizer, dtype)
+    model = SharpEyes.from_state(cfg, ours, str(source), tokenizer, dtype)
     model.model_id = str(source)
     return model.eval()
 

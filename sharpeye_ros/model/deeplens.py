@@ -51,6 +51,15 @@ def pool_grid(x: torch.Tensor, pool: int) -> torch.Tensor:
     return pooled.permute(0, 2, 3, 1).reshape(*lead, -1, c)
 
 
+def attention_heat(token_maps: Optional[torch.Tensor], n: int, device: torch.device) -> torch.Tensor:
+    """DeepLens's attention input: a caption's mean attention per patch, (T, n) -> (n,),
+    scaled to a peak of 1 (zeros without maps)."""
+    if token_maps is None or len(token_maps) == 0:
+        return torch.zeros(n, device=device)
+    heat = token_maps.float().mean(0)
+    return heat / heat.max().clamp(min=1e-12)
+
+
 class Block(nn.Module):
     """Pre-norm Transformer block with a key padding mask."""
 

@@ -96,13 +96,18 @@ class ImageProcessor:
         """One image -> (3xSxS float32 tensor, transform)."""
         image = check_image(image, name)
         h, w = image.shape[:2]
-        t = ImageTransform.for_image(w, h, self.size)
+        t = self.transform(w, h)
         source = image if image.flags.writeable else image.copy()  # torch wants writable memory
         x = torch.from_numpy(source).to(device or "cpu").permute(2, 0, 1).float()
         x = self._pad_and_resize(x, t).clamp_(0.0, 255.0) / 255.0
         mean = torch.tensor(self.mean, device=x.device).view(3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(3, 1, 1)
         return (x - mean) / std, t
+
+    def transform(self, width: int, height: int) -> ImageTransform:
+        """The transform of a ``width`` x ``height`` image (as :meth:`one` gives it, without
+        the pixels: for pixels preprocessed earlier)."""
+        return ImageTransform.for_image(width, height, self.size)
 
     def _pad_and_resize(self, x: torch.Tensor, t: ImageTransform) -> torch.Tensor:
         """(3, h, w) float source -> (3, S, S): the padded square of ``t`` resized to S."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -164,14 +164,10 @@ def find_regions(
     if contrast > 0:
         maps = maps - contrast * token_maps.mean(axis=0, keepdims=True)
     valid = valid_cells(transform, grid)
-    cell = transform.size / grid
     candidates = []
     for phrase, heat in zip(phrases, maps):
-        for (r0, c0, r1, c1), score in heat_boxes(
-            heat.reshape(grid, grid), valid, threshold, max_boxes_per_phrase
-        ):
-            box = transform.to_source(np.array([c0 * cell, r0 * cell, c1 * cell, r1 * cell]))
-            candidates.append((score, box, phrase.text))
+        for cells, score in heat_boxes(heat.reshape(grid, grid), valid, threshold, max_boxes_per_phrase):
+            candidates.append((score, _source_box(cells, transform, grid), phrase.text))
     candidates.sort(key=lambda c: -c[0])
     regions: list[Region] = []
     for score, box, text in candidates:
@@ -181,3 +177,25 @@ def find_regions(
         if len(regions) == num_regions:
             break
     return regions
+
+
+def zoom_boxes(regions: Sequence[Region], heat: Optional[np.ndarray], transform: ImageTransform, count: int,
+               threshold: float) -> list[np.ndarray]:
+    """``count`` source-pixel boxes to zoom into: the top ``regions``, then the peaks of
+    ``heat`` (the whole caption's attention on the (grid, grid) patch grid, or None), then
+    the whole image."""
+    boxes = [np.array([r.x_min, r.y_min, r.x_max, r.y_max]) for r in regions[:count]]
+    if len(boxes) < count and heat is not None:
+        grid = heat.shape[0]
+        for cells, _ in heat_boxes(heat, valid_cells(transform, grid), threshold, count - len(boxes)):
+            boxes.append(_source_box(cells, transform, grid))
+    while len(boxes) < count:
+        boxes.append(np.array([0.0, 0.0, transform.width, transform.height]))
+    return boxes
+
+
+def _source_box(cells: tuple[int, int, int, int], transform: ImageTransform, grid: int) -> np.ndarray:
+    """A (row0, col0, row1, col1) box of patch cells in source pixels."""
+    r0, c0, r1, c1 = cells
+    cell = transform.size / grid
+    return transform.to_source(np.array([c0 * cell, r0 * cell, c1 * cell, r1 * cell]))

@@ -9,6 +9,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from sharpeye_ros.model.config import VisionConfig
+from sharpeye_ros.model.loading import load_pretrained
 
 
 def resolve_layer(index: int, num_layers: int, name: str) -> int:
@@ -35,8 +36,6 @@ class VisionTower(nn.Module):
         """Random weights from ``cfg.config``, or pretrained ones from ``cfg.name_or_path``."""
         if cfg.config is not None:
             return cls(CLIPVisionModel(clip_vision_config(cfg.config)), cfg.select_layer)
-        from sharpeye_ros.model.checkpoint import load_pretrained  # avoid an import cycle
-
         return cls(load_pretrained(CLIPVisionModel, cfg.name_or_path, "vision tower"), cfg.select_layer)
 
     @property
@@ -61,7 +60,7 @@ class VisionTower(nn.Module):
         return int(self.model.config.num_hidden_layers)
 
     def forward(
-        self, pixels: torch.Tensor, layers: Optional[Sequence[int]] = None
+        self, pixels: torch.Tensor, layers: Optional[Sequence[int]] = None, full: bool = False
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Pixels (B, 3, S, S) -> (selected-layer patch features (B, N, D),
         the hidden states of ``layers`` (resolved indices) concatenated on channels
@@ -69,6 +68,8 @@ class VisionTower(nn.Module):
 
         Only the layers up to the deepest one asked for run: LLaVA-style towers select
         the penultimate layer, so the last layer (and the pooled head) would be wasted.
+        ``full``: run them anyway, as transformers' own forward does (the benchmark's
+        naive reference).
         """
         expected = (3, self.image_size, self.image_size)
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
@@ -76,15 +77,20 @@ class VisionTower(nn.Module):
                 f"vision tower: expected pixels of shape (B, {expected}), got {tuple(pixels.shape)}"
             )
         wanted = [self.select_layer, *(layers or [])]
-        # Older transformers nest the tower's modules under ``vision_model``.
-        tower = getattr(self.model, "vision_model", self.model)
         param = next(self.model.parameters())
-        hidden = tower.pre_layrnorm(tower.embeddings(pixels.to(device=param.device, dtype=param.dtype)))
-        states = {}
-        for index, layer in enumerate(tower.encoder.layers[: max(wanted)], start=1):
-            hidden = layer(hidden, None)
-            if index in wanted:
-                states[index] = hidden[:, 1:]
+        pixels = pixels.to(device=param.device, dtype=param.dtype)
+        if full:
+            hidden = self.model(pixel_values=pixels, output_hidden_states=True).hidden_states
+            states = {i: hidden[i][:, 1:] for i in wanted}
+        else:
+            # Older transformers nest the tower's modules under ``vision_model``.
+            tower = getattr(self.model, "vision_model", self.model)
+            hidden = tower.pre_layrnorm(tower.embeddings(pixels))
+            states = {}
+            for index, layer in enumerate(tower.encoder.layers[: max(wanted)], start=1):
+                hidden = layer(hidden, None)
+                if index in wanted:
+                    states[index] = hidden[:, 1:]
         multi = torch.cat([states[i] for i in layers], dim=-1) if layers else None
         return states[self.select_layer], multi
 

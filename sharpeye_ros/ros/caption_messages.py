@@ -7,7 +7,7 @@ are imported where a message is built, so this module imports without a ROS inst
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -20,7 +20,6 @@ MARKER_DEPTH_M = 2.0
 MARKER_HEIGHT_M = -0.5
 MARKER_TEXT_SIZE_M = 0.12
 MARKER_NAMESPACE = "caption"
-REFINE_STAGES = ("zoom", "deeplens")
 
 
 def region_roi(region: Any, width: int, height: int) -> Optional[tuple[int, int, int, int]]:
@@ -62,13 +61,6 @@ def select_regions(regions: Iterable[Any], min_score: float, limit: int) -> list
     return kept[:max(0, limit)]
 
 
-def split_timings(timings: Mapping[str, float]) -> tuple[float, float]:
-    """(glance seconds, refine seconds) from a result's per-stage timings: the refinement's
-    stages are ``zoom``, ``deeplens`` and the ``refine_*`` ones, all others are the glance."""
-    refine = sum(t for stage, t in timings.items() if stage in REFINE_STAGES or stage.startswith("refine_"))
-    return float(sum(timings.values()) - refine), float(refine)
-
-
 def caption_msg(result: Any, regions: Sequence[Any], header: Any, width: int, height: int,
                 model_id: str, latency_seconds: float) -> Any:
     """A ``sharpeye_ros/Caption`` for ``result`` (a model ``CaptionResult``) of a frame.
@@ -90,7 +82,7 @@ def caption_msg(result: Any, regions: Sequence[Any], header: Any, width: int, he
     msg.zoomed = bool(result.zoomed)
     msg.image_width, msg.image_height = int(width), int(height)
     msg.model_id = model_id
-    msg.glance_seconds, msg.refine_seconds = split_timings(result.timings)
+    msg.glance_seconds, msg.refine_seconds = float(result.glance_seconds), float(result.refine_seconds)
     msg.latency_seconds = float(latency_seconds)
     for region in regions:
         roi = region_roi(region, width, height)
@@ -137,5 +129,5 @@ def caption_markers_msg(caption: str, header: Any, lifetime_seconds: float) -> A
     return MarkerArray(markers=[marker])
 
 
-__all__ = ["region_roi", "select_regions", "split_timings", "caption_msg", "annotated_image_msg",
+__all__ = ["region_roi", "select_regions", "caption_msg", "annotated_image_msg",
            "caption_markers_msg"]

@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpeye_ros.model.deeplens import ZoomTokens
-from sharpeye_ros.model.language import AttentionProbe
 from sharpeye_ros.model.preprocess import ImageTransform
 from sharpeye_ros.world import COLOURS, SHAPES, SIZE_CLASSES, WorldObject, tokenize
 from sharpeye_ros.world.captions import SHAPE_PLURALS, SIZE_SYNONYMS
@@ -41,16 +40,6 @@ _OBJECT_WORDS = set(COLOURS) | set(SIZE_CLASSES) | set(SIZE_SYNONYMS)
 _SHAPE_WORDS = set(SHAPES) | set(SHAPE_PLURALS.values())
 _BREAKS = {",", ".", "and"}
 _LABELS = (COLOURS, SHAPES, SIZE_CLASSES)  # patch-label tasks; class 0 of each is "none"
-
-
-class GradAttentionProbe(AttentionProbe):
-    """The model library's probe, keeping the autograd graph (it detaches by default)."""
-
-    @staticmethod
-    def _keep(store: dict, idx: int):
-        def hook(module, inputs, output):
-            store[idx] = output
-        return hook
 
 
 def object_words(caption: str) -> list[tuple[int, int]]:
@@ -241,73 +230,48 @@ def refine_grounding_targets(captions: Sequence[str], objects: Sequence[Sequence
     return torch.from_numpy(masks) if masks.any() else None
 
 
-def _loss_and_maps(model, prompt) -> tuple[torch.Tensor, torch.Tensor]:
-    """The LM loss of a teacher-forced prompt and its targets' attention over the visual
-    tokens (B, T, M), in the LM layers the regions read, with gradients."""
-    probe = GradAttentionProbe(model.lm.model, model.attention_layers)
-    with probe:
-        loss = model.lm.loss(prompt)
-        probe.set_prompt(prompt.attention_mask[:, :prompt.prompt_len], prompt.visual_index)
-        start = prompt.prompt_len - 1
-        maps = probe.maps(slice(start, start + prompt.labels.shape[1]))
-    return loss, maps
-
-
 def glance_losses(model, pixels: torch.Tensor, captions: Sequence[str], objects: Sequence[Sequence[WorldObject]],
                   transforms: Sequence[ImageTransform], grounding: bool = True,
                   head: Optional[PatchHead] = None, words: bool = False) -> dict[str, torch.Tensor]:
-    """The glance caption loss with the auxiliary losses, from one teacher-forced pass:
-    ``caption``, plus ``grounding`` when asked, ``patch`` with a ``head`` and ``words``
-    (word alignment) when asked.
-
-    The same steps as ``SharpEyes.glance_loss`` (vision, connector, prompt, LM loss),
-    with the vision features kept for the head and a probe on the LM layers the regions use."""
-    selected, _ = model.vision(pixels)
-    embeds = model.connector(selected)
-    prompt = model.lm.build_prompt(model.config.lm.prompt, embeds,
-                                   targets=[model.lm.caption_ids(c) for c in captions])
-    out = {}
+    """The glance caption loss with the auxiliary losses, from the model's one teacher-forced
+    pass (``SharpEyes.teacher_forced_glance``): ``caption``, plus ``grounding`` when asked,
+    ``patch`` with a ``head`` and ``words`` (word alignment) when asked."""
+    forced = model.teacher_forced_glance(pixels, captions, attention=grounding)
+    out = {"caption": forced.loss}
     if grounding:
-        out["caption"], maps = _loss_and_maps(model, prompt)
+        maps = forced.maps
         targets = grounding_targets(captions, objects, transforms, model.vision.grid, maps.shape[1])
         out["grounding"] = maps.new_zeros(()) if targets is None else grounding_loss(maps, targets.to(maps.device))
-    else:
-        out["caption"] = model.lm.loss(prompt)
     if head is not None or words:
-        labels = patch_targets(objects, transforms, model.vision.grid).to(selected.device)
+        labels = patch_targets(objects, transforms, model.vision.grid).to(forced.patches.device)
         if head is not None:
-            out["patch"] = head.loss(selected, labels)
+            out["patch"] = head.loss(forced.patches, labels)
         if words:
-            out["words"] = word_alignment_loss(model, embeds, labels)
+            out["words"] = word_alignment_loss(model, forced.visual, labels)
     return out
 
 
 def refine_losses(model, images: Sequence[np.ndarray], initial: Sequence[str], targets: Sequence[str],
                   objects: Sequence[Sequence[WorldObject]], grounding: bool = True,
-                  words: bool = True) -> dict[str, torch.Tensor]:
-    """The stage-2 loss with zoom and its auxiliary losses, from one teacher-forced pass:
-    ``refine``, plus ``zoom_grounding`` (:func:`refine_grounding_targets`) and
-    ``zoom_words`` (word alignment of the refined zoom tokens) when asked.
-
-    The same steps as ``SharpEyes.refine_loss`` with zoom, keeping the crops and the
-    refined embeddings for the auxiliary losses."""
-    glance = model.glance_of(images, initial, model.config.zoom.num_crops)
-    zoom = model.zoom_crops(images, glance)
-    refined = model.refined_embeddings(images, glance, zoom_tokens=zoom)
-    prompt = model.refine_prompt(glance, refined, targets)
+                  words: bool = True, pixels: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """The stage-2 loss with zoom and its auxiliary losses, from the model's one
+    teacher-forced pass (``SharpEyes.teacher_forced_refine``): ``refine``, plus
+    ``zoom_grounding`` (:func:`refine_grounding_targets`) and ``zoom_words`` (word alignment
+    of the refined zoom tokens) when asked. ``pixels``: the images' glance pixels, if a
+    dataset preprocessed them."""
+    forced = model.teacher_forced_refine(images, initial, targets, zoom=True, attention=grounding,
+                                         pixels=pixels)
     grid = model.vision.grid // model.config.deeplens.pool
     zoom_grid = model.vision.grid // model.config.zoom.pool
-    crops, crop_transforms = crop_objects(zoom, objects, model.vision.image_size)
-    out = {}
+    crops, crop_transforms = crop_objects(forced.zoom, objects, model.vision.image_size)
+    out = {"refine": forced.loss}
     if grounding:
-        out["refine"], maps = _loss_and_maps(model, prompt)
-        masks = refine_grounding_targets(targets, objects, glance.transforms, crops, crop_transforms, grid,
+        maps = forced.maps
+        masks = refine_grounding_targets(targets, objects, forced.transforms, crops, crop_transforms, grid,
                                          zoom_grid, maps.shape[1])
         out["zoom_grounding"] = maps.new_zeros(()) if masks is None else grounding_loss(maps, masks.to(maps.device))
-    else:
-        out["refine"] = model.lm.loss(prompt)
     if words:
         labels = patch_targets([list(c.values()) for c in crops], crop_transforms, zoom_grid, small_shapes=True)
-        labels = labels.view(len(images), -1, labels.shape[-1]).to(refined.device)
-        out["zoom_words"] = word_alignment_loss(model, refined[:, grid * grid:], labels)
+        labels = labels.view(len(images), -1, labels.shape[-1]).to(forced.visual.device)
+        out["zoom_words"] = word_alignment_loss(model, forced.visual[:, grid * grid:], labels)
     return out

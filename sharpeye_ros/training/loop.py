@@ -17,7 +17,6 @@ import math
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,11 +27,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from sharpeye_ros.model import SharpEyes
-from sharpeye_ros.model.preprocess import ImageTransform
-from sharpeye_ros.training.data import PseudoCaptionPairs, collate, open_dataset, read_pseudo_captions
+from sharpeye_ros.data import open_dataset, read_pseudo_captions
+from sharpeye_ros.model import ImageTransform, SharpEyes
 from sharpeye_ros.training.auxiliary import PatchHead, glance_losses, patch_targets, refine_losses, shift_flip
-from sharpeye_ros.training.perturb import pseudo_initial
+from sharpeye_ros.training.perturb import PseudoCaptionPairs, pseudo_initial
 from sharpeye_ros.training.recipes import StageConfig, TrainConfig
 
 STATE_NAME = "trainer_state.pt"
@@ -53,28 +51,12 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-@contextmanager
-def cached_pixels(model: SharpEyes, images: list, pixels: Optional[torch.Tensor]):
-    """Adapter: ``SharpEyes.refine_loss`` takes images only and preprocesses them again;
-    inside this block, preprocessing exactly these images returns the cached ``pixels``
-    (other calls, e.g. for zoom crops, run as usual)."""
-    if pixels is None:
-        yield
-        return
-    original, key = model.preprocess, [id(im) for im in images]
-    size = model.vision.image_size
-
-    def preprocess(batch, device=None):
-        batch = list(batch)
-        if [id(im) for im in batch] != key:
-            return original(batch, device=device)
-        return pixels.to(device or "cpu"), [ImageTransform.for_image(im.shape[1], im.shape[0], size) for im in batch]
-
-    model.preprocess = preprocess  # an instance attribute shadows the method
-    try:
-        yield
-    finally:
-        del model.preprocess
+def collate(samples: list[dict]) -> dict:
+    """A batch: lists per key, ``pixels`` stacked when every sample has them."""
+    batch = {key: [s[key] for s in samples] for key in samples[0] if key != "pixels"}
+    if all("pixels" in s for s in samples):
+        batch["pixels"] = torch.stack([s["pixels"] for s in samples])
+    return batch
 
 
 def _objects(batch: dict) -> Optional[list]:
@@ -99,7 +81,7 @@ class StageLoss(nn.Module):
         return pixels.to(self.model.device, self.model.dtype)
 
     def _transforms(self, batch: dict) -> list[ImageTransform]:
-        return [ImageTransform.for_image(w, h, self.model.vision.image_size) for w, h in batch["size"]]
+        return [self.model.processor.transform(w, h) for w, h in batch["size"]]
 
     def _patches(self, batch: dict) -> dict[str, torch.Tensor]:
         """The vision stage: patch labels only, on (augmented) glance pixels."""
@@ -108,8 +90,9 @@ class StageLoss(nn.Module):
             v = model.config.vision
             pad = (torch.tensor(v.pad_color) / 255.0 - torch.tensor(v.image_mean)) / torch.tensor(v.image_std)
             pixels, objects = shift_flip(pixels, objects, transforms, pad, model.vision.image_size // 16)
-        selected, _ = model.vision(pixels)
-        return {"patch": self.head.loss(selected, patch_targets(objects, transforms, model.vision.grid).to(selected.device))}
+        patches = model.encode(pixels).patches
+        labels = patch_targets(objects, transforms, model.vision.grid).to(patches.device)
+        return {"patch": self.head.loss(patches, labels)}
 
     def _glance(self, batch: dict, targets: list[str]) -> dict[str, torch.Tensor]:
         model, s = self.model, self.stage
@@ -130,12 +113,12 @@ class StageLoss(nn.Module):
         else:
             objects = _objects(batch)
             zoom_aux = (s.zoom_grounding_weight > 0 or s.zoom_word_weight > 0) and objects
-            with cached_pixels(self.model, batch["image"], batch.get("pixels")):
-                if zoom_aux:
-                    parts = refine_losses(self.model, batch["image"], initial, targets, objects,
-                                          s.zoom_grounding_weight > 0, s.zoom_word_weight > 0)
-                else:
-                    parts = {"refine": self.model.refine_loss(batch["image"], initial, targets, zoom=s.zoom)}
+            images, pixels = batch["image"], batch.get("pixels")  # pixels: the dataset's, preprocessed once
+            if zoom_aux:
+                parts = refine_losses(self.model, images, initial, targets, objects, s.zoom_grounding_weight > 0,
+                                      s.zoom_word_weight > 0, pixels=pixels)
+            else:
+                parts = {"refine": self.model.refine_loss(images, initial, targets, zoom=s.zoom, pixels=pixels)}
             weights = {"refine": 1.0, "zoom_grounding": s.zoom_grounding_weight, "zoom_words": s.zoom_word_weight,
                        **{k: s.glance_weight * w for k, w in weights.items()}}
             if s.glance_weight > 0:

@@ -7,8 +7,9 @@ actions (verbs) and counts (``a dog`` -> ``two dogs``). Swaps are rule based and
 within a group of like words, so the result stays fluent; a caption with fewer
 perturbable elements than asked for simply gets fewer changes. (The paper has an LLM make
 3 per caption; such captions, made elsewhere, are read from a JSON Lines file, see
-:func:`~sharpeye_ros.training.data.read_pseudo_captions`.) This module writes that file
-with rule-based captions, e.g. as a template for an LLM's::
+:func:`~sharpeye_ros.data.read_pseudo_captions`; :class:`PseudoCaptionPairs` pairs them with
+their references.) This module writes that file with rule-based captions, e.g. as a
+template for an LLM's::
 
     python -m sharpeye_ros.training.perturb coco:captions_train2017.json pseudo.jsonl --per-caption 3
 """
@@ -22,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from torch.utils.data import Dataset
 
+from sharpeye_ros.data import open_dataset, references
 from sharpeye_ros.world.captions import (
     COLOURS, POSITION_PHRASES, SHAPE_PLURALS, SHAPES, SIZE_CLASSES, SIZE_SYNONYMS, token_spans,
     vocabulary,
@@ -277,10 +280,53 @@ def pseudo_initial(caption: str, rng: np.random.Generator, max_changes: int = 3,
     return perturb_caption(blind, rng, int(rng.integers(0, max_changes + 1))).caption
 
 
+class PseudoCaptionPairs(Dataset):
+    """Stage-2 pairs as the paper makes them: every reference caption of ``dataset`` with
+    each of its pseudo-initial captions, one sample per pair (``captions``: the reference
+    alone; ``initial``: the pseudo-initial caption; ``index``: the pair's).
+
+    ``pseudo``: captions by caption id (:func:`read_pseudo_captions`), its first
+    ``per_caption`` each (None: all); without it, ``per_caption`` rule-based ones per
+    reference (:func:`pseudo_initial`), fixed by ``seed``
+    and the pair, as a set made once would be."""
+
+    def __init__(self, dataset: Dataset, per_caption: Optional[int] = None,
+                 pseudo: Optional[dict[str, tuple[str, ...]]] = None, seed: int = 0,
+                 max_changes: int = 3, misname_small: float = 0.0):
+        if pseudo is None and (per_caption is None or per_caption < 1):
+            raise ValueError("pseudo-caption pairs: give per_caption >= 1 or pseudo-captions")
+        self.dataset, self.seed, self.max_changes, self.misname_small = dataset, seed, max_changes, misname_small
+        self.pairs: list[tuple[int, str, Optional[str]]] = []  # (sample, reference, pseudo-initial or None)
+        for index, (ids, captions) in enumerate(references(dataset)):
+            for key, caption in zip(ids, captions):
+                if pseudo is None:
+                    self.pairs += [(index, caption, None)] * per_caption
+                    continue
+                if key not in pseudo:
+                    raise ValueError(f"pseudo-captions: none for caption id {key!r} ({caption!r})")
+                made = pseudo[key]
+                if per_caption is not None and len(made) < per_caption:
+                    raise ValueError(f"pseudo-captions: caption id {key!r} has {len(made)}, "
+                                     f"the stage asks for {per_caption}")
+                self.pairs += [(index, caption, p) for p in made[:per_caption]]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def initial(self, index: int) -> str:
+        """The pseudo-initial caption of pair ``index`` (no image loaded)."""
+        _, target, initial = self.pairs[index]
+        if initial is not None:
+            return initial
+        return pseudo_initial(target, np.random.default_rng([self.seed, index]), self.max_changes, self.misname_small)
+
+    def __getitem__(self, index: int) -> dict:
+        sample, target, _ = self.pairs[index]
+        return {**self.dataset[sample], "index": index, "captions": (target,), "initial": self.initial(index)}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Write rule-based pseudo-initial captions of a data spec's references as JSON Lines."""
-    from sharpeye_ros.training.data import PseudoCaptionPairs, open_dataset, references
-
     parser = argparse.ArgumentParser(prog="python -m sharpeye_ros.training.perturb", description=main.__doc__)
     parser.add_argument("data", help="a data spec, e.g. coco:captions_train2017.json or world:train:3000")
     parser.add_argument("output", help="the JSON Lines file to write")

@@ -22,7 +22,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sharpeye_ros.model import SharpEyesConfig
+from sharpeye_ros.model import SharpEyesConfig, presets
 from sharpeye_ros.model.config import PROMPT, REFINE_PROMPT
 from sharpeye_ros.model.sharpeyes import PARAMETER_GROUPS
 from sharpeye_ros.world import tokenize, vocabulary
@@ -48,7 +48,7 @@ class StageConfig:
     and step (``max_changes``, ``misname_small``). ``pseudo_per_caption`` N: as the paper,
     every reference caption paired with N fixed ones, one sample per pair (paper: 3).
     ``pseudo_captions``: a JSON Lines file of them made elsewhere, e.g. by an LLM
-    (:func:`~sharpeye_ros.training.data.read_pseudo_captions`; its first
+    (:func:`~sharpeye_ros.data.read_pseudo_captions`; its first
     ``pseudo_per_caption`` per caption, or all).
     """
 
@@ -107,7 +107,7 @@ class StageConfig:
 @dataclass
 class TrainConfig:
     """A training run: model (a preset's config, or ``init``: a checkpoint to start from),
-    data specs (see :func:`~sharpeye_ros.training.data.open_dataset`) and stages.
+    data specs (see :func:`~sharpeye_ros.data.open_dataset`) and stages.
 
     ``freeze_vision``: None means frozen when the vision tower came from a pretrained
     checkpoint (``model.vision.name_or_path``) and trainable when built from scratch.
@@ -186,16 +186,8 @@ def demo_vocabulary() -> list[str]:
 
 
 def demo_model() -> SharpEyesConfig:
-    """The shipped demo model: the tiny preset with the world's vocabulary, a vision tower
-    twice as wide (at 64 channels it named only ~80% of large shapes when probed), three
-    zoom crops (a scene has at most three objects) cut tight around the attended cells."""
-    return SharpEyesConfig.tiny().override({
-        "vision.config.hidden_size": 128, "vision.config.intermediate_size": 512,
-        "vision.config.projection_dim": 128,
-        "lm.vocab_words": demo_vocabulary(),
-        "zoom.enabled": True, "zoom.num_crops": 3, "zoom.margin": 0.0, "zoom.min_size": 48, "zoom.pool": 2,
-        "regions.num_regions": 3,
-    })
+    """The shipped demo model's config: the demo preset with the world's vocabulary."""
+    return presets.demo(demo_vocabulary())
 
 
 def demo_recipe() -> TrainConfig:
@@ -235,12 +227,8 @@ def paper_recipe() -> TrainConfig:
     Not the paper's, on purpose (docs/model.md): DeepLens, built from scratch, learns at
     1e-4 (the rate the paper gives its other fresh module, the connector), and stage 2
     trains with zoom, this package's addition (``--set refine.zoom=false`` for the paper's)."""
-    model = SharpEyesConfig.paper().override({
-        "vision.name_or_path": "openai/clip-vit-large-patch14-336", "vision.config": None,
-        "lm.name_or_path": "facebook/opt-125m", "lm.config": None,
-    })
     return TrainConfig(
-        model=model.to_dict(),
+        model=presets.paper_pretrained().to_dict(),
         train_data=[],
         num_workers=8,
         log_every=50,
@@ -259,14 +247,7 @@ def paper_recipe() -> TrainConfig:
 def smoke_recipe() -> TrainConfig:
     """Seconds on a CPU: a very small model (64 px glance, 4x4 patches) and a few steps of
     every stage on 8 dense and 16 standard scenes, to check the whole pipeline (tests, CI)."""
-    model = demo_model().override({
-        "vision.config": dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
-                              num_hidden_layers=4, num_attention_heads=4, image_size=64, patch_size=16),
-        "lm.config": dict(model_type="opt", hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
-                          max_position_embeddings=256, word_embed_proj_dim=32, dropout=0.0),
-        "deeplens.hidden_size": 32, "deeplens.num_heads": 4, "deeplens.num_layers": 1,
-        "zoom.num_crops": 2, "zoom.min_size": 24, "generation.max_new_tokens": 12,
-    })
+    model = demo_model().override({**presets.MICRO, "deeplens.num_layers": 1, "zoom.num_crops": 2})
     return TrainConfig(
         model=model.to_dict(), train_data=["world:train:16"], caption_choice="first", log_every=1, save_every=2,
         stages=[

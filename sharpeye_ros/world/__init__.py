@@ -8,7 +8,7 @@ cluttered backgrounds, with reference captions and ground-truth objects. Public 
 - :func:`reference_captions`, :func:`parse_objects`, :func:`tokenize`,
   :func:`vocabulary`, :data:`SHAPES`, :data:`COLOURS`, :data:`SIZE_CLASSES` (``captions``)
 - :func:`write_split` and ``python -m sharpeye_ros.world`` (``dataset``); the training
-  data readers (``sharpeye_ros.training.data.read_coco``) read its splits back
+  data readers (``sharpeye_ros.data.read_coco``) read its splits back
 """
 
 from sharpeye_ros.world.captions import (

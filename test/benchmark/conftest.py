@@ -54,8 +54,8 @@ def tiny_run(tiny_measurement) -> dict:
 @pytest.fixture(scope="session")
 def smaller_config():
     """The micro preset with 5 new tokens per caption and no stop rules."""
-    from sharpeye_ros.model import SharpEyesConfig
+    from sharpeye_ros.model import presets
 
-    config = SharpEyesConfig.micro()
+    config = presets.micro()
     config.generation.max_new_tokens, config.generation.stop = 5, ()
     return config

@@ -28,7 +28,7 @@ def image():
 
 def test_generate_writes_exactly_the_asked_tokens(model, image):
     with torch.no_grad():
-        embeds, _ = model.encode(model.preprocess([image])[0])
+        embeds = model.encode(model.preprocess([image])[0]).embeds
         prompt = model.lm.build_prompt(model.config.lm.prompt, embeds)
         for beams in (1, 2):
             assert len(hf_generate(model.lm, prompt, TOKENS, beams, 0.0, True)) == TOKENS

@@ -57,10 +57,10 @@ def test_latency_through_the_running_node(tmp_path):
     pytest.importorskip("rclpy")
     import torch
 
-    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+    from sharpeye_ros.model import SharpEyes, presets
 
     torch.manual_seed(0)
-    config = SharpEyesConfig.tiny()
+    config = presets.tiny()
     config.generation.max_new_tokens = 4
     SharpEyes.from_config(config).save_pretrained(tmp_path / "model")
     # Reliable QoS and small frames: no frame lost on a busy test machine. The domain is

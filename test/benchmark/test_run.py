@@ -84,9 +84,9 @@ def test_render_and_merge_write_the_docs(tiny_run, tmp_path, capsys):
 @pytest.mark.slow
 def test_model_only_run_measures_in_a_subprocess(tmp_path):
     """The whole model-only path: limits, a worker process per model, bounds, results file."""
-    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+    from sharpeye_ros.model import SharpEyes, presets
 
-    config = SharpEyesConfig.tiny()
+    config = presets.tiny()
     config.generation.max_new_tokens = 4
     SharpEyes.from_config(config).save_pretrained(tmp_path / "model")
     out = tmp_path / "results.json"

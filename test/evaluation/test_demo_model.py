@@ -15,7 +15,7 @@ from sharpeye_ros.evaluation import metrics
 from sharpeye_ros.evaluation.evaluate import caption_modes
 from sharpeye_ros.evaluation.report import BAR_LARGE_F1_GLANCE, BAR_POINTING, BAR_SMALL_F1_GAIN
 from sharpeye_ros.model import SharpEyes, default_model_path
-from sharpeye_ros.training.data import open_dataset
+from sharpeye_ros.data import open_dataset
 
 SCENES = 120
 RESAMPLES = 200

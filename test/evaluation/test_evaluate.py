@@ -11,7 +11,7 @@ import torch
 from sharpeye_ros.evaluation.evaluate import MODES, caption_modes, main, recorded_command, score_modes
 from sharpeye_ros.evaluation.report import bars
 from sharpeye_ros.model import SharpEyes
-from sharpeye_ros.training.data import open_dataset
+from sharpeye_ros.data import open_dataset
 from sharpeye_ros.training.recipes import RECIPES
 
 

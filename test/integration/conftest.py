@@ -77,10 +77,10 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SharpEyes checkpoint with random weights, saved like a trained one."""
     torch = pytest.importorskip("torch")
-    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+    from sharpeye_ros.model import SharpEyes, presets
 
     torch.manual_seed(0)
-    config = SharpEyesConfig.tiny()
+    config = presets.tiny()
     config.generation.max_new_tokens = 8  # random weights never stop early: keep captions short
     directory = tmp_path_factory.mktemp("tiny_model")
     SharpEyes.from_config(config).save_pretrained(directory)

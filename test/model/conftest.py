@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig, OPTConfig
 
-from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+from sharpeye_ros.model import SharpEyes, SharpEyesConfig, presets
 from sharpeye_ros.model.tokenizer import build_word_tokenizer
 
 WORDS = (
@@ -40,13 +40,13 @@ WORDS = (
 
 def tiny_clip_config(**kw) -> CLIPVisionConfig:
     """The micro preset's CLIP config, as a transformers config."""
-    return CLIPVisionConfig.from_dict({**SharpEyesConfig.micro().vision.config, "projection_dim": 32, **kw})
+    return CLIPVisionConfig.from_dict({**presets.micro().vision.config, "projection_dim": 32, **kw})
 
 
 def tiny_opt_config(vocab_size: int, **kw) -> OPTConfig:
     """The micro preset's OPT config with ``vocab_size`` and OPT's special ids."""
     ids = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2)
-    return OPTConfig.from_dict({**SharpEyesConfig.micro().lm.config, "vocab_size": vocab_size, **ids, **kw})
+    return OPTConfig.from_dict({**presets.micro().lm.config, "vocab_size": vocab_size, **ids, **kw})
 
 
 def make_images(seed: int = 0) -> list[np.ndarray]:
@@ -65,7 +65,7 @@ def make_images(seed: int = 0) -> list[np.ndarray]:
 
 def small_config() -> SharpEyesConfig:
     """The micro preset (64 px, 4x4 patches grid), for fast tests."""
-    return SharpEyesConfig.micro()
+    return presets.micro()
 
 
 @pytest.fixture(scope="session")

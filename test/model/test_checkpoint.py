@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sharpeye_ros.model import CheckpointError, SharpEyes, default_model_path
-from sharpeye_ros.model.checkpoint import read_torch_bin
+from sharpeye_ros.model.loading import read_torch_bin
 
 
 @pytest.fixture(scope="module")
@@ -205,10 +205,10 @@ def test_default_model_path_points_at_the_demo_model():
 
 def test_default_model_path_finds_a_pip_installed_demo_model(tmp_path, monkeypatch):
     """Outside ROS and the source tree, the model comes from the Python prefix's share/."""
-    from sharpeye_ros.model import checkpoint
+    from sharpeye_ros.model import loading
 
-    monkeypatch.setattr(checkpoint, "_ros_share", lambda: None)
-    monkeypatch.setattr(checkpoint, "__file__", str(tmp_path / "site" / "sharpeye_ros" / "model" / "checkpoint.py"))
+    monkeypatch.setattr(loading, "_ros_share", lambda: None)
+    monkeypatch.setattr(loading, "__file__", str(tmp_path / "site" / "sharpeye_ros" / "model" / "loading.py"))
     prefix = tmp_path / "venv"
     monkeypatch.setattr(sys, "prefix", str(prefix))
     source = tmp_path / "site" / "models" / "demo"  # beside the package, as in a checkout

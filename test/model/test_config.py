@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+from sharpeye_ros.model import SharpEyes, SharpEyesConfig, presets
 
 
-@pytest.mark.parametrize("preset", [SharpEyesConfig.paper, SharpEyesConfig.tiny])
+@pytest.mark.parametrize("preset", [presets.paper, presets.tiny])
 def test_preset_round_trips_through_json(preset):
     cfg = preset()
     cfg.validate()
@@ -20,15 +20,15 @@ def test_preset_round_trips_through_json(preset):
 
 
 def test_override_replaces_dotted_fields_and_rejects_unknown_ones():
-    cfg = SharpEyesConfig.tiny().override(
+    cfg = presets.tiny().override(
         {"generation.num_beams": 3, "zoom.enabled": True, "deeplens.layers": [-2]}
     )
     assert cfg.generation.num_beams == 3 and cfg.zoom.enabled and cfg.deeplens.layers == (-2,)
-    assert SharpEyesConfig.tiny().generation.num_beams == 1  # presets are not modified
+    assert presets.tiny().generation.num_beams == 1  # presets are not modified
     with pytest.raises(ValueError, match="generation.beams"):
-        SharpEyesConfig.tiny().override({"generation.beams": 3})
+        presets.tiny().override({"generation.beams": 3})
     with pytest.raises(ValueError, match="unknown field"):
-        SharpEyesConfig.from_dict({**SharpEyesConfig.tiny().to_dict(), "extra": 1})
+        SharpEyesConfig.from_dict({**presets.tiny().to_dict(), "extra": 1})
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_override_replaces_dotted_fields_and_rejects_unknown_ones():
 )
 def test_invalid_values_name_the_field(change, message):
     with pytest.raises(ValueError, match=message):
-        SharpEyesConfig.tiny().override(change)
+        presets.tiny().override(change)
 
 
 def count(module) -> int:
@@ -55,7 +55,7 @@ def count(module) -> int:
 
 def test_paper_preset_parameter_counts_match_the_paper():
     with torch.device("meta"):
-        model = SharpEyes.from_config(SharpEyesConfig.paper())
+        model = SharpEyes.from_config(presets.paper())
     # CLIP ViT-L/14-336 (~304M), mlp4x_bott4x_gelu (~24M), OPT-125M with a tied head (~125M).
     assert abs(count(model.vision) - 303.5e6) < 1e6
     assert count(model.connector) == (1024 * 3072 + 3072) + 2 * (3072 * 3072 + 3072) + (3072 * 768 + 768)
@@ -72,6 +72,6 @@ def test_paper_preset_parameter_counts_match_the_paper():
 
 def test_default_attention_layers_are_the_middle_third():
     with torch.device("meta"):
-        paper = SharpEyes.from_config(SharpEyesConfig.paper())
+        paper = SharpEyes.from_config(presets.paper())
     assert paper.attention_layers == (4, 5, 6, 7)
-    assert SharpEyes.from_config(SharpEyesConfig.tiny()).attention_layers == (-2, -1)
+    assert SharpEyes.from_config(presets.tiny()).attention_layers == (-2, -1)

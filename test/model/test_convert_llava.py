@@ -231,17 +231,19 @@ def trim(ids: list[int], eos: int) -> list[int]:
     return ids[: ids.index(eos) + 1] if eos in ids else ids
 
 
-def recorded_generations(model: SharpEyes) -> list:
-    """A list that receives what each ``model.lm.generate`` call returns."""
+def recorded_generations(monkeypatch) -> list:
+    """A list that receives what each of the model's ``generate`` calls returns."""
+    from sharpeye_ros.model import sharpeyes
+
     calls: list = []
-    original = model.lm.generate
+    original = sharpeyes.generate
 
     def generate(*args, **kwargs):
         out = original(*args, **kwargs)
         calls.append(out)
         return out
 
-    model.lm.generate = generate
+    monkeypatch.setattr(sharpeyes, "generate", generate)
     return calls
 
 
@@ -309,7 +311,8 @@ def test_the_release_converts_with_every_tensor_mapped_with_equal_values(taught,
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
 @pytest.mark.parametrize("task", ["coco", "detailed"])
-def test_the_converted_model_captions_token_for_token_as_the_authors_pipeline(taught, fmt, task, images):
+def test_the_converted_model_captions_token_for_token_as_the_authors_pipeline(taught, fmt, task, images,
+                                                                               monkeypatch):
     fake, converted = taught[fmt]
     model = SharpEyes.from_pretrained(converted)
     g = model.config.generation
@@ -319,7 +322,7 @@ def test_the_converted_model_captions_token_for_token_as_the_authors_pipeline(ta
     reference = fake.reference_generate(pixels)
     eos = fake.tokenizer.eos_token_id
     assert all(eos in row for row in reference)  # the test is about EOS-ended beams
-    calls = recorded_generations(model)
+    calls = recorded_generations(monkeypatch)
     results = model.caption(images, task=None if task == "coco" else task)
     assert [gen.ids for gen in calls[0]] == [trim(row, eos) for row in reference]
     want = [fake.reference_caption(row, task) for row in reference]
@@ -328,7 +331,7 @@ def test_the_converted_model_captions_token_for_token_as_the_authors_pipeline(ta
     assert got == [AFTER_TAG if task == "coco" else THREE_SENTENCES] * len(images)
 
 
-def test_without_eos_decoding_runs_to_77_tokens_as_the_authors(tmp_path, helpers, images):
+def test_without_eos_decoding_runs_to_77_tokens_as_the_authors(tmp_path, helpers, images, monkeypatch):
     fake = FakeLlava(tmp_path, helpers)  # random weights
     state = load_file(str(fake.dir / "model.safetensors"))
     embeddings = state["model.decoder.embed_tokens.weight"]
@@ -338,7 +341,7 @@ def test_without_eos_decoding_runs_to_77_tokens_as_the_authors(tmp_path, helpers
     model = load_llava(fake.dir)
     pixels, _ = model.preprocess(images)
     reference = fake.reference_generate(pixels)
-    calls = recorded_generations(model)
+    calls = recorded_generations(monkeypatch)
     results = model.caption(images)
     assert [gen.ids for gen in calls[0]] == [trim(row, 2) for row in reference]
     assert all(len(gen.ids) == 77 and 2 not in gen.ids for gen in calls[0])

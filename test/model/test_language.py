@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from transformers import OPTConfig, OPTForCausalLM
 
-from sharpeye_ros.model import SharpEyesConfig
+from sharpeye_ros.model import presets
+from sharpeye_ros.model.config import GenerationConfig
+from sharpeye_ros.model.decoding import generate
 from sharpeye_ros.model.language import LanguageModel, Prompt
 
 
@@ -26,7 +28,7 @@ def make_lm(tokenizer, seed: int = 0, **kw) -> LanguageModel:
     return LanguageModel(OPTForCausalLM(cfg).eval(), tokenizer)
 
 
-_OPT = {k: v for k, v in SharpEyesConfig.micro().lm.config.items() if k != "max_position_embeddings"}
+_OPT = {k: v for k, v in presets.micro().lm.config.items() if k != "max_position_embeddings"}
 
 
 def plain_prompt(lm: LanguageModel, ids: torch.Tensor, num_visual: int = 4) -> Prompt:
@@ -46,7 +48,8 @@ def test_decode_matches_transformers_generate(word_tokenizer, num_beams, eos_boo
     torch.manual_seed(1)
     ids = torch.randint(4, len(word_tokenizer), (6, 7))
     ids[:, 0] = lm.bos_id
-    ours = lm.generate(plain_prompt(lm, ids), max_new_tokens=10, num_beams=num_beams, stop=("eos",))
+    search = GenerationConfig(max_new_tokens=10, num_beams=num_beams, stop=("eos",))
+    ours = generate(lm, plain_prompt(lm, ids), search)
     ref = lm.model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
@@ -75,16 +78,17 @@ def test_left_padded_batch_equals_single(word_tokenizer, num_beams):
     captions = ["a red circle", "a blue star and a green square on the left", "the"]
     batch = lm.build_prompt("USER: <image>first glance: {caption} assistant:", visual, captions=captions)
     assert batch.attention_mask[2, 0] == 0 and batch.attention_mask[1].all()  # left padding
-    together = lm.generate(batch, 8, num_beams, attention_layers=[-1])
+    search = GenerationConfig(max_new_tokens=8, num_beams=num_beams)
+    together = generate(lm, batch, search, attention_layers=[-1])
     for b in range(3):
-        alone = lm.generate(
+        alone = generate(
+            lm,
             lm.build_prompt(
                 "USER: <image>first glance: {caption} assistant:",
                 visual[b : b + 1],
                 captions=captions[b : b + 1],
             ),
-            8,
-            num_beams,
+            search,
             attention_layers=[-1],
         )[0]
         assert together[b].ids == alone.ids
@@ -149,7 +153,7 @@ def test_generation_attention_matches_teacher_forcing(word_tokenizer):
     lm = make_lm(word_tokenizer, seed=6)
     visual = torch.randn(1, 4, lm.hidden_size)
     prompt = lm.build_prompt("USER: <image>what? assistant:", visual)
-    gen = lm.generate(prompt, 6, num_beams=3, attention_layers=[-1])[0]
+    gen = generate(lm, prompt, GenerationConfig(max_new_tokens=6, num_beams=3), attention_layers=[-1])[0]
     ids = gen.ids[:-1] if gen.ids[-1] == lm.eos_id else gen.ids
     tf = lm.target_attention(lm.build_prompt("USER: <image>what? assistant:", visual, targets=[ids]), [-1])[0]
     torch.testing.assert_close(gen.attention, tf[: len(gen.ids)], atol=1e-5, rtol=1e-4)
@@ -205,7 +209,7 @@ def test_generation_stops_at_first_sentence(bpe_tokenizer):
         "USER: <image>What is in the photo? ASSISTANT:", torch.randn(3, 3, lm.hidden_size)
     )
     for beams in (1, 2):
-        gens = lm.generate(prompt, 20, beams, stop=("sentence",))
+        gens = generate(lm, prompt, GenerationConfig(max_new_tokens=20, num_beams=beams, stop=("sentence",)))
         assert any(len(g.ids) < 20 for g in gens)
         for gen in gens:
             assert len(gen.ids) == 20 or gen.ids[-1] in stops
@@ -216,7 +220,7 @@ def test_prompt_longer_than_position_table_is_an_error(word_tokenizer):
     lm = make_lm(word_tokenizer, max_position_embeddings=16)
     prompt = lm.build_prompt("USER: <image>what?", torch.randn(1, 20, lm.hidden_size))
     with pytest.raises(ValueError, match="max_position_embeddings"):
-        lm.generate(prompt, 5)
+        generate(lm, prompt, GenerationConfig(max_new_tokens=5, num_beams=1))
 
 
 def test_tokenizer_larger_than_vocab_is_an_error(word_tokenizer):
@@ -229,7 +233,8 @@ def test_draft_decoding_gives_the_greedy_result(word_tokenizer):
     visual = torch.randn(3, 5, lm.hidden_size)
     captions = ["a red circle", "a blue star and a green square", "left"]
     prompt = lm.build_prompt("USER: <image>first glance: {caption} assistant:", visual, captions=captions)
-    plain = [g.ids for g in lm.generate(prompt, 12, 1)]
+    greedy = GenerationConfig(max_new_tokens=12, num_beams=1)
+    plain = [g.ids for g in generate(lm, prompt, greedy)]
     assert len({len(p) for p in plain}) >= 1
     drafts = [
         plain,  # the exact answer: all accepted
@@ -242,18 +247,18 @@ def test_draft_decoding_gives_the_greedy_result(word_tokenizer):
     try:
         for draft in drafts:
             calls.clear()
-            got = [g.ids for g in lm.generate(prompt, 12, 1, drafts=draft)]
+            got = [g.ids for g in generate(lm, prompt, greedy, drafts=draft)]
             assert got == plain
             if draft is plain:  # the whole answer verified in a pass or two (plus the prefill)
                 assert len(calls) <= 1 + 2 + max(len(p) for p in plain) // 9
     finally:
         hook.remove()
     with pytest.raises(ValueError, match="greedy"):
-        lm.generate(prompt, 4, 2, drafts=plain)
+        generate(lm, prompt, GenerationConfig(max_new_tokens=4, num_beams=2), drafts=plain)
 
 
 def test_draft_lookup_follows_the_longest_tail_match():
-    from sharpeye_ros.model.language import _draft_lookup
+    from sharpeye_ros.model.decoding import _draft_lookup
 
     draft = [1, 2, 3, 4, 2, 5, 6]
     assert _draft_lookup([9, 2], draft, 3) == [3, 4, 2]  # first occurrence of the 1-gram
@@ -266,7 +271,7 @@ def test_kv_buffer_matches_a_concatenating_cache():
     prefill, a split into beams, reorders within each sample's beams, and outgrowing its room."""
     from transformers.cache_utils import DynamicLayer
 
-    from sharpeye_ros.model.language import KVBuffer
+    from sharpeye_ros.model.kv_cache import KVBuffer
 
     torch.manual_seed(0)
     ours, ref = KVBuffer(capacity=7), DynamicLayer()

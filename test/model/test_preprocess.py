@@ -106,12 +106,12 @@ _THIN_FRAMES = r"""
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 import numpy as np, torch
-from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+from sharpeye_ros.model import SharpEyes, presets
 from sharpeye_ros.model.preprocess import ImageProcessor
 
 torch.manual_seed(0)
 processor = ImageProcessor(336, (122, 116, 104), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # CLIP-L/336's size
-config = SharpEyesConfig.tiny()
+config = presets.tiny()
 config.generation.max_new_tokens = 4
 model = SharpEyes.from_config(config).eval()
 model.caption([np.zeros((8, 600, 3), np.uint8)], refine=True, zoom=True)  # warm up every kernel

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sharpeye_ros.model import CaptionResult, Region, SharpEyes
-from sharpeye_ros.model.checkpoint import CheckpointError
+from sharpeye_ros.model import CaptionResult, CheckpointError, Region, SharpEyes
 from sharpeye_ros.model.deeplens import pool_grid
 
 GLANCE_STAGES = {"preprocess", "vision", "connector", "prefill", "decode", "regions"}
@@ -19,7 +18,8 @@ def test_encode_and_deeplens_shapes(small_model, images):
     m = small_model
     pixels, transforms = m.preprocess(images)
     assert pixels.shape == (3, 3, 64, 64) and len(transforms) == 3
-    embeds, features = m.encode(pixels, with_features=True)
+    encoded = m.encode(pixels, with_features=True)
+    embeds, features = encoded.embeds, encoded.features
     assert embeds.shape == (3, 16, 32)  # 4x4 patches, LM width 32
     assert features.shape == (3, 16, 2 * 32)  # two DeepLens layers of width 32
     assert m.deeplens_layers == (2, 3) and m.vision.select_layer == 3
@@ -58,7 +58,7 @@ def test_zoom_changes_what_deeplens_sees(small_model, images):
         torch.manual_seed(1)
         torch.nn.init.normal_(m.deeplens.out.weight, std=0.5)  # make DeepLens's output matter
         try:
-            glance = m.glance(images, with_features=True, min_regions=m.config.zoom.num_crops)
+            glance = m.glance(images, refine=True, zoom=True)
             plain = m.refined_embeddings(images, glance, zoom=False)
             zoomed = m.refined_embeddings(images, glance, zoom=True)
         finally:
@@ -141,8 +141,8 @@ def test_attention_of_given_captions_without_generating(small_model, images):
     assert [tuple(m.shape) for m in maps] == [(5, 16), (2, 16), (7, 16)]  # tokens + EOS, 4x4 patches
     for m in maps:
         assert torch.all(m >= 0) and torch.all(m.sum(-1) <= 1 + 1e-5)
-    regions = small_model.regions_for(
-        images, ["a red circle.", "blue", "a star and a square."], num_regions=2
+    regions = small_model.caption_regions(
+        maps, ["a red circle.", "blue", "a star and a square."], small_model.preprocess(images)[1], num_regions=2
     )
     assert len(regions) == 3 and all(
         r.phrase in ("red circle", "blue", "star", "square") for rs in regions for r in rs
@@ -201,10 +201,8 @@ def test_refinement_with_and_without_draft_decoding_agree(small_model, images):
         torch.nn.init.normal_(m.deeplens.out.weight, std=0.2)
     try:
         with_draft = m.caption(images, refine=True, zoom=True)
-        m.config.generation.draft = False
-        without = m.caption(images, refine=True, zoom=True)
+        without = m.caption(images, refine=True, zoom=True, draft=False)
     finally:
-        m.config.generation.draft = True
         torch.nn.init.zeros_(m.deeplens.out.weight)
     assert [r.caption for r in with_draft] == [r.caption for r in without]
 
@@ -214,16 +212,16 @@ def test_a_changed_caption_gets_regions_of_its_own_words(small_model, images, be
     m = small_model
     m.config.generation.num_beams = beams
     try:
-        glance = m.glance(images, num_regions=3, with_features=True)
+        glance = m.glance(images, num_regions=3, refine=True)
     finally:
         m.config.generation.num_beams = 1
     # stand-ins for refined captions: the second and third differ from their glance's
     finals = [glance.captions[0], "a red circle and a blue star.", "a star and a square."]
     assert finals[1] != glance.captions[1] and finals[2] != glance.captions[2]
-    regions = m.final_regions(glance, finals, 3)
+    regions = m._final_regions(glance, finals, 3)
     assert regions[0] is glance.regions[0]  # unchanged caption: the glance's own regions
     # the same as a teacher-forced pass of prompt + caption, without running the prompt again
-    expected = m.regions_for(images, finals, 3)
+    expected = m.caption_regions(m.attention_maps(images, finals), finals, glance.transforms, 3)
     for got, want in zip(regions[1:], expected[1:]):
         assert got and [r.phrase for r in got] == [r.phrase for r in want]
         assert np.allclose([[r.x_min, r.y_min, r.x_max, r.y_max] for r in got],

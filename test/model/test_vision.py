@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharpeye_ros.model import SharpEyesConfig
+from sharpeye_ros.model import presets
 from sharpeye_ros.model.vision import VisionTower
 
 
 @pytest.fixture(scope="module")
 def tower() -> VisionTower:
     torch.manual_seed(0)
-    return VisionTower.from_config(SharpEyesConfig.micro().vision).eval()
+    return VisionTower.from_config(presets.micro().vision).eval()
 
 
 @torch.no_grad()

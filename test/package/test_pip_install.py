@@ -77,3 +77,22 @@ def test_console_commands_import_without_ros(tmp_path: Path) -> None:
                             env={**os.environ, "PYTHONPATH": package_parent})
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ok ") == 4, result.stdout
+
+
+def test_every_data_file_of_the_package_is_in_the_wheel() -> None:
+    """Files in the package that are not Python are shipped only where setup.cfg's
+    package_data names them (CMakeLists.txt installs the whole folder)."""
+    import configparser
+    import fnmatch
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    patterns = [(package.replace(".", "/"), pattern.strip())
+                for package, value in config["options.package_data"].items()
+                for pattern in value.splitlines() if pattern.strip()]
+    package = REPO / "sharpeye_ros"
+    data = [p.relative_to(REPO).as_posix() for p in package.rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert data, "the package ships data files (the model's word lists)"
+    shipped = [f for f in data if any(fnmatch.fnmatch(f, f"{folder}/{pattern}") for folder, pattern in patterns)]
+    assert shipped == data

@@ -18,10 +18,10 @@ import pytest
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved tiny SharpEyes checkpoint with random weights (short captions, to stay fast)."""
     torch = pytest.importorskip("torch")
-    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+    from sharpeye_ros.model import SharpEyes, presets
 
     torch.manual_seed(0)
-    config = SharpEyesConfig.tiny()
+    config = presets.tiny()
     config.generation.max_new_tokens = 8
     directory = tmp_path_factory.mktemp("tiny_model")
     SharpEyes.from_config(config).save_pretrained(directory)

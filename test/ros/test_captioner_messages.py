@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sharpeye_ros.ros.caption_messages import region_roi, select_regions, split_timings
+from sharpeye_ros.model import CaptionResult
+from sharpeye_ros.ros.caption_messages import region_roi, select_regions
 
 
 def region(x0, y0, x1, y1, score=0.5, phrase="red square"):
@@ -47,14 +48,6 @@ def test_select_regions_filters_by_score_and_limits():
     assert select_regions(regions, 0.0, 0) == []
 
 
-def test_split_timings_into_glance_and_refine():
-    timings = {"preprocess": 0.01, "vision": 0.02, "connector": 0.001, "prefill": 0.03, "decode": 0.1,
-               "regions": 0.002, "zoom": 0.05, "deeplens": 0.01, "refine_prefill": 0.03, "refine_decode": 0.1}
-    glance, refine = split_timings(timings)
-    assert glance == pytest.approx(0.163) and refine == pytest.approx(0.19)
-    assert split_timings({}) == (0.0, 0.0)
-
-
 # ---- the messages themselves (need the built sharpeye_ros messages) -----------------------
 
 
@@ -66,8 +59,8 @@ def msgs():
 
 def result(regions=(), caption="a small red square", initial="a red square"):
     timings = {"vision": 0.1, "decode": 0.2, "deeplens": 0.05, "refine_decode": 0.15}
-    return SimpleNamespace(caption=caption, initial_caption=initial, refined=True, zoomed=False,
-                           regions=list(regions), timings=timings)
+    return CaptionResult(caption=caption, initial_caption=initial, refined=True, zoomed=False,
+                         regions=list(regions), timings=timings)
 
 
 def header(sec=12, nanosec=345, frame_id="camera_optical_frame"):

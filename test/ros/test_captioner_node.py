@@ -364,9 +364,9 @@ def test_diagnostics_are_published(harness, scripted_model):
 
 
 def test_model_without_refinement_turns_refine_off(harness, rclpy_context):
-    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+    from sharpeye_ros.model import SharpEyes, presets
 
-    config = SharpEyesConfig.tiny()
+    config = presets.tiny()
     config.deeplens = None
     config.refine = False
     config.generation.max_new_tokens = 4

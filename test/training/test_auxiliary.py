@@ -11,7 +11,6 @@ from sharpeye_ros.training.auxiliary import (
     PatchHead, box_cells, glance_losses, grounding_loss, grounding_targets, object_words, patch_targets,
     word_alignment_loss,
 )
-from sharpeye_ros.training.loop import cached_pixels
 from sharpeye_ros.world import WorldObject, generate_scene, tokenize
 
 T = ImageTransform.for_image(640, 480, 128)  # padded to 640x640: 80 source px per cell of an 8x8 grid
@@ -114,10 +113,18 @@ def test_refine_loss_reuses_cached_pixels(tmp_path):
     plain = model.refine_loss(images, captions, captions, zoom=True)
     calls = []
     real = model.processor  # count what still gets preprocessed
-    model.processor = lambda batch, device=None: calls.append(len(batch)) or real(batch, device=device)
-    with cached_pixels(model, images, pixels):
-        torch.manual_seed(1)
-        cached = model.refine_loss(images, captions, captions, zoom=True)
+
+    class Counting:
+        def __call__(self, batch, device=None):
+            calls.append(len(batch))
+            return real(batch, device=device)
+
+        def transform(self, width, height):
+            return real.transform(width, height)
+
+    model.processor = Counting()
+    torch.manual_seed(1)
+    cached = model.refine_loss(images, captions, captions, zoom=True, pixels=pixels)
     model.processor = real
     assert torch.allclose(plain, cached, atol=1e-6)
     assert "preprocess" not in vars(model)  # the adapter is gone after the block

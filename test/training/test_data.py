@@ -10,10 +10,11 @@ import pytest
 
 from sharpeye_ros.model.config import SharpEyesConfig
 from sharpeye_ros.model.preprocess import ImageProcessor
-from sharpeye_ros.training.data import (
-    CaptionDataset, PseudoCaptionPairs, WorldScenes, collate, open_dataset, read_coco, read_llava,
-    read_pseudo_captions, references,
+from sharpeye_ros.data import (
+    CaptionDataset, WorldScenes, open_dataset, read_coco, read_llava, read_pseudo_captions, references,
 )
+from sharpeye_ros.training.loop import collate
+from sharpeye_ros.training.perturb import PseudoCaptionPairs
 from sharpeye_ros.world import generate_scene, write_split
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from sharpeye_ros.model import SharpEyes
-from sharpeye_ros.training.data import WorldScenes
+from sharpeye_ros.data import WorldScenes
 from sharpeye_ros.training.loop import Trainer
 from sharpeye_ros.training.recipes import RECIPES
 from sharpeye_ros.training.train import main

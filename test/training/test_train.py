@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+from sharpeye_ros.model import SharpEyes, presets
 from sharpeye_ros.training.loop import StageLoss, Trainer
 from sharpeye_ros.training.recipes import StageConfig, TrainConfig, demo_vocabulary
 from sharpeye_ros.training.train import apply_overrides, main
@@ -164,7 +164,7 @@ def test_the_refine_stage_adds_its_zoom_losses_with_their_weights(smoke, tmp_pat
 def test_a_paper_shaped_model_trains_a_step_with_every_auxiliary_loss(tmp_path):
     # The paper preset's depths and layer choices (24 + 12 layers, DeepLens at 13/18/23,
     # the regions' LM layers left to the default), only narrow; the world's words.
-    paper = SharpEyesConfig.paper()
+    paper = presets.paper()
     vision = {**paper.vision.config, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
               "projection_dim": 32}
     lm = {**paper.lm.config, "hidden_size": 32, "ffn_dim": 64, "num_attention_heads": 4, "word_embed_proj_dim": 32}
@@ -205,7 +205,7 @@ def test_the_paper_recipes_stage_two_is_the_papers(tmp_path):
 
 
 def test_stage_two_trains_on_pseudo_captions_made_elsewhere(smoke, tmp_path, capsys):
-    from sharpeye_ros.training.data import read_pseudo_captions
+    from sharpeye_ros.data import read_pseudo_captions
     from sharpeye_ros.training.perturb import main as write_pseudo
 
     # The rules write the file format (a template for an LLM's); here it is edited by hand.
