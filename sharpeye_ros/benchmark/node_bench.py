@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from sharpeye_ros.benchmark.measure import percentile, summarize
+from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES
 
 ENCODINGS = ("rgb8", "bgr8")
 RELIABILITIES = ("best_effort", "reliable")
@@ -303,6 +304,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(err, file=sys.stderr)
             return 1
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)  # this process and the node
+    else:  # the RMW's defaults, even where the caller exported a profile
+        for variable in PROFILE_VARIABLES:
+            os.environ.pop(variable, None)
     try:
         result = run_node_benchmark(**spec)
     except NodeBenchmarkError as err:

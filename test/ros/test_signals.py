@@ -182,10 +182,10 @@ class Feeder:
 def endless_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model that always writes 2000 tokens: its captions take many seconds."""
     torch = pytest.importorskip("torch")
-    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+    from sharpeye_ros.model import SharpEyes, presets
 
     torch.manual_seed(0)
-    config = SharpEyesConfig.tiny()
+    config = presets.tiny()
     config.generation.max_new_tokens = 2000
     config.generation.stop = ()  # no early stop
     config.lm.config["max_position_embeddings"] = 2200
