@@ -42,6 +42,8 @@ ROSDEP: dict[str, Dep] = {
     "builtin_interfaces": Dep("builtin_interfaces", RUN),
     "visualization_msgs": Dep("visualization_msgs", RUN),
     "diagnostic_msgs": Dep("diagnostic_msgs", RUN),
+    "vision_msgs": Dep("vision_msgs", RUN),  # the detections topic; imported guarded
+    "colcon_core": Dep("python3-colcon-common-extensions", TEST),  # the stand-in's COLCON_IGNORE check
     "rcl_interfaces": Dep("rcl_interfaces", RUN),
     "ament_index_python": Dep("ament_index_python", RUN),
     "launch": Dep("launch", RUN),
