@@ -31,7 +31,6 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
-import cv2
 import numpy as np
 
 THUMBNAIL_SIDE = 128  # pixels on the thumbnail's longer side
@@ -45,6 +44,8 @@ _NS_PER_S = 1_000_000_000
 def thumbnail(rgb: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
     """``rgb`` (H, W, 3) uint8 shrunk by area averaging so that its longer side is ``side``
     pixels (uint8; a frame already that small is kept as it is)."""
+    import cv2  # here: the parameter specs import this module's defaults, and launch files them
+
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"thumbnail: expected an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
     height, width = rgb.shape[:2]
