@@ -145,13 +145,18 @@ class Harness:
                 into.append(msg)
         return callback
 
-    def subscribe(self, name: str) -> None:
-        """Listen to ``caption_image`` or ``caption_markers`` (and wait until the node sees it)."""
-        from sensor_msgs.msg import Image
+    def subscribe(self, name: str, depth: int = 1) -> None:
+        """Listen to one of the caption's other forms: ``caption_image``, ``caption_markers``,
+        ``caption_text``, ``detections`` or ``caption_image/compressed`` (and wait until the
+        node sees the subscription)."""
+        from sensor_msgs.msg import CompressedImage, Image
+        from std_msgs.msg import String
+        from vision_msgs.msg import Detection2DArray
         from visualization_msgs.msg import MarkerArray
 
-        kind = {"caption_image": Image, "caption_markers": MarkerArray}[name]
-        self.node.create_subscription(kind, name, self._store(self.received[name]), 1)
+        kind = {"caption_image": Image, "caption_markers": MarkerArray, "caption_text": String,
+                "detections": Detection2DArray, "caption_image/compressed": CompressedImage}[name]
+        self.node.create_subscription(kind, name, self._store(self.received.setdefault(name, [])), depth)
         pub = self.captioner._outputs[name]
         assert self.wait_for(lambda: pub.get_subscription_count() > 0), f"{name} subscription not matched"
 
