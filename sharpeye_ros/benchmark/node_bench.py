@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from sharpeye_ros.benchmark.measure import percentile, summarize
+from sharpeye_ros.ros.stamps import NS_PER_S, stamp_ns
 
 ENCODINGS = ("rgb8", "bgr8")
 RELIABILITIES = ("best_effort", "reliable")
@@ -187,10 +188,10 @@ def run_node_benchmark(
 
     def on_caption(msg) -> None:
         now = node.get_clock().now().nanoseconds
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = stamp_ns(msg)
         with lock:
             received[stamp] = {
-                "receive_latency": (now - stamp) / 1e9,
+                "receive_latency": (now - stamp) / NS_PER_S,
                 "message_latency": float(msg.latency_seconds),
                 "model": float(msg.glance_seconds) + float(msg.refine_seconds),
                 "refined": bool(msg.refined),
@@ -210,7 +211,7 @@ def run_node_benchmark(
         encoding, msg = frames[i % len(frames)]
         msg.header.stamp = node.get_clock().now().to_msg()
         publisher.publish(msg)
-        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, encoding
+        return stamp_ns(msg), encoding
 
     try:
         # Start-up: until the node has loaded its model and answered, and a few more. A

@@ -48,9 +48,10 @@ from sharpeye_ros.ros.caption_messages import (annotated_image_msg, caption_mark
 from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSettings, ParamSpec, validate
 from sharpeye_ros.ros.diagnostics import (CONVERSION, INFERENCE, PUBLISH, CaptionerHealth, InputLog, LogThrottle,
                                           frame_latency, no_input_warning)
-from sharpeye_ros.ros.frame_gate import NS_PER_S, THROTTLED, FrameGate, GatedFrame, Offer
+from sharpeye_ros.ros.frame_gate import THROTTLED, FrameGate, GatedFrame, Offer
 from sharpeye_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from sharpeye_ros.ros.spin import exit_now, finish, init_rclpy, spin_until_shutdown
+from sharpeye_ros.ros.stamps import NS_PER_S, stamp_ns, stamp_seconds
 
 NODE_NAME = "captioner"
 ERROR_LOG_PERIOD = 5.0  # seconds between two error lines of one kind; the rest are counted
@@ -110,10 +111,6 @@ def _ints_as_doubles(params: list[Parameter]) -> list[Parameter]:
     doubles = {spec.name for spec in PARAMETERS if isinstance(spec.default, float)}
     return [Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
             if p.name in doubles and p.type_ == Parameter.Type.INTEGER else p for p in params]
-
-
-def _stamp_ns(stamp: Any) -> int:
-    return stamp.sec * NS_PER_S + stamp.nanosec
 
 
 class CaptionerNode(Node):
@@ -253,12 +250,12 @@ class CaptionerNode(Node):
     def _on_image(self, msg: Any) -> None:
         # O(1): no decoding here, the worker converts the frame it actually captions.
         now = time.monotonic()
-        offer = self._gate.offer(msg, _stamp_ns(msg.header.stamp), self.get_clock().now().nanoseconds)
+        offer = self._gate.offer(msg, stamp_ns(msg), self.get_clock().now().nanoseconds)
         self._health.record_input(now, offer.fallback)
         for line in self._input_log.offer(offer, now):
             self.get_logger().warning(line)
         if self._debug():
-            self.get_logger().debug(f"frame {_stamp_ns(msg.header.stamp) / NS_PER_S:.3f}: {offer.describe()}")
+            self.get_logger().debug(f"frame {stamp_seconds(msg):.3f}: {offer.describe()}")
 
     def _watch_input(self) -> None:
         """Say so (throttled) when no frame has come for a while, with a hint where they are."""

@@ -30,6 +30,7 @@ import cv2
 from sharpeye_ros.ros.image_conversion import ImageConversionError, image_msg_to_rgb
 from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES, SHIPPED_PROFILE, profile_environment
 from sharpeye_ros.ros.scene_feed import parse_ground_truth
+from sharpeye_ros.ros.stamps import stamp_ns, stamp_seconds
 
 IMAGE_TOPIC = "/camera/image_raw"
 STOP_TIMEOUT = 10.0  # seconds a child gets to exit after SIGINT, then SIGTERM, then SIGKILL
@@ -62,7 +63,7 @@ def format_region(region: Any) -> str:
 
 def format_caption(number: int, msg: Any, truth: Optional[str] = None) -> str:
     """The lines the demo prints for caption ``number`` (a sharpeye_ros/Caption)."""
-    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    stamp = stamp_seconds(msg)
     timing = f"glance {msg.glance_seconds:.2f} s"
     if msg.refined:
         timing += f", refine {msg.refine_seconds:.2f} s" + (" with zoom" if msg.zoomed else "")
@@ -207,10 +208,6 @@ class Collected:
         return shown[-1] if shown else None
 
 
-def _stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
-
 def save_png(msg: Any, path: Path) -> None:
     """Write an RGB-convertible Image message as PNG; ImageConversionError or OSError on failure."""
     rgb = image_msg_to_rgb(msg)
@@ -252,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     node = rclpy.create_node("sharpeye_demo", context=context)
     got = Collected()
     node.create_subscription(Caption, "/caption", got.captions.append, 10)
-    node.create_subscription(Image, "/caption_image", lambda m: got.images.__setitem__(_stamp_ns(m), m), 5)
+    node.create_subscription(Image, "/caption_image", lambda m: got.images.__setitem__(stamp_ns(m), m), 5)
     node.create_subscription(String, "/ground_truth", lambda m: _add_truth(got, m.data), LATCHED)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -278,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
                 msg = got.captions[printed]
                 printed += 1
                 last_caption_time = time.monotonic()
-                print(format_caption(printed, msg, got.truth_at(_stamp_ns(msg))), flush=True)
+                print(format_caption(printed, msg, got.truth_at(stamp_ns(msg))), flush=True)
             saved += _save_ready(got, output, printed)
             if printed >= args.captions and (len(saved) >= printed or
                                              time.monotonic() - last_caption_time > IMAGE_GRACE):
@@ -317,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
 def _add_truth(got: Collected, text: str) -> None:
     try:
         doc, _ = parse_ground_truth(text)
-        got.truths.append((doc["stamp"]["sec"] * 1_000_000_000 + doc["stamp"]["nanosec"], doc["caption"]))
+        got.truths.append((stamp_ns(doc["stamp"]), doc["caption"]))
     except (ValueError, KeyError, TypeError):
         pass  # ground truth is only shown alongside; a bad document is not worth stopping for
 
@@ -327,7 +324,7 @@ def _save_ready(got: Collected, output: Path, printed: int) -> list[Path]:
     saved = []
     for number, msg in enumerate(got.captions[:printed], start=1):
         path = output / f"caption_{number:03d}.png"
-        image = got.images.pop(_stamp_ns(msg), None)
+        image = got.images.pop(stamp_ns(msg), None)
         if image is None:
             continue
         try:

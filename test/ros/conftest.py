@@ -164,7 +164,9 @@ class Harness:
 
     @staticmethod
     def set_header(msg: Any, stamp_ns: int, frame_id: str = "camera_optical_frame") -> Any:
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        from sharpeye_ros.ros.stamps import stamp_parts
+
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_parts(stamp_ns)
         msg.header.frame_id = frame_id
         return msg
 

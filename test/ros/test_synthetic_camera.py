@@ -20,6 +20,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 
 from sharpeye_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb  # noqa: E402
 from sharpeye_ros.ros.scene_feed import parse_ground_truth, scene_number  # noqa: E402
+from sharpeye_ros.ros.stamps import stamp_ns  # noqa: E402
 from sharpeye_ros.world import generate_scene  # noqa: E402
 from sharpeye_ros.world.scene import SceneConfig  # noqa: E402
 
@@ -59,10 +60,6 @@ def _spin_until(executor: SingleThreadedExecutor, done: Callable[[], bool], time
         executor.spin_once(timeout_sec=0.05)
 
 
-def _stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-
-
 def test_publishes_scenes_with_headers_and_ground_truth(rclpy_context: Any) -> None:
     camera = _camera(rclpy_context, rate=20.0, scene_period=0.5, split="val", start_index=3,
                      encoding="bgr8", frame_id="cam", publish_compressed=True)
@@ -79,8 +76,8 @@ def test_publishes_scenes_with_headers_and_ground_truth(rclpy_context: Any) -> N
     scenes = {i: generate_scene("val", i, SceneConfig(**SIZE)) for i in (3, 4, 5, 6)}
     for doc, objects in docs[:3]:
         assert objects == scenes[doc["index"]].objects and doc["caption"] == scenes[doc["index"]].captions[0]
-    start = docs[0][0]["stamp"]["sec"] * 10**9 + docs[0][0]["stamp"]["nanosec"]
-    stamps = [_stamp_ns(m) for m in listener.images]
+    start = stamp_ns(docs[0][0]["stamp"])
+    stamps = [stamp_ns(m) for m in listener.images]
     assert all(b > a for a, b in zip(stamps, stamps[1:])), "stamps must increase"
     periods = np.diff(stamps) / 1e9
     assert 0.03 < float(np.median(periods)) < 0.08  # 20 Hz on a busy 2-core machine
@@ -92,7 +89,7 @@ def test_publishes_scenes_with_headers_and_ground_truth(rclpy_context: Any) -> N
     assert listener.compressed, "publish_compressed=true must publish image/compressed"
     jpeg = listener.compressed[0]
     assert "jpeg" in jpeg.format and jpeg.header.frame_id == "cam"
-    assert stamps[0] - 10**9 < _stamp_ns(jpeg) <= stamps[-1]
+    assert stamps[0] - 10**9 < stamp_ns(jpeg) <= stamps[-1]
     decoded = compressed_msg_to_rgb(jpeg).astype(int)
     assert min(np.abs(decoded - s.image).mean() for s in scenes.values()) < 6.0
 
@@ -154,7 +151,7 @@ def test_follows_sim_time(rclpy_context: Any) -> None:
         _spin_until(executor, lambda: len(listener.truths) >= 3, timeout=5.0)
     finally:
         executor.shutdown()
-    stamps = [_stamp_ns(m) for m in listener.images]
+    stamps = [stamp_ns(m) for m in listener.images]
     assert stamps and all(50 * 10**9 <= s <= sim_ns for s in stamps), "stamps come from /clock"
     # About one frame per 0.1 s of sim time (a few may be dropped on the best-effort topic).
     assert 15 <= len(stamps) <= 32
