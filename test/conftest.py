@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterator
 
 import pytest
 
+from sharpeye_ros.ros.processes import ros_environment
+
 # Keep DDS traffic on this machine and away from any other test run: a random domain
 # per pytest session, discovery limited to localhost. Set before any test starts rclpy;
 # subprocesses (nodes under test) inherit it.
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # Jazzy and newer
-if os.environ.get("ROS_DISTRO") == "humble":
-    os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
+os.environ.update(ros_environment(os.environ))
 
 
 def pytest_configure(config: pytest.Config) -> None:

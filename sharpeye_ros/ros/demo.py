@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,30 +26,14 @@ from typing import Any, Optional, Sequence
 import cv2
 
 from sharpeye_ros.ros.image_conversion import ImageConversionError, image_msg_to_rgb
-from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES, SHIPPED_PROFILE, profile_environment
+from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES, SHIPPED_PROFILE
+from sharpeye_ros.ros.processes import (Child, installed_executable, installed_file, ros_environment, start_child,
+                                        stop_children)
 from sharpeye_ros.ros.scene_feed import parse_ground_truth
 from sharpeye_ros.ros.stamps import stamp_ns, stamp_seconds
 
 IMAGE_TOPIC = "/camera/image_raw"
-STOP_TIMEOUT = 10.0  # seconds a child gets to exit after SIGINT, then SIGTERM, then SIGKILL
 IMAGE_GRACE = 3.0  # seconds to wait for the annotated image of the last caption
-LOG_TAIL_LINES = 15
-
-
-def ros_environment(env: dict[str, str], rng: Optional[random.Random] = None,
-                    profile: Optional[Path] = None) -> dict[str, str]:
-    """``env`` plus a private DDS set-up: a random ROS_DOMAIN_ID (1..100), localhost-only
-    discovery and the Fast DDS ``profile`` (with Fast DDS's defaults most 640x480 frames are
-    lost), each only where the user has not chosen one."""
-    out = dict(env)
-    out.update(profile_environment(out, profile or ""))
-    if not out.get("ROS_DOMAIN_ID"):
-        out["ROS_DOMAIN_ID"] = str((rng or random.SystemRandom()).randint(1, 100))
-    if not out.get("ROS_AUTOMATIC_DISCOVERY_RANGE") and not out.get("ROS_LOCALHOST_ONLY"):
-        out["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and newer
-        if out.get("ROS_DISTRO") == "humble":
-            out["ROS_LOCALHOST_ONLY"] = "1"
-    return out
 
 
 def format_region(region: Any) -> str:
@@ -81,36 +63,13 @@ def format_caption(number: int, msg: Any, truth: Optional[str] = None) -> str:
     return "\n".join(lines)
 
 
-def find_executable(name: str) -> Path:
-    """The installed executable ``name`` of this package; FileNotFoundError if it is missing."""
-    candidates = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
-
-        try:
-            candidates.append(Path(get_package_prefix("sharpeye_ros")) / "lib" / "sharpeye_ros" / name)
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    candidates.append(Path(sys.argv[0]).resolve().parent / name)  # next to the demo launcher
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"executable '{name}' of sharpeye_ros not found (looked in "
-                            f"{', '.join(str(c.parent) for c in candidates)}); build with scripts/setup "
-                            "and source scripts/env.sh (or install/setup.bash)")
-
-
 def share_config(name: str) -> Optional[Path]:
-    """The installed config/``name``, or None when it cannot be found."""
+    """The installed config/``name``, or None when it cannot be found (the nodes' own
+    defaults then apply)."""
     try:
-        from ament_index_python.packages import get_package_share_directory
-
-        path = Path(get_package_share_directory("sharpeye_ros")) / "config" / name
-    except Exception:  # no ament index: the node's own defaults apply
+        return installed_file("share", f"config/{name}")
+    except FileNotFoundError:
         return None
-    return path if path.is_file() else None
 
 
 def params_file() -> Optional[Path]:
@@ -124,7 +83,7 @@ def _float_arg(value: float) -> str:
 
 def camera_command(args: argparse.Namespace) -> list[str]:
     """The synthetic camera's command line."""
-    return [sys.executable, str(find_executable("synthetic_camera")), "--ros-args",
+    return [sys.executable, str(installed_executable("synthetic_camera")), "--ros-args",
             "-p", f"rate:={_float_arg(args.rate)}", "-p", f"scene_period:={_float_arg(args.scene_period)}",
             "-p", f"split:={args.split}", "-p", f"start_index:={args.start_index}",
             "-p", f"publish_compressed:={str(args.image_transport == 'compressed').lower()}",
@@ -133,7 +92,7 @@ def camera_command(args: argparse.Namespace) -> list[str]:
 
 def captioner_command(args: argparse.Namespace) -> list[str]:
     """The captioner's command line: the installed params file, then the demo's overrides."""
-    cmd = [sys.executable, str(find_executable("captioner")), "--ros-args"]
+    cmd = [sys.executable, str(installed_executable("captioner")), "--ros-args"]
     config = params_file()
     if config is not None and config.stat().st_size > 0:
         cmd += ["--params-file", str(config)]
@@ -146,52 +105,6 @@ def captioner_command(args: argparse.Namespace) -> list[str]:
     if args.max_rate is not None:
         cmd += ["-p", f"max_rate:={_float_arg(args.max_rate)}"]
     return cmd
-
-
-@dataclass
-class Child:
-    """A node started by the demo, its output going to a log file."""
-
-    name: str
-    process: subprocess.Popen
-    log: Path
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """The last lines of its log."""
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def start_child(name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> Child:
-    """Start ``cmd`` in its own process group (so a terminal's Ctrl-C reaches only the demo,
-    which then stops the children in order)."""
-    log = log_dir / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    return Child(name, process, log)
-
-
-def stop_children(children: Sequence[Child], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGINT to every child's process group, then wait; SIGTERM, then SIGKILL, the stragglers."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        alive = [c for c in children if c.process.poll() is None]
-        if not alive:
-            return
-        for child in alive:
-            try:
-                os.killpg(child.process.pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        for child in alive:
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
 
 
 @dataclass
@@ -218,7 +131,7 @@ def save_png(msg: Any, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; the exit code of :func:`main`."""
     # The children and our own node (it receives caption_image) share the domain and profile.
-    os.environ.update(ros_environment(dict(os.environ), profile=share_config(SHIPPED_PROFILE)))
+    os.environ.update(ros_environment(os.environ, profile=share_config(SHIPPED_PROFILE)))
     output = Path(args.output).expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
     for stale in output.glob("caption_*.png"):  # frames of an earlier run would mislead
@@ -263,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     failure = ""
     try:
         for name, cmd in commands.items():
-            children.append(start_child(name, cmd, dict(os.environ), output))
+            children.append(start_child(name, cmd, output, env=os.environ))
         pids = " and ".join(f"{c.name} (pid {c.process.pid})" for c in children)
         print(f"demo: started {pids}; waiting for {args.captions} captions (at most {args.timeout:g} s) ...",
               flush=True)

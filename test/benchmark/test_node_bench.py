@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from sharpeye_ros.benchmark import node_bench
@@ -29,18 +27,10 @@ def test_latency_summary_subtracts_model_time():
         node_bench.latency_summary([])
 
 
-def test_isolate_dds_picks_a_private_domain(monkeypatch):
-    monkeypatch.setenv("ROS_DOMAIN_ID", "0")
-    monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
-    domain = node_bench.isolate_dds()
-    assert 1 <= domain <= 100 and os.environ["ROS_DOMAIN_ID"] == str(domain)
-    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
-
-
 def test_missing_executable_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path))
     with pytest.raises(node_bench.NodeBenchmarkError, match="scripts/setup"):
-        node_bench.installed_executable("captioner")
+        node_bench.run_node_benchmark("no_model")
 
 
 def test_main_refuses_an_unknown_transport(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
+from sharpeye_ros.ros.processes import installed_executable  # noqa: E402
 from sharpeye_ros.ros.record_bag import RecordConfig, record_bag  # noqa: E402
 from sharpeye_ros.ros.scene_feed import parse_ground_truth  # noqa: E402
 from sharpeye_ros.ros.stamps import stamp_ns  # noqa: E402
@@ -32,10 +33,11 @@ def _captioner_command(executable: Path, params: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture
-def play(tmp_path: Path, start_process: Any, ros_node: Any, bag_player: Any, installed: Any) -> Any:
+def play(tmp_path: Path, start_process: Any, ros_node: Any, bag_player: Any) -> Any:
     """``play(bag_config, captioner_params, tail_seconds)`` -> (captions, player)."""
     return lambda bag, params, tail_seconds=2.0: _play(tmp_path, start_process, ros_node, bag_player,
-                                                       installed("captioner"), bag, params, tail_seconds)
+                                                       installed_executable("captioner"), bag, params,
+                                                       tail_seconds)
 
 
 def _play(tmp_path: Path, start_process: Any, ros_node: Any, bag_player: Any, executable: Path,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 
 from sharpeye_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb  # noqa: E402
+from sharpeye_ros.ros.processes import installed_executable  # noqa: E402
 from sharpeye_ros.ros.scene_feed import parse_ground_truth, scene_number  # noqa: E402
 from sharpeye_ros.ros.stamps import stamp_ns  # noqa: E402
 from sharpeye_ros.world import generate_scene  # noqa: E402
@@ -178,18 +178,9 @@ def test_bad_parameters_raise_clear_errors(rclpy_context: Any, params: dict, mes
     assert message in str(info.value)
 
 
-def _executable(name: str) -> str:
-    prefix = os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)
-    for root in prefix:
-        path = Path(root) / "lib" / "sharpeye_ros" / name
-        if path.is_file():
-            return str(path)
-    pytest.fail(f"installed executable {name} not found on AMENT_PREFIX_PATH; run through scripts/test")
-
-
 def test_executable_reports_bad_parameters(tmp_path: Path) -> None:
-    result = subprocess.run([_executable("synthetic_camera"), "--ros-args", "-p", "encoding:=jpeg"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    command = [str(installed_executable("synthetic_camera")), "--ros-args", "-p", "encoding:=jpeg"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "synthetic_camera: parameter 'encoding' = 'jpeg' rejected" in result.stderr
     assert "Traceback" not in result.stderr
