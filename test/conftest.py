@@ -1,9 +1,12 @@
-"""Suite-wide test set-up: DDS isolation and the rule that ROS tests never silently skip."""
+"""Suite-wide test set-up: DDS isolation, the rule that ROS tests never silently skip, and a
+tiny random model on disk for the node and end-to-end tests."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +43,29 @@ def rclpy_context() -> Iterator[object]:
     finally:
         if context.ok():
             rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope="session")
+def save_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``save_tiny_model(name, configure=None)``: a tiny SharpEyes checkpoint with random
+    weights (seed 0), saved like a trained one. Its captions stop after 8 tokens (random
+    weights never stop early) unless ``configure(config)`` changes the config first."""
+    torch = pytest.importorskip("torch")
+    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
+
+    def save(name: str, configure: Callable[[Any], None] = lambda config: None) -> Path:
+        torch.manual_seed(0)
+        config = SharpEyesConfig.tiny()
+        config.generation.max_new_tokens = 8
+        configure(config)
+        directory = tmp_path_factory.mktemp(name) / "model"
+        SharpEyes.from_config(config).save_pretrained(directory)
+        return directory
+
+    return save
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(save_tiny_model: Callable[..., Path]) -> Path:
+    """The tiny checkpoint of :func:`save_tiny_model`, saved once per session."""
+    return save_tiny_model("tiny_model")

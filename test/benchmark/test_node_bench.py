@@ -43,20 +43,12 @@ def test_main_refuses_an_unknown_transport(tmp_path):
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_latency_through_the_running_node(tmp_path):
+def test_latency_through_the_running_node(short_model_dir):
     pytest.importorskip("rclpy")
-    import torch
-
-    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
-
-    torch.manual_seed(0)
-    config = SharpEyesConfig.tiny()
-    config.generation.max_new_tokens = 4
-    SharpEyes.from_config(config).save_pretrained(tmp_path / "model")
     # Reliable QoS and small frames: no frame lost on a busy test machine. The domain is
     # the test session's own (test/conftest.py).
     result = node_bench.run_node_benchmark(
-        str(tmp_path / "model"), captions=4, warmup=1, reliability="reliable", image_size=(320, 240)
+        str(short_model_dir), captions=4, warmup=1, reliability="reliable", image_size=(320, 240)
     )
     assert result["captions"] >= 4 and result["refined"]
     assert result["frames_sent"] >= result["captions"] and result["reliability"] == "reliable"

@@ -1,5 +1,5 @@
-"""Fixtures for end-to-end tests: installed executables run as real processes, a tiny model
-on disk, and a rosbag player that replays a bag at its recorded timing with ``/clock``."""
+"""Fixtures for end-to-end tests: installed executables run as real processes, and a rosbag
+player that replays a bag at its recorded timing with ``/clock``."""
 
 from __future__ import annotations
 
@@ -27,20 +27,6 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., Child]]:
 
     yield start
     stop_children(started)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny SharpEyes checkpoint with random weights, saved like a trained one."""
-    torch = pytest.importorskip("torch")
-    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
-
-    torch.manual_seed(0)
-    config = SharpEyesConfig.tiny()
-    config.generation.max_new_tokens = 8  # random weights never stop early: keep captions short
-    directory = tmp_path_factory.mktemp("tiny_model")
-    SharpEyes.from_config(config).save_pretrained(directory)
-    return directory
 
 
 def message_class(msgtype: str) -> Any:

@@ -170,20 +170,16 @@ class Feeder:
         self.node.destroy_node()
 
 
-@pytest.fixture
-def endless_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model that always writes 2000 tokens: its captions take many seconds."""
-    torch = pytest.importorskip("torch")
-    from sharpeye_ros.model import SharpEyes, SharpEyesConfig
-
-    torch.manual_seed(0)
-    config = SharpEyesConfig.tiny()
+def _endless(config: Any) -> None:
     config.generation.max_new_tokens = 2000
     config.generation.stop = ()  # no early stop
     config.lm.config["max_position_embeddings"] = 2200
-    directory = tmp_path_factory.mktemp("endless") / "model"
-    SharpEyes.from_config(config).save_pretrained(directory)
-    return directory
+
+
+@pytest.fixture
+def endless_model_dir(save_tiny_model: Callable[..., Path]) -> Path:
+    """A tiny model that always writes 2000 tokens: its captions take many seconds."""
+    return save_tiny_model("endless", _endless)
 
 
 def test_captioner_exits_cleanly_on_every_signal_at_every_moment(rclpy_context, endless_model_dir, tmp_path):
