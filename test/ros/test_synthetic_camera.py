@@ -178,6 +178,15 @@ def test_bad_parameters_raise_clear_errors(rclpy_context: Any, params: dict, mes
     assert message in str(info.value)
 
 
+def test_rate_and_scene_period_take_integers(rclpy_context: Any) -> None:
+    camera = _camera(rclpy_context, rate=5, scene_period=2)  # as `-p rate:=5` gives them
+    try:
+        assert (camera.settings.rate, camera.settings.scene_period) == (5.0, 2.0)
+        assert type(camera.settings.rate) is float and type(camera.settings.scene_period) is float
+    finally:
+        camera.destroy_node()
+
+
 def test_executable_reports_bad_parameters(tmp_path: Path) -> None:
     command = [str(installed_executable("synthetic_camera")), "--ros-args", "-p", "encoding:=jpeg"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
