@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from sharpeye_ros.benchmark.measure import percentile, summarize
+from sharpeye_ros.ros.captioner_parameters import SPECS
+from sharpeye_ros.ros.parameters import ros_arguments
 from sharpeye_ros.ros.processes import installed_executable, installed_file, start_child
 from sharpeye_ros.ros.stamps import NS_PER_S, stamp_ns
 
@@ -132,24 +134,9 @@ def run_node_benchmark(
         frames += [(encoding, fill_image_msg(Image(), image, encoding)) for encoding in ENCODINGS]
 
     workdir = Path(tempfile.mkdtemp(prefix="sharpeye_benchmark_"))
-    args = [
-        str(executable),
-        "--ros-args",
-        "-p",
-        f"model_path:={model_path}",
-        "-p",
-        "max_rate:=100.0",
-        "-p",
-        f"refine:={str(refine).lower()}",
-        "-p",
-        f"zoom:={str(zoom).lower()}",
-        "-p",
-        f"device:={device}",
-        "-p",
-        f"reliability:={reliability}",
-        "-r",
-        f"__ns:={NAMESPACE}",
-    ]
+    values = {"model_path": model_path, "max_rate": 100.0, "refine": refine, "zoom": zoom, "device": device,
+              "reliability": reliability}
+    args = [str(executable), "--ros-args", *ros_arguments(SPECS, values), "-r", f"__ns:={NAMESPACE}"]
     # cwd outside the source tree, which would shadow the installed package.
     captioner = start_child("captioner", args, workdir, cwd=workdir)
     process = captioner.process

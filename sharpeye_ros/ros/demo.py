@@ -25,8 +25,11 @@ from typing import Any, Optional, Sequence
 
 import cv2
 
+from sharpeye_ros.ros.camera_parameters import SPECS as CAMERA_SPECS
+from sharpeye_ros.ros.captioner_parameters import SPECS as CAPTIONER_SPECS
 from sharpeye_ros.ros.image_conversion import ImageConversionError, image_msg_to_rgb
 from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES, SHIPPED_PROFILE
+from sharpeye_ros.ros.parameters import ros_arguments
 from sharpeye_ros.ros.processes import (Child, installed_executable, installed_file, ros_environment, start_child,
                                         stop_children)
 from sharpeye_ros.ros.scene_feed import parse_ground_truth
@@ -77,17 +80,12 @@ def params_file() -> Optional[Path]:
     return share_config("captioner.yaml")
 
 
-def _float_arg(value: float) -> str:
-    return repr(float(value))  # "2.0", never "2": the nodes want doubles
-
-
 def camera_command(args: argparse.Namespace) -> list[str]:
     """The synthetic camera's command line."""
+    values = {"rate": args.rate, "scene_period": args.scene_period, "split": args.split,
+              "start_index": args.start_index, "publish_compressed": args.image_transport == "compressed"}
     return [sys.executable, str(installed_executable("synthetic_camera")), "--ros-args",
-            "-p", f"rate:={_float_arg(args.rate)}", "-p", f"scene_period:={_float_arg(args.scene_period)}",
-            "-p", f"split:={args.split}", "-p", f"start_index:={args.start_index}",
-            "-p", f"publish_compressed:={str(args.image_transport == 'compressed').lower()}",
-            "-r", f"image:={IMAGE_TOPIC}"]
+            *ros_arguments(CAMERA_SPECS, values), "-r", f"image:={IMAGE_TOPIC}"]
 
 
 def captioner_command(args: argparse.Namespace) -> list[str]:
@@ -96,15 +94,14 @@ def captioner_command(args: argparse.Namespace) -> list[str]:
     config = params_file()
     if config is not None and config.stat().st_size > 0:
         cmd += ["--params-file", str(config)]
-    cmd += ["-p", f"image_transport:={args.image_transport}",
-            "-r", f"image:={IMAGE_TOPIC}"]
+    values: dict[str, Any] = {"image_transport": args.image_transport}
     if args.model_path:
-        cmd += ["-p", f"model_path:={Path(args.model_path).expanduser().resolve()}"]
+        values["model_path"] = str(Path(args.model_path).expanduser().resolve())
     if args.device:
-        cmd += ["-p", f"device:={args.device}"]
+        values["device"] = args.device
     if args.max_rate is not None:
-        cmd += ["-p", f"max_rate:={_float_arg(args.max_rate)}"]
-    return cmd
+        values["max_rate"] = args.max_rate
+    return cmd + ros_arguments(CAPTIONER_SPECS, values) + ["-r", f"image:={IMAGE_TOPIC}"]
 
 
 @dataclass

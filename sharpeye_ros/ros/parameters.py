@@ -12,8 +12,8 @@ choices, read-only) and keeps their values in a frozen dataclass derived from
 - :func:`coerce` is the one type fix-up: an integer for a double parameter;
 - :func:`watch` takes changes at run time: :func:`coerce` before rclpy's type check, then a
   callback that builds the new settings and answers with the reason when it refuses them;
-- :func:`from_text` and :func:`ros_arguments` carry values to a node from launch arguments
-  and onto command lines.
+- :func:`from_launch_arguments` (:func:`from_text`) and :func:`ros_arguments` carry values
+  to a node from launch arguments and onto command lines.
 
 Pure Python: the functions that need a node import rclpy themselves.
 """
@@ -211,6 +211,21 @@ def from_text(spec: ParamSpec, text: str) -> Any:
     return value
 
 
+def from_launch_arguments(specs: Mapping[str, ParamSpec], texts: Mapping[str, str]) -> dict[str, Any]:
+    """Parameter values from launch arguments named after the parameters: each one given
+    (empty: not given, the params file or the node's default applies) read and checked by
+    :func:`from_text`, so that ``max_rate:=1`` reaches the node as the double 1.0 and a bad
+    value stops the launch before anything starts; ValueError naming the argument."""
+    values = {}
+    for name, text in texts.items():
+        if text:
+            try:
+                values[name] = from_text(specs[name], text)
+            except ValueError as err:
+                raise ValueError(f"launch argument {name}: {err}") from None
+    return values
+
+
 def to_text(spec: ParamSpec, value: Any) -> str:
     """``value`` of ``spec`` as a command line writes it (``-p name:=<text>``): coerced, so
     that a double always reads back as one ("2.0", never "2"), bools as true/false."""
@@ -229,4 +244,4 @@ def ros_arguments(specs: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> 
 
 
 __all__ = ["ParamSpec", "Settings", "index", "coerce", "check", "validate", "descriptor", "declare", "watch",
-           "from_text", "to_text", "ros_arguments"]
+           "from_text", "from_launch_arguments", "to_text", "ros_arguments"]

@@ -15,6 +15,8 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
+from sharpeye_ros.ros.captioner_parameters import SPECS  # noqa: E402
+from sharpeye_ros.ros.parameters import ros_arguments  # noqa: E402
 from sharpeye_ros.ros.processes import installed_executable  # noqa: E402
 from sharpeye_ros.ros.record_bag import RecordConfig, record_bag  # noqa: E402
 from sharpeye_ros.ros.scene_feed import parse_ground_truth  # noqa: E402
@@ -25,11 +27,8 @@ MODEL_WAIT = 90.0  # seconds for the captioner to import torch and load its mode
 
 
 def _captioner_command(executable: Path, params: dict[str, Any]) -> list[str]:
-    cmd = [str(executable), "--ros-args", "-r", f"image:={TOPIC}",
-           "-r", f"image/compressed:={TOPIC}/compressed", "-p", "use_sim_time:=true"]
-    for name, value in params.items():
-        cmd += ["-p", f"{name}:={value}"]
-    return cmd
+    return [str(executable), "--ros-args", "-r", f"image:={TOPIC}", "-r", f"image/compressed:={TOPIC}/compressed",
+            "-p", "use_sim_time:=true", *ros_arguments(SPECS, params)]
 
 
 @pytest.fixture

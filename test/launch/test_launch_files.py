@@ -190,7 +190,7 @@ def test_launch_parameters_exist_on_the_nodes() -> None:
     for parameter in ("image_transport", "model_path", "device", "max_rate", "use_sim_time"):
         assert f'"{parameter}"' in captioner_source
         assert parameter in SPECS or parameter == "use_sim_time"
-    assert 'float(value["max_rate"])' in captioner_source  # the node refuses an integer max_rate
+    assert "from_launch_arguments(SPECS, " in captioner_source  # the node refuses an integer max_rate
     remaps = {ast.literal_eval(t.elts[0]) for t in ast.walk(_tree("captioner"))
               if isinstance(t, ast.Tuple) and len(t.elts) == 2 and isinstance(t.elts[0], ast.Constant)}
     # One remap: the node's <image>/compressed follows it (image_transport's convention).

@@ -9,8 +9,8 @@ from typing import ClassVar, Mapping
 
 import pytest
 
-from sharpeye_ros.ros.parameters import (ParamSpec, Settings, check, coerce, from_text, index, ros_arguments, to_text,
-                                         validate)
+from sharpeye_ros.ros.parameters import (ParamSpec, Settings, check, coerce, from_launch_arguments, from_text, index,
+                                         ros_arguments, to_text, validate)
 
 RATE = ParamSpec("rate", 2.0, "Hz", limits=(0.01, 100.0))
 COUNT = ParamSpec("count", 3, "how many", limits=(0, 16))
@@ -104,3 +104,9 @@ def test_to_text_writes_values_that_read_back_as_their_type():
     for spec, value in ((RATE, 2.0), (RATE, 0.0125), (RATE, 1e-2), (COUNT, 16), (FLAG, True), (MODE, "compressed")):
         assert from_text(spec, to_text(spec, value)) == value
     assert ros_arguments(SPECS, {"rate": 3, "flag": False}) == ["-p", "rate:=3.0", "-p", "flag:=false"]
+
+
+def test_launch_arguments_are_typed_checked_and_empty_means_not_given():
+    assert from_launch_arguments(SPECS, {"rate": "1", "mode": "", "flag": "false"}) == {"rate": 1.0, "flag": False}
+    with pytest.raises(ValueError, match=r"launch argument rate: parameter 'rate' must be in \[0.01, 100\]"):
+        from_launch_arguments(SPECS, {"rate": "500"})
