@@ -47,9 +47,8 @@ from typing import Any, Callable, Optional
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.logging import LoggingSeverity
@@ -64,14 +63,15 @@ from sharpeye_ros.ros import diagnostics
 from sharpeye_ros.ros.caption_messages import (annotated_compressed_msg, annotated_image_msg, annotated_rgb,
                                                caption_markers_msg, caption_msg, caption_text_msg, detections_msg,
                                                result_problem, reused_caption_msg, select_regions)
-from sharpeye_ros.ros.captioner_parameters import (PARAMETERS, RECAPTION, RELOAD, SPECS, CaptionerSettings,
-                                                   ParamSpec, validate)
+from sharpeye_ros.ros.captioner_parameters import PARAMETERS, RECAPTION, RELOAD, SPECS, CaptionerSettings
 from sharpeye_ros.ros.diagnostics import (CONVERSION, INFERENCE, PUBLISH, CaptionerHealth, InputLog, LogThrottle,
                                           frame_latency, no_input_warning)
-from sharpeye_ros.ros.frame_gate import NS_PER_S, THROTTLED, FrameGate, GateCounters, GatedFrame, Offer
+from sharpeye_ros.ros.frame_gate import THROTTLED, FrameGate, GateCounters, GatedFrame, Offer
 from sharpeye_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
+from sharpeye_ros.ros.parameters import declare, watch
 from sharpeye_ros.ros.scene_gate import REPUBLISH, SceneGate, thumbnail
 from sharpeye_ros.ros.spin import exit_now, finish, init_rclpy, spin_until_shutdown
+from sharpeye_ros.ros.stamps import NS_PER_S, stamp_ns, stamp_seconds
 
 try:  # in every ROS distro, but optional here: without it the node publishes no detections
     from vision_msgs.msg import Detection2DArray
@@ -86,8 +86,6 @@ WORKER_JOIN_TIMEOUT = 3.0  # seconds shutdown and cleanup wait for a caption in 
 FINALIZED_EXIT_DELAY = 0.2  # seconds between reaching 'finalized' and the executable's exit
 _LEVELS = {diagnostics.OK: DiagnosticStatus.OK, diagnostics.WARN: DiagnosticStatus.WARN,
            diagnostics.ERROR: DiagnosticStatus.ERROR}
-_TYPE_NAMES = {bool: "bool: true or false", int: "whole number", float: "decimal number, e.g. 2.0",
-               str: "string"}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 UNCONFIGURED, INACTIVE, ACTIVE, FINALIZED = "unconfigured", "inactive", "active", "finalized"
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -117,32 +115,6 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.startswith("cuda") else torch.float32
     return _DTYPES[dtype]
-
-
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
-    if spec.choices:
-        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
-    elif spec.constraints:
-        descriptor.additional_constraints = spec.constraints
-    if spec.limits is not None and isinstance(spec.default, float):
-        descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.limits[0]), to_value=float(spec.limits[1]), step=0.0)]
-    elif spec.limits is not None:
-        descriptor.integer_range = [IntegerRange(
-            from_value=int(spec.limits[0]), to_value=int(spec.limits[1]), step=1)]
-    return descriptor
-
-
-def _ints_as_doubles(params: list[Parameter]) -> list[Parameter]:
-    """Let ``ros2 param set /captioner max_rate 5`` mean 5.0 (an integer would be refused)."""
-    doubles = {spec.name for spec in PARAMETERS if isinstance(spec.default, float)}
-    return [Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
-            if p.name in doubles and p.type_ == Parameter.Type.INTEGER else p for p in params]
-
-
-def _stamp_ns(stamp: Any) -> int:
-    return stamp.sec * NS_PER_S + stamp.nanosec
 
 
 def release_model(device: str) -> bool:
@@ -187,25 +159,14 @@ class CaptionerNode(LifecycleNode):
         self._log_throttle = LogThrottle(ERROR_LOG_PERIOD)  # used by the worker only
         self._input_log = InputLog(INPUT_LOG_PERIOD)
         self.finalized = threading.Event()  # set on reaching 'finalized' (main() then exits)
-        if hasattr(self, "add_pre_set_parameters_callback"):  # Jazzy and newer
-            self.add_pre_set_parameters_callback(_ints_as_doubles)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        watch(self, SPECS, self._apply_parameters)
 
     # ---- start-up ------------------------------------------------------------------
     def _declare_parameters(self) -> CaptionerSettings:
-        values = {}
-        for spec in PARAMETERS:
-            try:
-                values[spec.name] = self.declare_parameter(spec.name, spec.default, _descriptor(spec)).value
-            except ParameterException as err:  # rclpy's type and range checks
-                wrong_type = isinstance(err, InvalidParameterTypeException)
-                hint = f" (write a {_TYPE_NAMES[type(spec.default)]})" if wrong_type else ""
-                raise StartupError(f"parameter '{spec.name}' rejected: {err}{hint}") from None
-        for name, value in values.items():
-            reason = validate(name, value)
-            if reason is not None:
-                raise StartupError(reason)
-        return CaptionerSettings.from_values(values)
+        try:
+            return CaptionerSettings.from_values(declare(self, PARAMETERS))
+        except ValueError as err:
+            raise StartupError(str(err)) from None
 
     def _load_model(self, s: CaptionerSettings) -> Any:
         from sharpeye_ros.model import SharpEyes, default_model_path
@@ -417,31 +378,28 @@ class CaptionerNode(LifecycleNode):
         return self._model
 
     # ---- parameters ----------------------------------------------------------------
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        changes = {}
-        for p in params:
-            if p.name not in SPECS:
-                continue  # use_sim_time and friends: rclpy's own business
-            reason = validate(p.name, p.value)
-            if reason is None and p.name == "refine" and p.value and not self._can_refine:
-                reason = "parameter 'refine' cannot be true: this model has no DeepLens refinement"
-            if reason is None and p.name in RELOAD and self._state != UNCONFIGURED:
-                reason = (f"parameter '{p.name}' can only change while the node is unconfigured (it is "
-                          f"{self._state}): deactivate and clean it up first, then configure it again")
-            if reason is not None:
-                return SetParametersResult(successful=False, reason=reason)
-            changes[p.name] = p.value
-        if changes:
-            self._settings = self._settings.updated(changes)
-            s = self._settings
-            if "max_rate" in changes and self._gate is not None:
-                self._gate.set_max_rate(s.max_rate)
-            self._scene.configure(s.min_scene_change, s.on_still, s.max_still_seconds)
-            if RECAPTION & set(changes):  # the last caption no longer says what a new one would
-                self._scene.reset()
-            changed = ", ".join(f"{k}={v!r}" for k, v in changes.items())
-            self.get_logger().info(f"parameters changed: {changed}")
-        return SetParametersResult(successful=True)
+    def _apply_parameters(self, changes: dict[str, Any]) -> Optional[str]:
+        """Take new parameter values (see :func:`~sharpeye_ros.ros.parameters.watch`): the
+        reason when they are refused, else None."""
+        try:
+            settings = self._settings.updated(changes)
+        except ValueError as err:
+            return str(err)
+        if settings.refine and not self._can_refine:
+            return "parameter 'refine' cannot be true: this model has no DeepLens refinement"
+        reload = sorted(RELOAD & {name for name, value in changes.items() if value != getattr(self._settings, name)})
+        if reload and self._state != UNCONFIGURED:
+            return (f"parameter '{reload[0]}' can only change while the node is unconfigured (it is "
+                    f"{self._state}): deactivate and clean it up first, then configure it again")
+        self._settings = settings
+        if "max_rate" in changes and self._gate is not None:
+            self._gate.set_max_rate(settings.max_rate)
+        self._scene.configure(settings.min_scene_change, settings.on_still, settings.max_still_seconds)
+        if RECAPTION & set(changes):  # the last caption no longer says what a new one would
+            self._scene.reset()
+        changed = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+        self.get_logger().info(f"parameters changed: {changed}")
+        return None
 
     @property
     def settings(self) -> CaptionerSettings:
@@ -467,12 +425,12 @@ class CaptionerNode(LifecycleNode):
         if gate is None:
             return
         now = time.monotonic()
-        offer = gate.offer(msg, _stamp_ns(msg.header.stamp), self.get_clock().now().nanoseconds)
+        offer = gate.offer(msg, stamp_ns(msg), self.get_clock().now().nanoseconds)
         self._health.record_input(now, offer.fallback)
         for line in self._input_log.offer(offer, now):
             self.get_logger().warning(line)
         if self._debug():
-            self.get_logger().debug(f"frame {_stamp_ns(msg.header.stamp) / NS_PER_S:.3f}: {offer.describe()}")
+            self.get_logger().debug(f"frame {stamp_seconds(msg):.3f}: {offer.describe()}")
 
     def _watch_input(self) -> None:
         """Say so (throttled) when no frame has come for a while, with a hint where they are."""
