@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +33,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from sharpeye_ros.benchmark.node_bench import NodeBenchmarkError, installed_executable
+from sharpeye_ros.benchmark.node_bench import NodeBenchmarkError
+from sharpeye_ros.ros.captioner_parameters import SPECS
+from sharpeye_ros.ros.parameters import ros_arguments
+from sharpeye_ros.ros.processes import Child, installed_executable, start_child
+from sharpeye_ros.ros.stamps import stamp_ns
 
 INPUT_RATE = 10.0  # Hz: the camera's frame rate
 NOISE_SIGMA = 3.0  # grey levels of a camera's frame-to-frame noise on a still view
@@ -127,9 +129,8 @@ class _Feed:
         self._thread.start()
 
     def _on_caption(self, msg) -> None:  # noqa: ANN001
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self._lock:
-            self.captions.append((stamp, bool(msg.reused), time.monotonic()))
+            self.captions.append((stamp_ns(msg), bool(msg.reused), time.monotonic()))
 
     def _publish_loop(self) -> None:
         from sharpeye_ros.ros.image_conversion import fill_image_msg
@@ -142,7 +143,7 @@ class _Feed:
             msg.header.frame_id = "camera_optical_frame"
             self.publisher.publish(msg)
             with self._lock:
-                self.sent.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, label))
+                self.sent.append((stamp_ns(msg), label))
             k += 1
             self._stop.wait(max(0.0, self._start + k * period - time.monotonic()))
 
@@ -160,38 +161,26 @@ class _Feed:
         rclpy.try_shutdown(context=self.context)
 
 
-def _start_captioner(model_path: str, parameters: dict, namespace: str, workdir: Path) -> subprocess.Popen:
-    args = [str(installed_executable("captioner")), "--ros-args", "-r", f"__ns:={namespace}"]
-    for name, value in {"model_path": model_path, **parameters}.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ["-p", f"{name}:={text}"]
-    log = (workdir / "captioner.log").open("wb")
-    return subprocess.Popen(args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+def _start_captioner(model_path: str, parameters: dict, namespace: str, workdir: Path) -> Child:
+    args = [str(installed_executable("captioner")), "--ros-args", "-r", f"__ns:={namespace}",
+            *ros_arguments(SPECS, {"model_path": model_path, **parameters})]
+    return start_child("captioner", args, workdir, cwd=workdir)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _wait_first_caption(feed: _Feed, process: subprocess.Popen, log: Path) -> None:
+def _wait_first_caption(feed: _Feed, captioner: Child) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while not feed.snapshot()[0]:
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise NodeBenchmarkError(f"the captioner gave no caption (exit code {process.poll()}); its log:\n"
-                                     f"{log.read_text()[-3000:]}")
+        if captioner.process.poll() is not None or time.monotonic() > deadline:
+            raise NodeBenchmarkError(f"the captioner gave no caption (exit code {captioner.process.poll()}); "
+                                     f"its log:\n{captioner.tail()}")
         time.sleep(0.1)
 
 
 def still_cpu(model_path: str, gating: bool, seconds: float = 30.0, warmup: float = 5.0,
-              max_rate: float = 2.0, device: str = "cpu") -> dict:
+              max_rate: float = 2.0, device: str = "cpu", parameters: Optional[dict] = None) -> dict:
     """CPU seconds per second of the captioner on a still, noisy synthetic scene at
     INPUT_RATE Hz, gating on (default ``min_scene_change``) or off, over ``seconds`` after
-    its first caption and ``warmup`` more seconds."""
+    its first caption and ``warmup`` more seconds; ``parameters``: more of the node's."""
     from sharpeye_ros.world import add_sensor_noise, generate_scene
 
     rng = np.random.default_rng(0)
@@ -199,20 +188,21 @@ def still_cpu(model_path: str, gating: bool, seconds: float = 30.0, warmup: floa
     frames = [add_sensor_noise(scene, NOISE_SIGMA, rng) for _ in range(NOISE_FRAMES)]
     namespace = "/sharpeye_still_benchmark"
     workdir = Path(tempfile.mkdtemp(prefix="sharpeye_still_"))
-    parameters: dict = {"max_rate": float(max_rate), "device": device}
+    parameters = {"max_rate": float(max_rate), "device": device, **(parameters or {})}
     if not gating:
         parameters["min_scene_change"] = 0.0
-    process = _start_captioner(model_path, parameters, namespace, workdir)
+    captioner = _start_captioner(model_path, parameters, namespace, workdir)
+    pid = captioner.process.pid
     feed = _Feed(namespace, lambda t: (frames[int(round(t * INPUT_RATE)) % NOISE_FRAMES], 0))
     try:
-        _wait_first_caption(feed, process, workdir / "captioner.log")
+        _wait_first_caption(feed, captioner)
         time.sleep(warmup)
-        start_cpu, start, (before, _) = process_cpu_seconds(process.pid), time.monotonic(), feed.snapshot()
+        start_cpu, start, (before, _) = process_cpu_seconds(pid), time.monotonic(), feed.snapshot()
         time.sleep(seconds)
-        end_cpu, end, (after, _) = process_cpu_seconds(process.pid), time.monotonic(), feed.snapshot()
+        end_cpu, end, (after, _) = process_cpu_seconds(pid), time.monotonic(), feed.snapshot()
     finally:
         feed.close()
-        _stop(process)
+        captioner.stop()
     window = after[len(before):]
     return {
         "gating": gating,
@@ -239,7 +229,7 @@ def changing_view(model_path: str, changes: int = 30, max_rate: float = 2.0, dev
         segments.append((change.before if j % 2 == 0 else change.after, "new scene" if j % 2 == 0 else kind))
     namespace = "/sharpeye_still_benchmark"
     workdir = Path(tempfile.mkdtemp(prefix="sharpeye_changing_"))
-    process = _start_captioner(model_path, {"max_rate": float(max_rate), "device": device}, namespace, workdir)
+    captioner = _start_captioner(model_path, {"max_rate": float(max_rate), "device": device}, namespace, workdir)
     ready = threading.Event()
     started: dict[str, float] = {}
 
@@ -252,7 +242,7 @@ def changing_view(model_path: str, changes: int = 30, max_rate: float = 2.0, dev
 
     feed = _Feed(namespace, frame_at)
     try:
-        _wait_first_caption(feed, process, workdir / "captioner.log")
+        _wait_first_caption(feed, captioner)
         time.sleep(2.0)
         ready.set()
         deadline = time.monotonic() + changes * CHANGE_PERIOD + 5.0
@@ -260,7 +250,7 @@ def changing_view(model_path: str, changes: int = 30, max_rate: float = 2.0, dev
             time.sleep(0.2)
     finally:
         feed.close()
-        _stop(process)
+        captioner.stop()
     captions, sent = feed.snapshot()
     first_stamp: dict[int, int] = {}
     label_of = {}
