@@ -11,24 +11,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
 
-# Stages as the model library names them, then the naive reference path's own ones.
-MODEL_STAGES = (
-    "preprocess",
-    "vision",
-    "connector",
-    "prefill",
-    "decode",
-    "regions",
-    "zoom",
-    "deeplens",
-    "refine_prefill",
-    "refine_decode",
-    "refine_regions",
-)
-NAIVE_STAGES = ("generate", "attention", "refine_vision", "refine_connector", "refine_generate")
-GLANCE_STAGES = ("preprocess", "vision", "connector", "prefill", "decode", "regions", "generate", "attention")
+from sharpeye_ros.benchmark import naive
+from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE
+from sharpeye_ros.model import timing
+
+# The stages of a caption's glance on either path, the library's and the naive one's.
+GLANCE_PART_STAGES = timing.GLANCE_STAGES + naive.NAIVE_GLANCE_STAGES
 # The modes whose stages the docs set against the limits (and profile by op class).
-LIMIT_MODES = ("glance", "deeplens")
+LIMIT_MODES = (GLANCE, DEEPLENS)
 
 
 @dataclass(frozen=True)
@@ -70,23 +60,23 @@ def stage_bytes(g: Geometry, stage: str, passes: Optional[Mapping[str, int]] = N
     """The least bytes ``stage`` reads, or None for a stage that runs no model weights.
     ``passes``: the LM passes measured per stage (the decode stages' count is used)."""
     passes = passes or {}
-    glance_decode = decode_bytes(g, g.prompt_len, g.beams, passes.get("decode"))
-    refine_decode = decode_bytes(g, g.refine_prompt_len, g.refine_beams, passes.get("refine_decode"))
+    glance_decode = decode_bytes(g, g.prompt_len, g.beams, passes.get(timing.DECODE))
+    refine_decode = decode_bytes(g, g.refine_prompt_len, g.refine_beams, passes.get(timing.REFINE_DECODE))
     table = {
-        "vision": g.vision_bytes,
-        "zoom": g.vision_bytes,
-        "refine_vision": g.vision_bytes,
-        "connector": g.connector_bytes,
-        "refine_connector": g.connector_bytes,
-        "prefill": g.lm_bytes,
-        "refine_prefill": g.lm_bytes,
-        "attention": g.lm_bytes,
-        "decode": glance_decode,
-        "refine_decode": refine_decode,
-        "refine_regions": g.lm_bytes,  # one teacher-forced pass of the changed captions
-        "generate": g.lm_bytes + decode_bytes(g, g.prompt_len, g.beams),
-        "refine_generate": g.lm_bytes + decode_bytes(g, g.refine_prompt_len, g.refine_beams),
-        "deeplens": g.deeplens_bytes,
+        timing.VISION: g.vision_bytes,
+        timing.ZOOM: g.vision_bytes,
+        naive.REFINE_VISION: g.vision_bytes,
+        timing.CONNECTOR: g.connector_bytes,
+        naive.REFINE_CONNECTOR: g.connector_bytes,
+        timing.PREFILL: g.lm_bytes,
+        timing.REFINE_PREFILL: g.lm_bytes,
+        naive.ATTENTION: g.lm_bytes,
+        timing.DECODE: glance_decode,
+        timing.REFINE_DECODE: refine_decode,
+        timing.REFINE_REGIONS: g.lm_bytes,  # one teacher-forced pass of the changed captions
+        naive.GENERATE: g.lm_bytes + decode_bytes(g, g.prompt_len, g.beams),
+        naive.REFINE_GENERATE: g.lm_bytes + decode_bytes(g, g.refine_prompt_len, g.refine_beams),
+        timing.DEEPLENS: g.deeplens_bytes,
     }
     return table.get(stage)
 

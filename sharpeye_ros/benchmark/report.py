@@ -11,21 +11,25 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from sharpeye_ros.benchmark.bounds import GLANCE_STAGES, LIMIT_MODES, MODEL_STAGES, NAIVE_STAGES
+from sharpeye_ros.benchmark import naive
+from sharpeye_ros.benchmark.bounds import GLANCE_PART_STAGES, LIMIT_MODES
+from sharpeye_ros.benchmark.results import CPU, CUDA, NAIVE, NODRAFT, RUN_KINDS, RUN_TITLES, run_kind
+from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, ZOOM
+from sharpeye_ros.model.timing import GLANCE_STAGES, REFINE_STAGES
 
 DEEPLENS_MAX_OVERHEAD = 0.25  # DeepLens adds at most 25% to the glance at paper size
 GLANCE_MAX_FLOP_RATIO = 1.5  # the paper-size CPU glance within 1.5x of its FLOP bound
 NODE_MAX_OVERHEAD_S = 0.010  # node overhead at p95, 640x480
 GPU_MAX_BYTES = 2.7e9  # paper size + DeepLens in fp16 on a GPU
 MODE_TITLES = {
-    "glance": "glance",
-    "deeplens": "glance + DeepLens",
-    "deeplens_nodraft": "glance + DeepLens, refinement without draft",
-    "zoom": "glance + DeepLens + zoom",
-    "naive": "naive reference (glance + refinement)",
+    GLANCE: "glance",
+    DEEPLENS: "glance + DeepLens",
+    NODRAFT: "glance + DeepLens, refinement without draft",
+    ZOOM: "glance + DeepLens + zoom",
+    NAIVE: "naive reference (glance + refinement)",
 }
-STAGE_ORDER = MODEL_STAGES[:6] + ("generate", "attention") + MODEL_STAGES[6:] + NAIVE_STAGES[2:]
-RUN_TITLES = {"cpu": "CPU", "cuda": "GPU"}
+# Table rows: each path's glance, then each path's refinement.
+STAGE_ORDER = GLANCE_STAGES + naive.NAIVE_GLANCE_STAGES + REFINE_STAGES + naive.NAIVE_REFINE_STAGES
 
 
 # ---- lookups ---------------------------------------------------------------------------
@@ -45,7 +49,7 @@ def mode_seconds(model: Optional[dict], mode: str) -> Optional[float]:
 
 def glance_part(mode: dict) -> float:
     """Mean seconds of a mode's glance stages (the naive path's glance, inside its total)."""
-    return sum(s["mean"] for name, s in mode["stages"].items() if name in GLANCE_STAGES)
+    return sum(s["mean"] for name, s in mode["stages"].items() if name in GLANCE_PART_STAGES)
 
 
 def machine_label(run: dict) -> str:
@@ -82,15 +86,15 @@ def targets(results: dict) -> list[dict]:
     measured) and the machine that measured it."""
     runs = results.get("runs", {})
     out = []
-    for key in ("cpu", "cuda"):
+    for key in RUN_KINDS:
         run = runs.get(key)
         paper = find_model(run, "paper")
-        glance, deeplens = mode_seconds(paper, "glance"), mode_seconds(paper, "deeplens")
+        glance, deeplens = mode_seconds(paper, GLANCE), mode_seconds(paper, DEEPLENS)
         ratio, detail = None, ""
         if deeplens is not None:
             # Refinement over the glance of the same captions: the two totals come from runs
             # a minute apart, and this machine's speed drifts by more than DeepLens costs.
-            own_glance = glance_part(paper["modes"]["deeplens"])
+            own_glance = glance_part(paper["modes"][DEEPLENS])
             ratio = (deeplens - own_glance) / own_glance
             detail = (
                 f"refinement {_ms(deeplens - own_glance)} after a {_ms(own_glance)} glance, in the same "
@@ -106,11 +110,11 @@ def targets(results: dict) -> list[dict]:
                 detail,
             )
         )
-    run = runs.get("cpu")
+    run = runs.get(CPU)
     paper = find_model(run, "paper")
     ratio, detail = None, ""
-    if paper and "glance" in paper.get("modes", {}) and run.get("limits"):
-        mode = paper["modes"]["glance"]
+    if paper and GLANCE in paper.get("modes", {}) and run.get("limits"):
+        mode = paper["modes"][GLANCE]
         flops = sum(mode["flops"].values())
         bound = flops / run["limits"]["matmul_flops_per_s"]
         ratio = mode["total"]["mean"] / bound
@@ -130,7 +134,7 @@ def targets(results: dict) -> list[dict]:
                 f"median of {len(ratios)} captions, each against the matmul throughput sampled around it "
                 f"({peaks} GFLOP/s): {', '.join(f'{r:.2f}x' for r in ratios)}; " + detail
             )
-        stages = paper.get("bounds", {}).get("glance", {})
+        stages = paper.get("bounds", {}).get(GLANCE, {})
         roofline = sum(max(b["flop_bound_s"], b["byte_bound_s"] or 0.0) for b in stages.values())
         if roofline > 0:  # decoding is bound by memory, which a FLOP bound leaves out
             detail += (
@@ -175,10 +179,10 @@ def targets(results: dict) -> list[dict]:
                 "Node overhead at p95, 640x480", None, NODE_MAX_OVERHEAD_S, "s", None, "", _node_missing(node)
             )
         )
-    run = runs.get("cuda")
+    run = runs.get(CUDA)
     paper = find_model(run, "paper")
     used, detail = None, ""
-    mode = (paper or {}).get("modes", {}).get("deeplens")
+    mode = (paper or {}).get("modes", {}).get(DEEPLENS)
     if mode and "cuda_peak_reserved_bytes" in mode:
         context = paper.get("cuda_context_bytes") or 0
         used = mode["cuda_peak_reserved_bytes"] + context
@@ -187,7 +191,7 @@ def targets(results: dict) -> list[dict]:
             f"{_gb(mode['cuda_peak_allocated_bytes'])}) + CUDA context {_gb(context)}, {paper['dtype']}"
         )
     missing = one_line(results.get("gpu_note") or "not measured: no GPU run")
-    cpu_paper = find_model(runs.get("cpu"), "paper")
+    cpu_paper = find_model(runs.get(CPU), "paper")
     if cpu_paper:  # what can be said without a GPU: the weights alone, in fp16
         params = sum(cpu_paper["params"].values())
         missing += (
@@ -338,7 +342,7 @@ def _stage_table(model: dict) -> list[str]:
     rows.append(
         ["peak resident memory (CPU)"] + [_gb(model["modes"][m].get("peak_rss_bytes")) for m in modes]
     )
-    if model["device"].startswith("cuda"):
+    if run_kind(model["device"]) == CUDA:
         rows.append(
             ["peak CUDA allocated / reserved"]
             + [
@@ -357,11 +361,11 @@ def _naive_section(results: dict) -> list[str]:
     for key, run in results.get("runs", {}).items():
         for model in run.get("models", []):
             modes = model["modes"]
-            if "total" not in modes.get("naive", {}) or "total" not in modes.get("deeplens", {}):
+            if "total" not in modes.get(NAIVE, {}) or "total" not in modes.get(DEEPLENS, {}):
                 continue
-            naive, opt = modes["naive"], modes["deeplens"]
-            ng, og = glance_part(naive), glance_part(opt)
-            n_ref, o_ref = naive["total"]["mean"] - ng, opt["total"]["mean"] - og
+            slow, opt = modes[NAIVE], modes[DEEPLENS]
+            ng, og = glance_part(slow), glance_part(opt)
+            n_ref, o_ref = slow["total"]["mean"] - ng, opt["total"]["mean"] - og
             rows.append(
                 [
                     f"{model['name']}, {model['device']} {model['dtype']}",
@@ -372,8 +376,8 @@ def _naive_section(results: dict) -> list[str]:
                     _ms(n_ref),
                     f"{n_ref / o_ref:.2f}x" if o_ref > 0 else "-",
                     _ms(opt["total"]["mean"]),
-                    _ms(naive["total"]["mean"]),
-                    f"**{naive['total']['mean'] / opt['total']['mean']:.2f}x**",
+                    _ms(slow["total"]["mean"]),
+                    f"**{slow['total']['mean'] / opt['total']['mean']:.2f}x**",
                 ]
             )
     if not rows:
@@ -603,7 +607,7 @@ def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
                         if ops:
                             out += ["Where its time goes, in one profiled caption (each op's own time):", ""]
                             out += ops + [""]
-        if key == "cpu":
+        if key == CPU:
             out += [
                 "## End-to-end latency through the node",
                 "",
@@ -621,7 +625,7 @@ def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
                 "",
             ]
             out += _node_side(run)
-    if "cuda" not in runs:
+    if CUDA not in runs:
         out += [
             "",
             "## GPU",
@@ -723,7 +727,7 @@ def write_plot(results: dict, path: Path) -> Optional[Path]:
                             {s: v["mean"] for s, v in m["stages"].items()},
                         )
                     )
-            b = model.get("bounds", {}).get("deeplens")
+            b = model.get("bounds", {}).get(DEEPLENS)
             if model["name"] == "paper" and b:
                 achieved.append(
                     (

@@ -32,7 +32,9 @@ import torch
 import sharpeye_ros
 from sharpeye_ros.benchmark import report
 from sharpeye_ros.benchmark.measure import load_average, machine_info, matmul_throughput, read_bandwidth
+from sharpeye_ros.benchmark.results import CUDA, MODES, NAIVE, NODRAFT, run_kind
 from sharpeye_ros.benchmark.worker import DTYPES, ModelSpec, spec_json
+from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, ZOOM
 
 RESULTS_NAME, DOC_NAME, PLOT_NAME = "benchmarks.json", "benchmarks.md", "benchmarks.png"
 MODEL_NAMES = ("paper", "demo")
@@ -239,10 +241,10 @@ def model_specs(args: argparse.Namespace, demo: tuple[str, str]) -> list[ModelSp
     common = dict(
         device=args.device, dtype=args.dtype, warmup=args.warmup, repeats=args.repeats, threads=args.threads
     )
-    gpu = args.device.startswith("cuda")
+    gpu = run_kind(args.device) == CUDA
     if "paper" in args.models:
         # Zoom re-encodes two crops with ViT-L: measured on a GPU, left out of the CPU run's budget.
-        modes = ("glance", "deeplens", "deeplens_nodraft") + (("zoom",) if gpu else ()) + ("naive",)
+        modes = (GLANCE, DEEPLENS, NODRAFT) + ((ZOOM,) if gpu else ()) + (NAIVE,)
         specs.append(
             ModelSpec(
                 name="paper",
@@ -258,7 +260,7 @@ def model_specs(args: argparse.Namespace, demo: tuple[str, str]) -> list[ModelSp
             ModelSpec(
                 name=demo[0],
                 source=demo[1],
-                modes=("glance", "deeplens", "deeplens_nodraft", "zoom", "naive"),
+                modes=MODES,
                 tokens=None,
                 extras=not gpu,
                 random_weights=demo[0] == "tiny",
@@ -275,7 +277,7 @@ def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     load = wait_for_low_load(args.max_load, args.wait_load)
     machine = machine_info(args.device)
     machine["load_average_1min"] = load
-    gpu = args.device.startswith("cuda")
+    gpu = run_kind(args.device) == CUDA
     size, read_mib = matmul_size(args.device), 1024 if gpu else 512
     limits = {"dtype": args.dtype, "matmul_size": size, "read_mib": read_mib, "matmul_samples": [], "read_samples": []}
 
@@ -362,10 +364,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for path in write_docs(results, out_dir):
                 print(path)
             return 0
-        key = "cuda" if args.device.startswith("cuda") else "cpu"
+        key = run_kind(args.device)
         run = measure_run(args, argv)
         fresh = {"format": RESULTS_FORMAT, "runs": {key: run}}
-        if key == "cuda":
+        if key == CUDA:
             fresh["gpu_check"] = {"gpu": run["machine"]["gpu"], "date_utc": run["machine"]["date_utc"]}
         if args.json:
             Path(args.json).write_text(json.dumps(fresh, indent=1) + "\n")

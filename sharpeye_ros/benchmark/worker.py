@@ -37,12 +37,11 @@ from sharpeye_ros.benchmark.measure import (
     synchronize,
 )
 from sharpeye_ros.benchmark.naive import naive_caption
-from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, SWITCHES, ZOOM
+from sharpeye_ros.benchmark.results import MODES, NAIVE, NODRAFT
+from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, SWITCHES
 from sharpeye_ros.model import SharpEyes, presets
 from sharpeye_ros.model.timing import Timer
 
-# The model's modes (evaluation.modes) and the benchmark's own two.
-MODES = (GLANCE, DEEPLENS, "deeplens_nodraft", ZOOM, "naive")
 PRESETS = ("paper", "tiny", "micro")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 IMAGE_SIZE = (640, 480)
@@ -61,7 +60,7 @@ class ModelSpec:
     source: str
     device: str = "cpu"
     dtype: str = "float32"
-    modes: Sequence[str] = ("glance", "deeplens", "naive")
+    modes: Sequence[str] = (GLANCE, DEEPLENS, NAIVE)
     warmup: int = 1
     repeats: int = 3
     tokens: Optional[int] = None
@@ -151,9 +150,9 @@ def _run(model: SharpEyes, mode: str, image: np.ndarray, timer: Optional[Timer])
     """One caption in ``mode``; returns its stage seconds (``timer``: one to time it
     with, e.g. a FLOP-counting one)."""
     timer = timer or Timer(model.device)
-    if mode == "naive":
+    if mode == NAIVE:
         naive_caption(model, image, timer, refine=True)
-    elif mode == "deeplens_nodraft":
+    elif mode == NODRAFT:
         model.caption([image], **SWITCHES[DEEPLENS], timer=timer, draft=False)
     else:
         model.caption([image], **SWITCHES[mode], timer=timer)
@@ -305,13 +304,13 @@ def measure(spec: ModelSpec) -> dict:
         geo = geometry(model, images)
         modes = {}
         for mode in spec.modes:
-            if mode != "glance" and model.deeplens is None:
+            if mode != GLANCE and model.deeplens is None:
                 modes[mode] = {"skipped": "the model has no DeepLens"}
                 continue
-            if mode == "deeplens_nodraft" and not drafts(model):
+            if mode == NODRAFT and not drafts(model):
                 modes[mode] = {"skipped": "the model does not decode its refinement with a draft"}
                 continue
-            sampled = spec.matmul_size if mode == "glance" else 0
+            sampled = spec.matmul_size if mode == GLANCE else 0
             modes[mode] = measure_mode(model, mode, images, spec.warmup, sampled)
     params = {name: sum(p.numel() for p in group) for name, group in model.parameter_groups().items()}
     result = {

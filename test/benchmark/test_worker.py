@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from sharpeye_ros.benchmark.bounds import MODEL_STAGES, NAIVE_STAGES
+from sharpeye_ros.benchmark.naive import NAIVE_STAGES
 from sharpeye_ros.benchmark.worker import ModelSpec, benchmark_images, build_model
+from sharpeye_ros.model.timing import GLANCE_STAGES, REFINE_STAGES
+
+MODEL_STAGES = GLANCE_STAGES + REFINE_STAGES
 
 ALL_MODES = ("glance", "deeplens", "deeplens_nodraft", "zoom", "naive")
 TOKENS = 4  # as in conftest.py
