@@ -8,10 +8,11 @@ weight to produce one token per row, so it is bound by memory, not by FLOPs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
 from typing import Mapping, Optional
 
 from sharpeye_ros.benchmark import naive
+from sharpeye_ros.benchmark.results import Geometry, Limits, ModelResult, ModeResult, Run, StageBound
 from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE
 from sharpeye_ros.model import timing
 
@@ -19,28 +20,6 @@ from sharpeye_ros.model import timing
 GLANCE_PART_STAGES = timing.GLANCE_STAGES + naive.NAIVE_GLANCE_STAGES
 # The modes whose stages the docs set against the limits (and profile by op class).
 LIMIT_MODES = (GLANCE, DEEPLENS)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Sizes that set a caption's bytes: weight bytes per part, the LM's shape, the
-    prompts' lengths in tokens, the tokens generated and the beams."""
-
-    vision_bytes: int
-    connector_bytes: int
-    lm_bytes: int
-    deeplens_bytes: int
-    lm_layers: int
-    lm_hidden: int
-    element_size: int
-    prompt_len: int
-    refine_prompt_len: int
-    tokens: int
-    beams: int
-    refine_beams: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def decode_bytes(g: Geometry, prompt_len: int, rows: int, passes: Optional[int] = None) -> int:
@@ -88,7 +67,7 @@ def stage_bounds(
     flops_per_s: float,
     bytes_per_s: float,
     passes: Optional[Mapping[str, int]] = None,
-) -> dict[str, dict]:
+) -> dict[str, StageBound]:
     """Per stage: measured seconds, FLOPs, bytes, the time each would take at the
     machine's limit, and ``achieved`` = the larger bound / the measured time.
     ``passes``: LM passes per stage, as measured (see :func:`stage_bytes`)."""
@@ -101,16 +80,45 @@ def stage_bounds(
         flop_bound = f / flops_per_s
         byte_bound = b / bytes_per_s if b is not None else 0.0
         bound = max(flop_bound, byte_bound)
-        out[stage] = {
-            "seconds": measured,
-            "flops": f,
-            "bytes": b,
-            "flop_bound_s": flop_bound,
-            "byte_bound_s": byte_bound if b is not None else None,
-            "limit": "memory" if byte_bound > flop_bound else "compute",
-            "achieved": bound / measured if measured > 0 and bound > 0 else None,
-        }
+        out[stage] = StageBound(
+            seconds=measured,
+            flops=f,
+            bytes=b,
+            flop_bound_s=flop_bound,
+            byte_bound_s=byte_bound if b is not None else None,
+            limit="memory" if byte_bound > flop_bound else "compute",
+            achieved=bound / measured if measured > 0 and bound > 0 else None,
+        )
     return out
+
+
+def model_bounds(model: ModelResult, limits: Limits) -> dict[str, dict[str, StageBound]]:
+    """:func:`stage_bounds` of each measured mode of ``model`` (mean stage seconds, the
+    FLOPs and LM passes of its counted caption) at the machine's ``limits``."""
+    return {
+        name: stage_bounds(
+            {s: v.mean for s, v in m.stages.items()},
+            m.flops,
+            model.geometry,
+            limits.matmul_flops_per_s,
+            limits.read_bytes_per_s,
+            m.lm_passes,
+        )
+        for name, m in model.measured_modes.items()
+    }
+
+
+def with_bounds(run: Run) -> Run:
+    """``run`` with each model's ``bounds`` filled from its timings and the run's limits
+    (``run`` itself unchanged)."""
+    models = [dataclasses.replace(m, bounds=model_bounds(m, run.limits)) for m in run.models]
+    return dataclasses.replace(run, models=models)
+
+
+def glance_seconds(mode: ModeResult) -> float:
+    """Mean seconds of a mode's glance stages, on either path (:data:`GLANCE_PART_STAGES`):
+    its share of the whole caption's time."""
+    return sum(s.mean for name, s in mode.stages.items() if name in GLANCE_PART_STAGES)
 
 
 def total_flop_ratio(seconds: float, flops: int, flops_per_s: float) -> float:

@@ -1,21 +1,37 @@
-"""Targets, ``docs/benchmarks.md`` and its plot, all computed from the results JSON.
+"""Targets, ``docs/benchmarks.md`` and its plot, all computed from the results.
 
 Nothing here measures: every number in the document comes from ``results`` (see
-:mod:`sharpeye_ros.benchmark.run` for its layout), each with the machine and date that
+:mod:`sharpeye_ros.benchmark.results` for its layout), each with the machine and date that
 produced it.
 """
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from sharpeye_ros.benchmark import naive
-from sharpeye_ros.benchmark.bounds import GLANCE_PART_STAGES, LIMIT_MODES
-from sharpeye_ros.benchmark.results import CPU, CUDA, NAIVE, NODRAFT, RUN_KINDS, RUN_TITLES, run_kind
+from sharpeye_ros.benchmark.bounds import LIMIT_MODES, glance_seconds, total_flop_ratio
+from sharpeye_ros.benchmark.results import (
+    CPU,
+    CUDA,
+    NAIVE,
+    NODRAFT,
+    RUN_KINDS,
+    RUN_TITLES,
+    Limits,
+    ModelResult,
+    ModeResult,
+    NodeResult,
+    Results,
+    Run,
+    Skipped,
+    run_kind,
+)
 from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, ZOOM
-from sharpeye_ros.model.timing import GLANCE_STAGES, REFINE_STAGES
+from sharpeye_ros.model.timing import DECODE, GLANCE_STAGES, REFINE_DECODE, REFINE_STAGES
 
 DEEPLENS_MAX_OVERHEAD = 0.25  # DeepLens adds at most 25% to the glance at paper size
 GLANCE_MAX_FLOP_RATIO = 1.5  # the paper-size CPU glance within 1.5x of its FLOP bound
@@ -33,68 +49,70 @@ STAGE_ORDER = GLANCE_STAGES + naive.NAIVE_GLANCE_STAGES + REFINE_STAGES + naive.
 
 
 # ---- lookups ---------------------------------------------------------------------------
-def find_model(run: Optional[dict], name: str) -> Optional[dict]:
-    """The model result called ``name`` in ``run``, or None."""
-    for model in (run or {}).get("models", []):
-        if model.get("name") == name:
-            return model
-    return None
+def find_mode(run: Optional[Run], model: str, mode: str) -> Optional[ModeResult]:
+    """Mode ``mode`` of the model called ``model`` in ``run``, or None where it was not measured."""
+    found = run.model(model) if run else None
+    return found.mode(mode) if found else None
 
 
-def mode_seconds(model: Optional[dict], mode: str) -> Optional[float]:
+def mode_seconds(mode: Optional[ModeResult]) -> Optional[float]:
     """Mean seconds per caption of ``mode``, or None when it was not measured."""
-    m = (model or {}).get("modes", {}).get(mode)
-    return None if not m or "total" not in m else float(m["total"]["mean"])
-
-
-def glance_part(mode: dict) -> float:
-    """Mean seconds of a mode's glance stages (the naive path's glance, inside its total)."""
-    return sum(s["mean"] for name, s in mode["stages"].items() if name in GLANCE_PART_STAGES)
-
-
-def machine_label(run: dict) -> str:
-    """'<CPU or GPU name>, <date>' for a run."""
-    m = run["machine"]
-    what = m.get("gpu") or f"{m['cpu']} ({m['torch_threads']} threads)"
-    return f"{what}, {m['date_utc']}"
+    return None if mode is None else float(mode.total.mean)
 
 
 # ---- targets -----------------------------------------------------------------------------
+@dataclass
+class Target:
+    """One target: the value measured (None: not measured), its limit in ``unit``
+    (fraction, x, s or bytes), the machine that measured it and how (``detail``)."""
+
+    name: str
+    measured: Optional[float]
+    limit: float
+    unit: str
+    machine: Optional[str]
+    detail: str
+
+    @property
+    def passed(self) -> Optional[bool]:
+        """Whether the measured value is within the limit; None when not measured."""
+        return None if self.measured is None else self.measured <= self.limit
+
+
 def _target(
     name: str,
     measured: Optional[float],
     limit: float,
     unit: str,
-    run: Optional[dict],
+    run: Optional[Run],
     detail: str,
     missing: str = "not measured",
-) -> dict:
-    passed = None if measured is None else measured <= limit
-    return {
-        "target": name,
-        "measured": measured,
-        "limit": limit,
-        "unit": unit,
-        "passed": passed,
-        "machine": machine_label(run) if run and measured is not None else None,
-        "detail": detail if measured is not None else missing,
-    }
+) -> Target:
+    return Target(
+        name=name,
+        measured=measured,
+        limit=limit,
+        unit=unit,
+        machine=run.machine.label if run and measured is not None else None,
+        detail=detail if measured is not None else missing,
+    )
 
 
-def targets(results: dict) -> list[dict]:
+def targets(results: Results) -> list[Target]:
     """The issue's targets, each with its measured value, limit, pass/fail (None: not
     measured) and the machine that measured it."""
-    runs = results.get("runs", {})
+    runs = results.runs
     out = []
     for key in RUN_KINDS:
         run = runs.get(key)
-        paper = find_model(run, "paper")
-        glance, deeplens = mode_seconds(paper, GLANCE), mode_seconds(paper, DEEPLENS)
+        glance = mode_seconds(find_mode(run, "paper", GLANCE))
+        refined = find_mode(run, "paper", DEEPLENS)
+        deeplens = mode_seconds(refined)
         ratio, detail = None, ""
-        if deeplens is not None:
+        if refined is not None:
             # Refinement over the glance of the same captions: the two totals come from runs
             # a minute apart, and this machine's speed drifts by more than DeepLens costs.
-            own_glance = glance_part(paper["modes"][DEEPLENS])
+            own_glance = glance_seconds(refined)
             ratio = (deeplens - own_glance) / own_glance
             detail = (
                 f"refinement {_ms(deeplens - own_glance)} after a {_ms(own_glance)} glance, in the same "
@@ -111,35 +129,36 @@ def targets(results: dict) -> list[dict]:
             )
         )
     run = runs.get(CPU)
-    paper = find_model(run, "paper")
+    paper = run.model("paper") if run else None
+    mode = paper.mode(GLANCE) if paper else None
     ratio, detail = None, ""
-    if paper and GLANCE in paper.get("modes", {}) and run.get("limits"):
-        mode = paper["modes"][GLANCE]
-        flops = sum(mode["flops"].values())
-        bound = flops / run["limits"]["matmul_flops_per_s"]
-        ratio = mode["total"]["mean"] / bound
+    if mode is not None:
+        flops, peak = sum(mode.flops.values()), run.limits.matmul_flops_per_s
+        bound = flops / peak
+        ratio = total_flop_ratio(mode.total.mean, flops, peak)
         detail = (
-            f"{_ms(mode['total']['mean'])} measured vs {_ms(bound)} = {flops / 1e9:.0f} GFLOP at "
-            f"{run['limits']['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s (the run's best sample): {ratio:.2f}x"
+            f"{_ms(mode.total.mean)} measured vs {_ms(bound)} = {flops / 1e9:.0f} GFLOP at "
+            f"{peak / 1e9:.0f} GFLOP/s (the run's best sample): {ratio:.2f}x"
         )
-        per_caption = mode.get("per_caption")
+        per_caption = mode.per_caption
         if per_caption:
             # The verdict: each caption against the matmul throughput sampled around it.
             ratios = [
-                t * peak / flops for t, peak in zip(per_caption["seconds"], per_caption["matmul_flops_per_s"])
+                total_flop_ratio(t, flops, p)
+                for t, p in zip(per_caption.seconds, per_caption.matmul_flops_per_s)
             ]
             ratio = statistics.median(ratios)
-            peaks = ", ".join(f"{p / 1e9:.0f}" for p in per_caption["matmul_flops_per_s"])
+            peaks = ", ".join(f"{p / 1e9:.0f}" for p in per_caption.matmul_flops_per_s)
             detail = (
                 f"median of {len(ratios)} captions, each against the matmul throughput sampled around it "
                 f"({peaks} GFLOP/s): {', '.join(f'{r:.2f}x' for r in ratios)}; " + detail
             )
-        stages = paper.get("bounds", {}).get(GLANCE, {})
-        roofline = sum(max(b["flop_bound_s"], b["byte_bound_s"] or 0.0) for b in stages.values())
+        stages = (paper.bounds or {}).get(GLANCE, {})
+        roofline = sum(max(b.flop_bound_s, b.byte_bound_s or 0.0) for b in stages.values())
         if roofline > 0:  # decoding is bound by memory, which a FLOP bound leaves out
             detail += (
                 f"; vs the roofline (per stage the slower of FLOPs and bytes read) {_ms(roofline)}: "
-                f"{mode['total']['mean'] / roofline:.2f}x; a glance at its roofline would itself be "
+                f"{mode.total.mean / roofline:.2f}x; a glance at its roofline would itself be "
                 f"{roofline / bound:.2f}x its FLOP bound"
             )
     out.append(
@@ -152,20 +171,20 @@ def targets(results: dict) -> list[dict]:
             detail,
         )
     )
-    node = (run or {}).get("node") or {}
-    for name, result in node.items():
-        if not isinstance(result, dict) or "all" not in result:
+    node = (run.node if run else None) or {}
+    for result in node.values():
+        if not isinstance(result, NodeResult):
             continue
-        p95 = result["all"]["overhead"]["p95"]
+        p95 = result.all.overhead.p95
         detail = (
-            f"{result['captions']} captions ({result['model_name']}), p50 "
-            f"{_ms(result['all']['overhead']['p50'])}; {result['frames_lost']} of {result['frames_sent']} "
+            f"{result.captions} captions ({result.model_name}), p50 "
+            f"{_ms(result.all.overhead.p50)}; {result.frames_lost} of {result.frames_sent} "
             "frames got no caption"
         )
-        size = "x".join(str(v) for v in result.get("image_size", ()))
+        size = "x".join(str(v) for v in result.image_size)
         out.append(
             _target(
-                f"Node overhead at p95, {size}, {node_variant(name, result)}",
+                f"Node overhead at p95, {size}, {result.variant}",
                 p95,
                 NODE_MAX_OVERHEAD_S,
                 "s",
@@ -173,27 +192,27 @@ def targets(results: dict) -> list[dict]:
                 detail,
             )
         )
-    if not any(t["target"].startswith("Node overhead") for t in out):
+    if not any(t.name.startswith("Node overhead") for t in out):
         out.append(
             _target(
                 "Node overhead at p95, 640x480", None, NODE_MAX_OVERHEAD_S, "s", None, "", _node_missing(node)
             )
         )
     run = runs.get(CUDA)
-    paper = find_model(run, "paper")
+    paper = run.model("paper") if run else None
     used, detail = None, ""
-    mode = (paper or {}).get("modes", {}).get(DEEPLENS)
-    if mode and "cuda_peak_reserved_bytes" in mode:
-        context = paper.get("cuda_context_bytes") or 0
-        used = mode["cuda_peak_reserved_bytes"] + context
+    mode = paper.mode(DEEPLENS) if paper else None
+    if mode and mode.cuda_peak_reserved_bytes is not None:
+        context = paper.cuda_context_bytes or 0
+        used = mode.cuda_peak_reserved_bytes + context
         detail = (
-            f"torch reserved peak {_gb(mode['cuda_peak_reserved_bytes'])} (allocated "
-            f"{_gb(mode['cuda_peak_allocated_bytes'])}) + CUDA context {_gb(context)}, {paper['dtype']}"
+            f"torch reserved peak {_gb(mode.cuda_peak_reserved_bytes)} (allocated "
+            f"{_gb(mode.cuda_peak_allocated_bytes)}) + CUDA context {_gb(context)}, {paper.dtype}"
         )
-    missing = one_line(results.get("gpu_note") or "not measured: no GPU run")
-    cpu_paper = find_model(runs.get(CPU), "paper")
+    missing = one_line(results.gpu_note or "not measured: no GPU run")
+    cpu_paper = runs[CPU].model("paper") if CPU in runs else None
     if cpu_paper:  # what can be said without a GPU: the weights alone, in fp16
-        params = sum(cpu_paper["params"].values())
+        params = sum(cpu_paper.params.values())
         missing += (
             f"; its weights alone take {_gb(2 * params)} in fp16 ({params / 1e6:.0f}M parameters, "
             "CPU run), activations and the CUDA context come on top"
@@ -206,20 +225,14 @@ def targets(results: dict) -> list[dict]:
     return out
 
 
-def node_variant(name: str, result: dict) -> str:
-    """'best_effort image QoS, 16 MiB shared memory' for a node result."""
-    shm = ", 16 MiB shared memory" if result.get("transport") == "large_shm" else ""
-    return f"{result.get('reliability', name)} image QoS{shm}"
-
-
-def _node_missing(node: dict) -> str:
+def _node_missing(node: dict[str, object]) -> str:
     errors = [v for v in node.values() if isinstance(v, str)]
     return "not measured: " + (one_line(errors[0]) if errors else "no node run")
 
 
-def _samples_note(limits: dict) -> str:
+def _samples_note(limits: Limits) -> str:
     """Which samples the limits are the best of, when there were several."""
-    matmul, read = limits.get("matmul_samples") or [], limits.get("read_samples") or []
+    matmul, read = limits.matmul_samples, limits.read_samples
     if len(matmul) < 2:
         return ""
     return (f"Each is the best of samples taken before and after the models (matmul "
@@ -244,25 +257,27 @@ def _gb(num_bytes: Optional[float]) -> str:
     return "-" if num_bytes is None else f"{num_bytes / 1e9:.2f} GB"
 
 
-def format_value(t: dict) -> str:
-    v = t["measured"]
+def format_value(t: Target) -> str:
+    """A target's measured value as the docs write it ('-' when not measured)."""
+    v = t.measured
     if v is None:
         return "-"
-    return {"fraction": f"{v * 100:+.0f}%", "x": f"{v:.2f}x", "s": _ms(v), "bytes": _gb(v)}[t["unit"]]
+    return {"fraction": f"{v * 100:+.0f}%", "x": f"{v:.2f}x", "s": _ms(v), "bytes": _gb(v)}[t.unit]
 
 
-def _limit(t: dict) -> str:
-    v = t["limit"]
+def _limit(t: Target) -> str:
+    v = t.limit
     texts = {
         "fraction": f"<= +{v * 100:.0f}%",
         "x": f"<= {v:.1f}x",
         "s": f"<= {_ms(v)}",
         "bytes": f"<= {_gb(v)}",
     }
-    return texts[t["unit"]]
+    return texts[t.unit]
 
 
 def verdict(passed: Optional[bool]) -> str:
+    """'**pass**', '**FAIL**' or 'not measured'."""
     return {True: "**pass**", False: "**FAIL**", None: "not measured"}[passed]
 
 
@@ -271,113 +286,99 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _model_title(model: dict) -> str:
-    weights = "random weights" if model["random_weights"] else "trained weights"
-    params = sum(model["params"].values()) / 1e6
-    return f"{model['name']} ({params:.0f}M parameters, {weights}), {model['device']} {model['dtype']}"
+def _model_title(model: ModelResult) -> str:
+    weights = "random weights" if model.random_weights else "trained weights"
+    params = sum(model.params.values()) / 1e6
+    return f"{model.name} ({params:.0f}M parameters, {weights}), {model.device} {model.dtype}"
 
 
 # ---- sections ------------------------------------------------------------------------------
-def _machines(results: dict) -> list[str]:
+def _machines(results: Results) -> list[str]:
     rows = []
-    for key, run in results.get("runs", {}).items():
-        m = run["machine"]
-        ram = f"{m['ram_bytes'] / 2 ** 30:.0f} GiB" if m.get("ram_bytes") else "-"
-        gpu = (
-            f"{m['gpu']} ({m['gpu_memory_bytes'] / 2 ** 30:.0f} GiB), CUDA {m.get('cuda')}"
-            if m.get("gpu")
-            else "-"
-        )
-        load = "-" if m.get("load_average_1min") is None else f"{m['load_average_1min']:.2f}"
+    for key, run in results.runs.items():
+        m = run.machine
+        ram = f"{m.ram_bytes / 2 ** 30:.0f} GiB" if m.ram_bytes else "-"
+        gpu = f"{m.gpu} ({m.gpu_memory_bytes / 2 ** 30:.0f} GiB), CUDA {m.cuda}" if m.gpu else "-"
+        load = "-" if m.load_average_1min is None else f"{m.load_average_1min:.2f}"
         rows.append(
             [
                 RUN_TITLES.get(key, key),
-                m["date_utc"],
-                f"{m['cpu']}, {m['cpu_count']} cores, " f"{m['torch_threads']} torch threads, {ram} RAM",
+                m.date_utc,
+                f"{m.cpu}, {m.cpu_count} cores, " f"{m.torch_threads} torch threads, {ram} RAM",
                 gpu,
-                f"torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}",
+                f"torch {m.torch}, transformers {m.transformers}, Python {m.python}",
                 load,
-                f"`{run.get('command', '-')}`",
+                f"`{run.command}`",
             ]
         )
     return _table(["run", "date", "machine", "GPU", "software", "load (1 min)", "command"], rows)
 
 
-def _targets_section(results: dict) -> list[str]:
+def _targets_section(results: Results) -> list[str]:
     rows = [
-        [t["target"], format_value(t), _limit(t), verdict(t["passed"]), t["machine"] or "-", t["detail"]]
+        [t.name, format_value(t), _limit(t), verdict(t.passed), t.machine or "-", t.detail]
         for t in targets(results)
     ]
     return _table(["target", "measured", "target", "result", "measured on", "how"], rows)
 
 
-def _passes(mode: dict) -> str:
+def _passes(mode: ModeResult) -> str:
     """'glance decode passes / refine decode passes' (the naive path's: its generate calls)."""
-    p = mode.get("lm_passes", {})
+    p = mode.lm_passes
     return (
-        f"{p.get('decode', p.get('generate', '-'))} / {p.get('refine_decode', p.get('refine_generate', '-'))}"
+        f"{p.get(DECODE, p.get(naive.GENERATE, '-'))} / "
+        f"{p.get(REFINE_DECODE, p.get(naive.REFINE_GENERATE, '-'))}"
     )
 
 
-def _stage_table(model: dict) -> list[str]:
-    modes = [m for m in model["modes"] if "total" in model["modes"][m]]
-    stages = [s for s in STAGE_ORDER if any(s in model["modes"][m]["stages"] for m in modes)]
+def _stage_table(model: ModelResult) -> list[str]:
+    modes = model.measured_modes
+    stages = [s for s in STAGE_ORDER if any(s in m.stages for m in modes.values())]
     rows = []
     for stage in stages:
         row = [stage]
-        for m in modes:
-            s = model["modes"][m]["stages"].get(stage)
-            row.append(_ms(s["mean"]) if s else "")
+        for m in modes.values():
+            s = m.stages.get(stage)
+            row.append(_ms(s.mean) if s else "")
         rows.append(row)
     rows.append(
         ["**total per caption** (p50 / p95)"]
-        + [
-            f"**{_ms(model['modes'][m]['total']['mean'])}** ({_ms(model['modes'][m]['total']['p50'])} / "
-            f"{_ms(model['modes'][m]['total']['p95'])})"
-            for m in modes
-        ]
+        + [f"**{_ms(m.total.mean)}** ({_ms(m.total.p50)} / {_ms(m.total.p95)})" for m in modes.values()]
     )
-    rows.append(["LM passes: decode / refine decode"] + [_passes(model["modes"][m]) for m in modes])
-    rows.append(["captions per second"] + [f"{model['modes'][m]['captions_per_s']:.2f}" for m in modes])
-    rows.append(
-        ["peak resident memory (CPU)"] + [_gb(model["modes"][m].get("peak_rss_bytes")) for m in modes]
-    )
-    if run_kind(model["device"]) == CUDA:
+    rows.append(["LM passes: decode / refine decode"] + [_passes(m) for m in modes.values()])
+    rows.append(["captions per second"] + [f"{m.captions_per_s:.2f}" for m in modes.values()])
+    rows.append(["peak resident memory (CPU)"] + [_gb(m.peak_rss_bytes) for m in modes.values()])
+    if run_kind(model.device) == CUDA:
         rows.append(
             ["peak CUDA allocated / reserved"]
-            + [
-                f"{_gb(model['modes'][m]['cuda_peak_allocated_bytes'])} / "
-                f"{_gb(model['modes'][m]['cuda_peak_reserved_bytes'])}"
-                for m in modes
-            ]
+            + [f"{_gb(m.cuda_peak_allocated_bytes)} / {_gb(m.cuda_peak_reserved_bytes)}" for m in modes.values()]
         )
-    skipped = [f"{m}: {v['skipped']}" for m, v in model["modes"].items() if "skipped" in v]
+    skipped = [f"{name}: {m.skipped}" for name, m in model.modes.items() if isinstance(m, Skipped)]
     lines = _table(["stage (mean)"] + [MODE_TITLES[m] for m in modes], rows)
     return lines + ([f"\nNot measured: {'; '.join(skipped)}."] if skipped else [])
 
 
-def _naive_section(results: dict) -> list[str]:
+def _naive_section(results: Results) -> list[str]:
     rows = []
-    for key, run in results.get("runs", {}).items():
-        for model in run.get("models", []):
-            modes = model["modes"]
-            if "total" not in modes.get(NAIVE, {}) or "total" not in modes.get(DEEPLENS, {}):
+    for run in results.runs.values():
+        for model in run.models:
+            slow, opt = model.mode(NAIVE), model.mode(DEEPLENS)
+            if slow is None or opt is None:
                 continue
-            slow, opt = modes[NAIVE], modes[DEEPLENS]
-            ng, og = glance_part(slow), glance_part(opt)
-            n_ref, o_ref = slow["total"]["mean"] - ng, opt["total"]["mean"] - og
+            ng, og = glance_seconds(slow), glance_seconds(opt)
+            n_ref, o_ref = slow.total.mean - ng, opt.total.mean - og
             rows.append(
                 [
-                    f"{model['name']}, {model['device']} {model['dtype']}",
+                    f"{model.name}, {model.device} {model.dtype}",
                     _ms(og),
                     _ms(ng),
                     f"{ng / og:.2f}x",
                     _ms(o_ref),
                     _ms(n_ref),
                     f"{n_ref / o_ref:.2f}x" if o_ref > 0 else "-",
-                    _ms(opt["total"]["mean"]),
-                    _ms(slow["total"]["mean"]),
-                    f"**{slow['total']['mean'] / opt['total']['mean']:.2f}x**",
+                    _ms(opt.total.mean),
+                    _ms(slow.total.mean),
+                    f"**{slow.total.mean / opt.total.mean:.2f}x**",
                 ]
             )
     if not rows:
@@ -399,24 +400,24 @@ def _naive_section(results: dict) -> list[str]:
     )
 
 
-def _bounds_table(model: dict, mode: str) -> list[str]:
-    bounds = model.get("bounds", {}).get(mode, {})
+def _bounds_table(model: ModelResult, mode: str) -> list[str]:
+    bounds = (model.bounds or {}).get(mode, {})
     rows = []
     for stage in STAGE_ORDER:
         b = bounds.get(stage)
-        if not b or (not b["flops"] and b["bytes"] is None):
+        if not b or (not b.flops and b.bytes is None):
             continue
-        achieved = "-" if b["achieved"] is None else f"{b['achieved'] * 100:.0f}%"
+        achieved = "-" if b.achieved is None else f"{b.achieved * 100:.0f}%"
         rows.append(
             [
                 stage,
-                f"{b['flops'] / 1e9:.2f}",
-                _ms(b["flop_bound_s"]),
-                "-" if b["bytes"] is None else f"{b['bytes'] / 1e6:.0f}",
-                _ms(b["byte_bound_s"]),
-                _ms(b["seconds"]),
+                f"{b.flops / 1e9:.2f}",
+                _ms(b.flop_bound_s),
+                "-" if b.bytes is None else f"{b.bytes / 1e6:.0f}",
+                _ms(b.byte_bound_s),
+                _ms(b.seconds),
                 achieved,
-                b["limit"],
+                b.limit,
             ]
         )
     return _table(
@@ -434,11 +435,11 @@ def _bounds_table(model: dict, mode: str) -> list[str]:
     )
 
 
-def _ops_table(mode: dict, peak_flops_per_s: float) -> list[str]:
+def _ops_table(mode: ModeResult, peak_flops_per_s: float) -> list[str]:
     """Per stage of one profiled caption: the time in matmul, attention, other ops and
     outside ops, with the matmul and attention FLOP rates (and their share of the
     machine's matmul limit). Empty without a profile (e.g. a GPU run)."""
-    seconds, flops = mode.get("op_seconds") or {}, mode.get("op_flops") or {}
+    seconds, flops = mode.op_seconds or {}, mode.op_flops
 
     def rate(stage: str, cls: str) -> str:
         t, n = seconds[stage].get(cls, 0.0), flops.get(stage, {}).get(cls, 0)
@@ -470,36 +471,35 @@ def _ops_table(mode: dict, peak_flops_per_s: float) -> list[str]:
     return _table(header, rows)
 
 
-def _node_section(run: dict) -> list[str]:
-    node = run.get("node") or {}
+def _node_section(run: Run) -> list[str]:
+    node = run.node or {}
     lines = []
     for name, result in node.items():
         if isinstance(result, str):
             lines.append(f"- {name}: not measured: {one_line(result, 600)}")
             continue
-        size = "x".join(str(v) for v in result.get("image_size", ()))
+        size = "x".join(str(v) for v in result.image_size)
         lines.append(
-            f"\n**{node_variant(name, result)}** ({result.get('rmw', 'rmw unknown')}), {size}: "
-            f"{result['model_name']} on {result['device']}, refine "
-            f"{str(result['refine']).lower()}, zoom {str(result['zoom']).lower()}; {result['captions']} "
-            f"captions of {result['frames_sent']} frames, each published {_ms(result['publish_gap_s'])} after "
-            f"the previous caption came back, so that it finds the node idle ({result['frames_lost']} got "
-            f"no caption within {_ms(result['frame_timeout_s'])}).\n"
+            f"\n**{result.variant}** ({result.rmw}), {size}: "
+            f"{result.model_name} on {result.device}, refine "
+            f"{str(result.refine).lower()}, zoom {str(result.zoom).lower()}; {result.captions} "
+            f"captions of {result.frames_sent} frames, each published {_ms(result.publish_gap_s)} after "
+            f"the previous caption came back, so that it finds the node idle ({result.frames_lost} got "
+            f"no caption within {_ms(result.frame_timeout_s)}).\n"
         )
         rows = []
-        for part in ("all", "rgb8", "bgr8"):
-            s = result.get(part)
+        for part, s in (("all", result.all), ("rgb8", result.rgb8), ("bgr8", result.bgr8)):
             if not s:
                 continue
             rows.append(
                 [
                     part,
-                    str(s["latency"]["n"]),
-                    f"{_ms(s['latency']['p50'])} / {_ms(s['latency']['p95'])}",
-                    f"{_ms(s['message_latency']['p50'])} / {_ms(s['message_latency']['p95'])}",
-                    f"{_ms(s['model']['p50'])} / {_ms(s['model']['p95'])}",
-                    f"{_ms(s['overhead']['p50'])} / {_ms(s['overhead']['p95'])}",
-                    f"{_ms(s['message_overhead']['p50'])} / {_ms(s['message_overhead']['p95'])}",
+                    str(s.latency.n),
+                    f"{_ms(s.latency.p50)} / {_ms(s.latency.p95)}",
+                    f"{_ms(s.message_latency.p50)} / {_ms(s.message_latency.p95)}",
+                    f"{_ms(s.model.p50)} / {_ms(s.model.p95)}",
+                    f"{_ms(s.overhead.p50)} / {_ms(s.overhead.p95)}",
+                    f"{_ms(s.message_overhead.p50)} / {_ms(s.message_overhead.p95)}",
                 ]
             )
         lines += _table(
@@ -517,19 +517,19 @@ def _node_section(run: dict) -> list[str]:
     return lines or ["Not measured."]
 
 
-def _node_side(run: dict) -> list[str]:
+def _node_side(run: Run) -> list[str]:
     rows = []
-    for model in run.get("models", []):
-        for stage, s in (model.get("node_side") or {}).items():
-            rows.append([stage, f"{_ms(s['p50'])}", f"{_ms(s['p95'])}"])
+    for model in run.models:
+        for stage, s in (model.node_side or {}).items():
+            rows.append([stage, f"{_ms(s.p50)}", f"{_ms(s.p95)}"])
         if rows:
             break
     return _table(["stage (640x480)", "p50", "p95"], rows) if rows else ["Not measured."]
 
 
-def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
+def render_markdown(results: Results, plot_name: Optional[str] = None) -> str:
     """The whole of ``docs/benchmarks.md`` for ``results``."""
-    runs = results.get("runs", {})
+    runs = results.runs
     out = [
         "# Benchmarks: speed, latency and memory",
         "",
@@ -567,51 +567,51 @@ def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
     out += _naive_section(results)
     for key, run in runs.items():
         title = RUN_TITLES.get(key, key)
-        out += ["", f"## {title}: time per stage", "", f"Measured on {machine_label(run)}.", ""]
-        for model in run.get("models", []):
+        out += ["", f"## {title}: time per stage", "", f"Measured on {run.machine.label}.", ""]
+        for model in run.models:
+            g = model.geometry
             out += [
                 f"### {_model_title(model)}",
                 "",
-                f"{model['tokens']} new tokens per caption ({model['tokens_source']}), beams "
-                f"{model['geometry']['beams']}, glance prompt {model['geometry']['prompt_len']} tokens, "
-                f"refine prompt {model['geometry']['refine_prompt_len']} tokens; mean of {model['repeats']} "
+                f"{model.tokens} new tokens per caption ({model.tokens_source}), beams "
+                f"{g.beams}, glance prompt {g.prompt_len} tokens, "
+                f"refine prompt {g.refine_prompt_len} tokens; mean of {model.repeats} "
                 "images "
-                f"after {model['warmup']} warm-up; model built/loaded in {model['load_seconds']:.1f} s.",
+                f"after {model.warmup} warm-up; model built/loaded in {model.load_seconds:.1f} s.",
                 "",
             ]
             out += _stage_table(model)
             out += [""]
-        limits = run.get("limits")
-        if limits:
-            out += [
-                f"## {title}: the limit",
-                "",
-                f"Measured on {machine_label(run)}: {limits['dtype']} matrix product "
-                f"{limits['matmul_size']}x{limits['matmul_size']}: "
-                f"**{limits['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s**; memory read: "
-                f"**{limits['read_bytes_per_s'] / 1e9:.1f} GB/s** (summing a {limits['read_mib']} MiB "
-                "tensor). "
-                + _samples_note(limits) +
-                "FLOP bound = stage FLOPs / matmul throughput; bytes bound = weights (and KV cache) read / "
-                "bandwidth; achieved = the larger bound / measured time. Decoding at batch 1 reads every LM "
-                "weight per token: it is limited by memory bandwidth, not FLOPs.",
-                "",
-            ]
-            for model in run.get("models", []):
-                for mode in LIMIT_MODES:
-                    if mode in model.get("bounds", {}):
-                        out += [f"**{_model_title(model)}, {MODE_TITLES[mode]}**", ""]
-                        out += _bounds_table(model, mode)
-                        out += [""]
-                        ops = _ops_table(model["modes"][mode], limits["matmul_flops_per_s"])
-                        if ops:
-                            out += ["Where its time goes, in one profiled caption (each op's own time):", ""]
-                            out += ops + [""]
+        limits = run.limits
+        out += [
+            f"## {title}: the limit",
+            "",
+            f"Measured on {run.machine.label}: {limits.dtype} matrix product "
+            f"{limits.matmul_size}x{limits.matmul_size}: "
+            f"**{limits.matmul_flops_per_s / 1e9:.0f} GFLOP/s**; memory read: "
+            f"**{limits.read_bytes_per_s / 1e9:.1f} GB/s** (summing a {limits.read_mib} MiB "
+            "tensor). "
+            + _samples_note(limits) +
+            "FLOP bound = stage FLOPs / matmul throughput; bytes bound = weights (and KV cache) read / "
+            "bandwidth; achieved = the larger bound / measured time. Decoding at batch 1 reads every LM "
+            "weight per token: it is limited by memory bandwidth, not FLOPs.",
+            "",
+        ]
+        for model in run.models:
+            for mode in LIMIT_MODES:
+                if mode in (model.bounds or {}):
+                    out += [f"**{_model_title(model)}, {MODE_TITLES[mode]}**", ""]
+                    out += _bounds_table(model, mode)
+                    out += [""]
+                    ops = _ops_table(model.modes[mode], limits.matmul_flops_per_s)
+                    if ops:
+                        out += ["Where its time goes, in one profiled caption (each op's own time):", ""]
+                        out += ops + [""]
         if key == CPU:
             out += [
                 "## End-to-end latency through the node",
                 "",
-                f"Measured on {machine_label(run)}: the installed `captioner` process, frames "
+                f"Measured on {run.machine.label}: the installed `captioner` process, frames "
                 "alternating rgb8 and bgr8, stamped when published. Latency (received) = caption received - "
                 "header.stamp; latency (node) = the caption's latency_seconds (stamp -> publish); model = "
                 "glance_seconds + refine_seconds; overhead = latency - model.",
@@ -630,17 +630,16 @@ def render_markdown(results: dict, plot_name: Optional[str] = None) -> str:
             "",
             "## GPU",
             "",
-            f"No GPU figures: {one_line(results.get('gpu_note') or 'no GPU run has been merged', 600)}. "
+            f"No GPU figures: {one_line(results.gpu_note or 'no GPU run has been merged', 600)}. "
             "`scripts/gpu_check.sh` measures them on a machine with CUDA.",
         ]
-    if results.get("gpu_check"):
-        check = results["gpu_check"]
+    check = results.gpu_check
+    if check is not None and check.to_json():
         out += [
             "",
             "## GPU check",
             "",
-            f"On {check.get('gpu', '-')}, {check.get('date_utc', '-')}: "
-            f"model tests: {check.get('model_tests', '-')}.",
+            f"On {check.gpu or '-'}, {check.date_utc or '-'}: model tests: {check.model_tests or '-'}.",
         ]
     out += ["", "## Definitions", "", *DEFINITIONS]
     return "\n".join(out) + "\n"
@@ -704,7 +703,7 @@ DEFINITIONS = [
 
 
 # ---- plot ----------------------------------------------------------------------------------
-def write_plot(results: dict, path: Path) -> Optional[Path]:
+def write_plot(results: Results, path: Path) -> Optional[Path]:
     """Stacked time per stage for each measured (run, model, mode), and the achieved
     fraction of the limit per stage of the paper-size glance + DeepLens. None when there
     is nothing to draw or matplotlib is missing."""
@@ -717,22 +716,21 @@ def write_plot(results: dict, path: Path) -> Optional[Path]:
         return None
     bars: list[tuple[str, dict[str, float]]] = []
     achieved: list[tuple[str, dict[str, float]]] = []
-    for key, run in results.get("runs", {}).items():
-        for model in run.get("models", []):
-            for mode, m in model["modes"].items():
-                if "stages" in m:
-                    bars.append(
-                        (
-                            f"{RUN_TITLES.get(key, key)} {model['name']} {mode}",
-                            {s: v["mean"] for s, v in m["stages"].items()},
-                        )
+    for key, run in results.runs.items():
+        for model in run.models:
+            for mode, m in model.measured_modes.items():
+                bars.append(
+                    (
+                        f"{RUN_TITLES.get(key, key)} {model.name} {mode}",
+                        {s: v.mean for s, v in m.stages.items()},
                     )
-            b = model.get("bounds", {}).get(DEEPLENS)
-            if model["name"] == "paper" and b:
+                )
+            b = (model.bounds or {}).get(DEEPLENS)
+            if model.name == "paper" and b:
                 achieved.append(
                     (
                         RUN_TITLES.get(key, key),
-                        {s: v["achieved"] for s, v in b.items() if v["achieved"] is not None},
+                        {s: v.achieved for s, v in b.items() if v.achieved is not None},
                     )
                 )
     if not bars:
@@ -782,35 +780,9 @@ def write_plot(results: dict, path: Path) -> Optional[Path]:
     return path
 
 
-def add_bounds(run: dict) -> None:
-    """Fill each model's ``bounds`` (per mode, per stage) from its timings, FLOPs and
-    geometry and the run's measured limits."""
-    from sharpeye_ros.benchmark.bounds import Geometry, stage_bounds
-
-    limits = run.get("limits")
-    if not limits:
-        return
-    for model in run.get("models", []):
-        g = Geometry(**model["geometry"])
-        model["bounds"] = {
-            mode: stage_bounds(
-                {s: v["mean"] for s, v in m["stages"].items()},
-                m["flops"],
-                g,
-                limits["matmul_flops_per_s"],
-                limits["read_bytes_per_s"],
-                m.get("lm_passes"),
-            )
-            for mode, m in model["modes"].items()
-            if "stages" in m
-        }
-
-
 __all__ = [
-    "add_bounds",
-    "find_model",
+    "Target",
     "format_value",
-    "glance_part",
     "render_markdown",
     "targets",
     "verdict",
