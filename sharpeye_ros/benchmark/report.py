@@ -1,42 +1,36 @@
-"""Targets, ``docs/benchmarks.md`` and its plot, all computed from the results.
+"""``docs/benchmarks.md`` and its plot, rendered from the results.
 
-Nothing here measures: every number in the document comes from ``results`` (see
+Nothing here measures or judges: every number in the document comes from ``results`` (see
 :mod:`sharpeye_ros.benchmark.results` for its layout), each with the machine and date that
-produced it.
+produced it, and the verdicts from :mod:`sharpeye_ros.benchmark.targets`.
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from sharpeye_ros.benchmark import naive
-from sharpeye_ros.benchmark.bounds import LIMIT_MODES, glance_seconds, total_flop_ratio
+from sharpeye_ros.benchmark.bounds import LIMIT_MODES, glance_seconds
 from sharpeye_ros.benchmark.results import (
     CPU,
     CUDA,
     NAIVE,
     NODRAFT,
-    RUN_KINDS,
     RUN_TITLES,
     Limits,
     ModelResult,
     ModeResult,
-    NodeResult,
     Results,
     Run,
     Skipped,
     run_kind,
 )
+from sharpeye_ros.benchmark.targets import Target, targets
+from sharpeye_ros.benchmark.units import gb, ms, one_line
 from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, ZOOM
 from sharpeye_ros.model.timing import DECODE, GLANCE_STAGES, REFINE_DECODE, REFINE_STAGES
 
-DEEPLENS_MAX_OVERHEAD = 0.25  # DeepLens adds at most 25% to the glance at paper size
-GLANCE_MAX_FLOP_RATIO = 1.5  # the paper-size CPU glance within 1.5x of its FLOP bound
-NODE_MAX_OVERHEAD_S = 0.010  # node overhead at p95, 640x480
-GPU_MAX_BYTES = 2.7e9  # paper size + DeepLens in fp16 on a GPU
 MODE_TITLES = {
     GLANCE: "glance",
     DEEPLENS: "glance + DeepLens",
@@ -46,188 +40,6 @@ MODE_TITLES = {
 }
 # Table rows: each path's glance, then each path's refinement.
 STAGE_ORDER = GLANCE_STAGES + naive.NAIVE_GLANCE_STAGES + REFINE_STAGES + naive.NAIVE_REFINE_STAGES
-
-
-# ---- lookups ---------------------------------------------------------------------------
-def find_mode(run: Optional[Run], model: str, mode: str) -> Optional[ModeResult]:
-    """Mode ``mode`` of the model called ``model`` in ``run``, or None where it was not measured."""
-    found = run.model(model) if run else None
-    return found.mode(mode) if found else None
-
-
-def mode_seconds(mode: Optional[ModeResult]) -> Optional[float]:
-    """Mean seconds per caption of ``mode``, or None when it was not measured."""
-    return None if mode is None else float(mode.total.mean)
-
-
-# ---- targets -----------------------------------------------------------------------------
-@dataclass
-class Target:
-    """One target: the value measured (None: not measured), its limit in ``unit``
-    (fraction, x, s or bytes), the machine that measured it and how (``detail``)."""
-
-    name: str
-    measured: Optional[float]
-    limit: float
-    unit: str
-    machine: Optional[str]
-    detail: str
-
-    @property
-    def passed(self) -> Optional[bool]:
-        """Whether the measured value is within the limit; None when not measured."""
-        return None if self.measured is None else self.measured <= self.limit
-
-
-def _target(
-    name: str,
-    measured: Optional[float],
-    limit: float,
-    unit: str,
-    run: Optional[Run],
-    detail: str,
-    missing: str = "not measured",
-) -> Target:
-    return Target(
-        name=name,
-        measured=measured,
-        limit=limit,
-        unit=unit,
-        machine=run.machine.label if run and measured is not None else None,
-        detail=detail if measured is not None else missing,
-    )
-
-
-def targets(results: Results) -> list[Target]:
-    """The issue's targets, each with its measured value, limit, pass/fail (None: not
-    measured) and the machine that measured it."""
-    runs = results.runs
-    out = []
-    for key in RUN_KINDS:
-        run = runs.get(key)
-        glance = mode_seconds(find_mode(run, "paper", GLANCE))
-        refined = find_mode(run, "paper", DEEPLENS)
-        deeplens = mode_seconds(refined)
-        ratio, detail = None, ""
-        if refined is not None:
-            # Refinement over the glance of the same captions: the two totals come from runs
-            # a minute apart, and this machine's speed drifts by more than DeepLens costs.
-            own_glance = glance_seconds(refined)
-            ratio = (deeplens - own_glance) / own_glance
-            detail = (
-                f"refinement {_ms(deeplens - own_glance)} after a {_ms(own_glance)} glance, in the same "
-                f"captions (timed apart: glance {_ms(glance)}, glance + DeepLens {_ms(deeplens)})"
-            )
-        out.append(
-            _target(
-                f"DeepLens adds <= 25% to the glance, paper size, {RUN_TITLES[key]}",
-                ratio,
-                DEEPLENS_MAX_OVERHEAD,
-                "fraction",
-                run,
-                detail,
-            )
-        )
-    run = runs.get(CPU)
-    paper = run.model("paper") if run else None
-    mode = paper.mode(GLANCE) if paper else None
-    ratio, detail = None, ""
-    if mode is not None:
-        flops, peak = sum(mode.flops.values()), run.limits.matmul_flops_per_s
-        bound = flops / peak
-        ratio = total_flop_ratio(mode.total.mean, flops, peak)
-        detail = (
-            f"{_ms(mode.total.mean)} measured vs {_ms(bound)} = {flops / 1e9:.0f} GFLOP at "
-            f"{peak / 1e9:.0f} GFLOP/s (the run's best sample): {ratio:.2f}x"
-        )
-        per_caption = mode.per_caption
-        if per_caption:
-            # The verdict: each caption against the matmul throughput sampled around it.
-            ratios = [
-                total_flop_ratio(t, flops, p)
-                for t, p in zip(per_caption.seconds, per_caption.matmul_flops_per_s)
-            ]
-            ratio = statistics.median(ratios)
-            peaks = ", ".join(f"{p / 1e9:.0f}" for p in per_caption.matmul_flops_per_s)
-            detail = (
-                f"median of {len(ratios)} captions, each against the matmul throughput sampled around it "
-                f"({peaks} GFLOP/s): {', '.join(f'{r:.2f}x' for r in ratios)}; " + detail
-            )
-        stages = (paper.bounds or {}).get(GLANCE, {})
-        roofline = sum(max(b.flop_bound_s, b.byte_bound_s or 0.0) for b in stages.values())
-        if roofline > 0:  # decoding is bound by memory, which a FLOP bound leaves out
-            detail += (
-                f"; vs the roofline (per stage the slower of FLOPs and bytes read) {_ms(roofline)}: "
-                f"{mode.total.mean / roofline:.2f}x; a glance at its roofline would itself be "
-                f"{roofline / bound:.2f}x its FLOP bound"
-            )
-    out.append(
-        _target(
-            "Paper-size glance on the CPU within 1.5x of its FLOP bound",
-            ratio,
-            GLANCE_MAX_FLOP_RATIO,
-            "x",
-            run,
-            detail,
-        )
-    )
-    node = (run.node if run else None) or {}
-    for result in node.values():
-        if not isinstance(result, NodeResult):
-            continue
-        p95 = result.all.overhead.p95
-        detail = (
-            f"{result.captions} captions ({result.model_name}), p50 "
-            f"{_ms(result.all.overhead.p50)}; {result.frames_lost} of {result.frames_sent} "
-            "frames got no caption"
-        )
-        size = "x".join(str(v) for v in result.image_size)
-        out.append(
-            _target(
-                f"Node overhead at p95, {size}, {result.variant}",
-                p95,
-                NODE_MAX_OVERHEAD_S,
-                "s",
-                run,
-                detail,
-            )
-        )
-    if not any(t.name.startswith("Node overhead") for t in out):
-        out.append(
-            _target(
-                "Node overhead at p95, 640x480", None, NODE_MAX_OVERHEAD_S, "s", None, "", _node_missing(node)
-            )
-        )
-    run = runs.get(CUDA)
-    paper = run.model("paper") if run else None
-    used, detail = None, ""
-    mode = paper.mode(DEEPLENS) if paper else None
-    if mode and mode.cuda_peak_reserved_bytes is not None:
-        context = paper.cuda_context_bytes or 0
-        used = mode.cuda_peak_reserved_bytes + context
-        detail = (
-            f"torch reserved peak {_gb(mode.cuda_peak_reserved_bytes)} (allocated "
-            f"{_gb(mode.cuda_peak_allocated_bytes)}) + CUDA context {_gb(context)}, {paper.dtype}"
-        )
-    missing = one_line(results.gpu_note or "not measured: no GPU run")
-    cpu_paper = runs[CPU].model("paper") if CPU in runs else None
-    if cpu_paper:  # what can be said without a GPU: the weights alone, in fp16
-        params = sum(cpu_paper.params.values())
-        missing += (
-            f"; its weights alone take {_gb(2 * params)} in fp16 ({params / 1e6:.0f}M parameters, "
-            "CPU run), activations and the CUDA context come on top"
-        )
-    out.append(
-        _target(
-            "Paper size + DeepLens fits a GPU in fp16", used, GPU_MAX_BYTES, "bytes", run, detail, missing
-        )
-    )
-    return out
-
-
-def _node_missing(node: dict[str, object]) -> str:
-    errors = [v for v in node.values() if isinstance(v, str)]
-    return "not measured: " + (one_line(errors[0]) if errors else "no node run")
 
 
 def _samples_note(limits: Limits) -> str:
@@ -240,29 +52,13 @@ def _samples_note(limits: Limits) -> str:
             f"{', '.join(f'{v / 1e9:.1f}' for v in read)} GB/s): this machine's speed drifts. ")
 
 
-def one_line(text: str, limit: int = 200) -> str:
-    """``text`` on one line (a table cell), cut to ``limit`` characters."""
-    text = " ".join(str(text).split()).replace("|", "/")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # ---- formatting ----------------------------------------------------------------------------
-def _ms(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
-    return f"{seconds * 1e3:.1f} ms" if seconds < 1.0 else f"{seconds:.2f} s"
-
-
-def _gb(num_bytes: Optional[float]) -> str:
-    return "-" if num_bytes is None else f"{num_bytes / 1e9:.2f} GB"
-
-
 def format_value(t: Target) -> str:
     """A target's measured value as the docs write it ('-' when not measured)."""
     v = t.measured
     if v is None:
         return "-"
-    return {"fraction": f"{v * 100:+.0f}%", "x": f"{v:.2f}x", "s": _ms(v), "bytes": _gb(v)}[t.unit]
+    return {"fraction": f"{v * 100:+.0f}%", "x": f"{v:.2f}x", "s": ms(v), "bytes": gb(v)}[t.unit]
 
 
 def _limit(t: Target) -> str:
@@ -270,8 +66,8 @@ def _limit(t: Target) -> str:
     texts = {
         "fraction": f"<= +{v * 100:.0f}%",
         "x": f"<= {v:.1f}x",
-        "s": f"<= {_ms(v)}",
-        "bytes": f"<= {_gb(v)}",
+        "s": f"<= {ms(v)}",
+        "bytes": f"<= {gb(v)}",
     }
     return texts[t.unit]
 
@@ -339,19 +135,19 @@ def _stage_table(model: ModelResult) -> list[str]:
         row = [stage]
         for m in modes.values():
             s = m.stages.get(stage)
-            row.append(_ms(s.mean) if s else "")
+            row.append(ms(s.mean) if s else "")
         rows.append(row)
     rows.append(
         ["**total per caption** (p50 / p95)"]
-        + [f"**{_ms(m.total.mean)}** ({_ms(m.total.p50)} / {_ms(m.total.p95)})" for m in modes.values()]
+        + [f"**{ms(m.total.mean)}** ({ms(m.total.p50)} / {ms(m.total.p95)})" for m in modes.values()]
     )
     rows.append(["LM passes: decode / refine decode"] + [_passes(m) for m in modes.values()])
     rows.append(["captions per second"] + [f"{m.captions_per_s:.2f}" for m in modes.values()])
-    rows.append(["peak resident memory (CPU)"] + [_gb(m.peak_rss_bytes) for m in modes.values()])
+    rows.append(["peak resident memory (CPU)"] + [gb(m.peak_rss_bytes) for m in modes.values()])
     if run_kind(model.device) == CUDA:
         rows.append(
             ["peak CUDA allocated / reserved"]
-            + [f"{_gb(m.cuda_peak_allocated_bytes)} / {_gb(m.cuda_peak_reserved_bytes)}" for m in modes.values()]
+            + [f"{gb(m.cuda_peak_allocated_bytes)} / {gb(m.cuda_peak_reserved_bytes)}" for m in modes.values()]
         )
     skipped = [f"{name}: {m.skipped}" for name, m in model.modes.items() if isinstance(m, Skipped)]
     lines = _table(["stage (mean)"] + [MODE_TITLES[m] for m in modes], rows)
@@ -370,14 +166,14 @@ def _naive_section(results: Results) -> list[str]:
             rows.append(
                 [
                     f"{model.name}, {model.device} {model.dtype}",
-                    _ms(og),
-                    _ms(ng),
+                    ms(og),
+                    ms(ng),
                     f"{ng / og:.2f}x",
-                    _ms(o_ref),
-                    _ms(n_ref),
+                    ms(o_ref),
+                    ms(n_ref),
                     f"{n_ref / o_ref:.2f}x" if o_ref > 0 else "-",
-                    _ms(opt.total.mean),
-                    _ms(slow.total.mean),
+                    ms(opt.total.mean),
+                    ms(slow.total.mean),
                     f"**{slow.total.mean / opt.total.mean:.2f}x**",
                 ]
             )
@@ -412,10 +208,10 @@ def _bounds_table(model: ModelResult, mode: str) -> list[str]:
             [
                 stage,
                 f"{b.flops / 1e9:.2f}",
-                _ms(b.flop_bound_s),
+                ms(b.flop_bound_s),
                 "-" if b.bytes is None else f"{b.bytes / 1e6:.0f}",
-                _ms(b.byte_bound_s),
-                _ms(b.seconds),
+                ms(b.byte_bound_s),
+                ms(b.seconds),
                 achieved,
                 b.limit,
             ]
@@ -455,13 +251,13 @@ def _ops_table(mode: ModeResult, peak_flops_per_s: float) -> list[str]:
         rows.append(
             [
                 stage,
-                _ms(sum(ops.values())),
-                _ms(ops["matmul"]),
+                ms(sum(ops.values())),
+                ms(ops["matmul"]),
                 rate(stage, "matmul"),
-                _ms(ops["attention"]),
+                ms(ops["attention"]),
                 rate(stage, "attention"),
-                _ms(ops["other"]),
-                _ms(ops["outside"]),
+                ms(ops["other"]),
+                ms(ops["outside"]),
             ]
         )
     if not rows:
@@ -483,9 +279,9 @@ def _node_section(run: Run) -> list[str]:
             f"\n**{result.variant}** ({result.rmw}), {size}: "
             f"{result.model_name} on {result.device}, refine "
             f"{str(result.refine).lower()}, zoom {str(result.zoom).lower()}; {result.captions} "
-            f"captions of {result.frames_sent} frames, each published {_ms(result.publish_gap_s)} after "
+            f"captions of {result.frames_sent} frames, each published {ms(result.publish_gap_s)} after "
             f"the previous caption came back, so that it finds the node idle ({result.frames_lost} got "
-            f"no caption within {_ms(result.frame_timeout_s)}).\n"
+            f"no caption within {ms(result.frame_timeout_s)}).\n"
         )
         rows = []
         for part, s in (("all", result.all), ("rgb8", result.rgb8), ("bgr8", result.bgr8)):
@@ -495,11 +291,11 @@ def _node_section(run: Run) -> list[str]:
                 [
                     part,
                     str(s.latency.n),
-                    f"{_ms(s.latency.p50)} / {_ms(s.latency.p95)}",
-                    f"{_ms(s.message_latency.p50)} / {_ms(s.message_latency.p95)}",
-                    f"{_ms(s.model.p50)} / {_ms(s.model.p95)}",
-                    f"{_ms(s.overhead.p50)} / {_ms(s.overhead.p95)}",
-                    f"{_ms(s.message_overhead.p50)} / {_ms(s.message_overhead.p95)}",
+                    f"{ms(s.latency.p50)} / {ms(s.latency.p95)}",
+                    f"{ms(s.message_latency.p50)} / {ms(s.message_latency.p95)}",
+                    f"{ms(s.model.p50)} / {ms(s.model.p95)}",
+                    f"{ms(s.overhead.p50)} / {ms(s.overhead.p95)}",
+                    f"{ms(s.message_overhead.p50)} / {ms(s.message_overhead.p95)}",
                 ]
             )
         lines += _table(
@@ -521,7 +317,7 @@ def _node_side(run: Run) -> list[str]:
     rows = []
     for model in run.models:
         for stage, s in (model.node_side or {}).items():
-            rows.append([stage, f"{_ms(s.p50)}", f"{_ms(s.p95)}"])
+            rows.append([stage, f"{ms(s.p50)}", f"{ms(s.p95)}"])
         if rows:
             break
     return _table(["stage (640x480)", "p50", "p95"], rows) if rows else ["Not measured."]
@@ -781,10 +577,8 @@ def write_plot(results: Results, path: Path) -> Optional[Path]:
 
 
 __all__ = [
-    "Target",
     "format_value",
     "render_markdown",
-    "targets",
     "verdict",
     "write_plot",
 ]

@@ -31,7 +31,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 import sharpeye_ros
-from sharpeye_ros.benchmark import report
+from sharpeye_ros.benchmark import report, targets
 from sharpeye_ros.benchmark.measure import load_average, machine_info, matmul_throughput, read_bandwidth
 from sharpeye_ros.benchmark.bounds import with_bounds
 from sharpeye_ros.benchmark.results import (
@@ -385,7 +385,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.model_only:
             for path in write_docs(load_results(out_dir / RESULTS_NAME).merged(fresh), out_dir):
                 print(path)
-        for t in report.targets(fresh):
+        for t in targets.targets(fresh):
             print(f"{t.name}: {report.format_value(t)} ({report.verdict(t.passed)})")
         return 0
     except BenchmarkError as err:

@@ -10,6 +10,7 @@ import pytest
 from sharpeye_ros.benchmark import report
 from sharpeye_ros.benchmark.bounds import with_bounds
 from sharpeye_ros.benchmark.results import Limits, NodeResult, PerCaption, Results
+from sharpeye_ros.benchmark.targets import targets
 
 
 def _paper(run, glance_s: float, deeplens_s: float, flops: int):
@@ -63,14 +64,14 @@ def test_targets_pass_and_fail_from_measurements(tiny_run):
         "reliable": _node(0.012, "reliable"),
     }
     results = Results(runs={"cpu": cpu})
-    found = report.targets(results)
+    found = targets(results)
     deeplens_cpu = found[0]
     assert deeplens_cpu.measured == pytest.approx(0.4) and deeplens_cpu.passed is False
     # The ratio is the refinement over the glance timed in the same captions, not the
     # difference of two runs: a glance run that happened to be slow changes nothing.
     slow_glance = copy.deepcopy(results)
     slow_glance.runs["cpu"].models[0].modes["glance"].total.mean = 3.4
-    assert report.targets(slow_glance)[0].measured == pytest.approx(0.4)
+    assert targets(slow_glance)[0].measured == pytest.approx(0.4)
     assert "in the same captions" in deeplens_cpu.detail
     flop = next(t for t in found if "FLOP bound" in t.name)
     assert flop.measured == pytest.approx(1.25) and flop.passed is True
@@ -102,7 +103,7 @@ def test_gpu_memory_target_counts_the_cuda_context(tiny_run):
     paper.modes["deeplens"].cuda_peak_reserved_bytes = int(2.0e9)
     paper.modes["deeplens"].cuda_peak_allocated_bytes = int(1.5e9)
     gpu.models = [paper]
-    found = {t.name: t for t in report.targets(Results(runs={"cuda": gpu}))}
+    found = {t.name: t for t in targets(Results(runs={"cuda": gpu}))}
     memory = found["Paper size + DeepLens fits a GPU in fp16"]
     assert memory.measured == int(2.5e9) and memory.passed is True
     assert memory.machine.startswith("Test GPU")
@@ -161,11 +162,11 @@ def test_flop_bound_verdict_takes_each_caption_against_the_throughput_around_it(
     # while these captions ran: 2.4 s at 1e11, 3.0 s at 0.8e11, 2.8 s at 0.9e11 FLOP/s.
     paper.modes["glance"].per_caption = PerCaption(seconds=[2.4, 3.0, 2.8], matmul_flops_per_s=[1e11, 0.8e11, 0.9e11])
     cpu.models = [paper]
-    flop = next(t for t in report.targets(Results(runs={"cpu": cpu})) if "FLOP bound" in t.name)
+    flop = next(t for t in targets(Results(runs={"cpu": cpu})) if "FLOP bound" in t.name)
     assert flop.measured == pytest.approx(1.2)  # median of 1.2, 1.2, 1.26
     assert "1.25x" in flop.detail and "sampled around it" in flop.detail
     paper.modes["glance"].per_caption.seconds = [3.2, 3.2, 3.2]
-    flop = next(t for t in report.targets(Results(runs={"cpu": cpu})) if "FLOP bound" in t.name)
+    flop = next(t for t in targets(Results(runs={"cpu": cpu})) if "FLOP bound" in t.name)
     assert flop.measured == pytest.approx(1.44) and flop.passed is True
 
 
@@ -191,5 +192,5 @@ def test_the_markdown_has_the_op_profile_and_the_roofline_floor(tiny_run):
     cpu = with_bounds(cpu)
     text = report.render_markdown(Results(runs={"cpu": cpu}))
     assert "Where its time goes, in one profiled caption" in text and "outside ops" in text
-    flop = next(t for t in report.targets(Results(runs={"cpu": cpu})) if "FLOP bound" in t.name)
+    flop = next(t for t in targets(Results(runs={"cpu": cpu})) if "FLOP bound" in t.name)
     assert "at its roofline would itself be" in flop.detail
