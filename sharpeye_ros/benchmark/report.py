@@ -2,11 +2,17 @@
 
 Nothing here measures or judges: every number in the document comes from ``results`` (see
 :mod:`sharpeye_ros.benchmark.results` for its layout), each with the machine and date that
-produced it, and the verdicts from :mod:`sharpeye_ros.benchmark.targets`.
+produced it, and the verdicts from :mod:`sharpeye_ros.benchmark.targets`. The prose is
+``report_template.md`` beside this module (package data), in named blocks; this module
+builds the tables and puts blocks and tables in order.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
+import re
+import string
 from pathlib import Path
 from typing import Optional
 
@@ -41,15 +47,58 @@ MODE_TITLES = {
 # Table rows: each path's glance, then each path's refinement.
 STAGE_ORDER = GLANCE_STAGES + naive.NAIVE_GLANCE_STAGES + REFINE_STAGES + naive.NAIVE_REFINE_STAGES
 
+# ---- prose ---------------------------------------------------------------------------------
+TEMPLATE = "report_template.md"
+_BLOCK = re.compile(r"<!-- block: (\w+) -->")
+
+
+class TemplateError(ValueError):
+    """The report template lacks a block, or a block names a value the report does not give."""
+
+
+@functools.lru_cache(maxsize=None)
+def template_blocks() -> dict[str, string.Template]:
+    """The template's prose blocks by name. A block starts at a line that is only
+    ``<!-- block: NAME -->`` and runs to the next one; what comes before the first is a
+    comment for the template's readers."""
+    text = importlib.resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
+    blocks: dict[str, list[str]] = {}
+    lines: Optional[list[str]] = None
+    for line in text.splitlines():
+        match = _BLOCK.fullmatch(line)
+        if match:
+            lines = blocks.setdefault(match.group(1), [])
+        elif lines is not None:
+            lines.append(line)
+    return {name: string.Template("\n".join(lines)) for name, lines in blocks.items()}
+
+
+def prose(block: str, /, **values: object) -> list[str]:
+    """The lines of the template's ``block`` with ``values`` filled in (already
+    formatted: the block says where, the report says what)."""
+    template = template_blocks().get(block)
+    if template is None:
+        raise TemplateError(f"{TEMPLATE} has no block {block!r}")
+    try:
+        return template.substitute(values).split("\n")
+    except KeyError as err:
+        raise TemplateError(f"{TEMPLATE}, block {block!r}: no value for {err}") from None
+    except ValueError as err:  # a '$' that starts no name
+        raise TemplateError(f"{TEMPLATE}, block {block!r}: {err}") from None
+
 
 def _samples_note(limits: Limits) -> str:
-    """Which samples the limits are the best of, when there were several."""
+    """Which samples the limits are the best of, when there were several (it runs on in
+    the limit's paragraph, hence the trailing space)."""
     matmul, read = limits.matmul_samples, limits.read_samples
     if len(matmul) < 2:
         return ""
-    return (f"Each is the best of samples taken before and after the models (matmul "
-            f"{', '.join(f'{v / 1e9:.0f}' for v in matmul)} GFLOP/s; read "
-            f"{', '.join(f'{v / 1e9:.1f}' for v in read)} GB/s): this machine's speed drifts. ")
+    (note,) = prose(
+        "samples",
+        matmul=", ".join(f"{v / 1e9:.0f}" for v in matmul),
+        read=", ".join(f"{v / 1e9:.1f}" for v in read),
+    )
+    return note + " "
 
 
 # ---- formatting ----------------------------------------------------------------------------
@@ -151,7 +200,7 @@ def _stage_table(model: ModelResult) -> list[str]:
         )
     skipped = [f"{name}: {m.skipped}" for name, m in model.modes.items() if isinstance(m, Skipped)]
     lines = _table(["stage (mean)"] + [MODE_TITLES[m] for m in modes], rows)
-    return lines + ([f"\nNot measured: {'; '.join(skipped)}."] if skipped else [])
+    return lines + (prose("skipped", skipped="; ".join(skipped)) if skipped else [])
 
 
 def _naive_section(results: Results) -> list[str]:
@@ -178,7 +227,7 @@ def _naive_section(results: Results) -> list[str]:
                 ]
             )
     if not rows:
-        return ["No naive reference was measured."]
+        return prose("no_naive")
     return _table(
         [
             "model",
@@ -272,16 +321,22 @@ def _node_section(run: Run) -> list[str]:
     lines = []
     for name, result in node.items():
         if isinstance(result, str):
-            lines.append(f"- {name}: not measured: {one_line(result, 600)}")
+            lines += prose("node_failed", name=name, error=one_line(result, 600))
             continue
-        size = "x".join(str(v) for v in result.image_size)
-        lines.append(
-            f"\n**{result.variant}** ({result.rmw}), {size}: "
-            f"{result.model_name} on {result.device}, refine "
-            f"{str(result.refine).lower()}, zoom {str(result.zoom).lower()}; {result.captions} "
-            f"captions of {result.frames_sent} frames, each published {ms(result.publish_gap_s)} after "
-            f"the previous caption came back, so that it finds the node idle ({result.frames_lost} got "
-            f"no caption within {ms(result.frame_timeout_s)}).\n"
+        lines += prose(
+            "node_run",
+            variant=result.variant,
+            rmw=result.rmw,
+            size="x".join(str(v) for v in result.image_size),
+            model=result.model_name,
+            device=result.device,
+            refine=str(result.refine).lower(),
+            zoom=str(result.zoom).lower(),
+            captions=result.captions,
+            frames=result.frames_sent,
+            gap=ms(result.publish_gap_s),
+            lost=result.frames_lost,
+            timeout=ms(result.frame_timeout_s),
         )
         rows = []
         for part, s in (("all", result.all), ("rgb8", result.rgb8), ("bgr8", result.bgr8)):
@@ -310,7 +365,7 @@ def _node_section(run: Run) -> list[str]:
             ],
             rows,
         )
-    return lines or ["Not measured."]
+    return lines or prose("not_measured")
 
 
 def _node_side(run: Run) -> list[str]:
@@ -320,182 +375,78 @@ def _node_side(run: Run) -> list[str]:
             rows.append([stage, f"{ms(s.p50)}", f"{ms(s.p95)}"])
         if rows:
             break
-    return _table(["stage (640x480)", "p50", "p95"], rows) if rows else ["Not measured."]
+    return _table(["stage (640x480)", "p50", "p95"], rows) if rows else prose("not_measured")
 
 
 def render_markdown(results: Results, plot_name: Optional[str] = None) -> str:
     """The whole of ``docs/benchmarks.md`` for ``results``."""
     runs = results.runs
-    out = [
-        "# Benchmarks: speed, latency and memory",
-        "",
-        "Generated by the benchmark command from its measurements; do not edit by hand. Every figure "
-        "names the machine and date that produced it (see Machines). Regenerate with:",
-        "",
-        "```bash",
-        "scripts/setup; source scripts/env.sh",
-        "install/sharpeye_ros/lib/sharpeye_ros/benchmark          # = ros2 run sharpeye_ros benchmark; "
-        "about 10-15 min on 2 CPU cores",
-        "install/sharpeye_ros/lib/sharpeye_ros/benchmark --quick  # a short run",
-        "```",
-        "",
-        "Run it on a quiet machine: other processes' load slows every stage (the load is recorded per run). "
-        "GPU figures come from `scripts/gpu_check.sh` on a GPU machine (model-only, no ROS needed), merged "
-        "here with `install/sharpeye_ros/lib/sharpeye_ros/benchmark --merge out/gpu/gpu_results.json "
-        "--tests-log out/gpu/model_tests.log`.",
-        "",
-        "## Machines",
-        "",
-    ]
+    out = prose("header")
     out += _machines(results)
-    out += ["", "## Targets", ""]
+    out += prose("targets")
     out += _targets_section(results)
     if plot_name:
-        out += ["", f"![Time per stage and fraction of the machine's limit]({plot_name})"]
-    out += [
-        "",
-        "## Naive reference vs the library",
-        "",
-        "Both paths generate the same number of tokens per caption with the same search (see Definitions). "
-        "A ratio is naive time / library time.",
-        "",
-    ]
+        out += prose("plot", plot=plot_name)
+    out += prose("naive")
     out += _naive_section(results)
     for key, run in runs.items():
         title = RUN_TITLES.get(key, key)
-        out += ["", f"## {title}: time per stage", "", f"Measured on {run.machine.label}.", ""]
+        out += prose("stages", run=title, machine=run.machine.label)
         for model in run.models:
             g = model.geometry
-            out += [
-                f"### {_model_title(model)}",
-                "",
-                f"{model.tokens} new tokens per caption ({model.tokens_source}), beams "
-                f"{g.beams}, glance prompt {g.prompt_len} tokens, "
-                f"refine prompt {g.refine_prompt_len} tokens; mean of {model.repeats} "
-                "images "
-                f"after {model.warmup} warm-up; model built/loaded in {model.load_seconds:.1f} s.",
-                "",
-            ]
+            out += prose(
+                "model",
+                model=_model_title(model),
+                tokens=model.tokens,
+                tokens_source=model.tokens_source,
+                beams=g.beams,
+                prompt_len=g.prompt_len,
+                refine_prompt_len=g.refine_prompt_len,
+                repeats=model.repeats,
+                warmup=model.warmup,
+                load_seconds=f"{model.load_seconds:.1f}",
+            )
             out += _stage_table(model)
             out += [""]
         limits = run.limits
-        out += [
-            f"## {title}: the limit",
-            "",
-            f"Measured on {run.machine.label}: {limits.dtype} matrix product "
-            f"{limits.matmul_size}x{limits.matmul_size}: "
-            f"**{limits.matmul_flops_per_s / 1e9:.0f} GFLOP/s**; memory read: "
-            f"**{limits.read_bytes_per_s / 1e9:.1f} GB/s** (summing a {limits.read_mib} MiB "
-            "tensor). "
-            + _samples_note(limits) +
-            "FLOP bound = stage FLOPs / matmul throughput; bytes bound = weights (and KV cache) read / "
-            "bandwidth; achieved = the larger bound / measured time. Decoding at batch 1 reads every LM "
-            "weight per token: it is limited by memory bandwidth, not FLOPs.",
-            "",
-        ]
+        out += prose(
+            "limits",
+            run=title,
+            machine=run.machine.label,
+            dtype=limits.dtype,
+            size=limits.matmul_size,
+            matmul=f"{limits.matmul_flops_per_s / 1e9:.0f}",
+            read=f"{limits.read_bytes_per_s / 1e9:.1f}",
+            read_mib=limits.read_mib,
+            samples=_samples_note(limits),
+        )
         for model in run.models:
             for mode in LIMIT_MODES:
                 if mode in (model.bounds or {}):
-                    out += [f"**{_model_title(model)}, {MODE_TITLES[mode]}**", ""]
+                    out += prose("limit_mode", model=_model_title(model), mode=MODE_TITLES[mode])
                     out += _bounds_table(model, mode)
                     out += [""]
                     ops = _ops_table(model.modes[mode], limits.matmul_flops_per_s)
                     if ops:
-                        out += ["Where its time goes, in one profiled caption (each op's own time):", ""]
+                        out += prose("ops")
                         out += ops + [""]
         if key == CPU:
-            out += [
-                "## End-to-end latency through the node",
-                "",
-                f"Measured on {run.machine.label}: the installed `captioner` process, frames "
-                "alternating rgb8 and bgr8, stamped when published. Latency (received) = caption received - "
-                "header.stamp; latency (node) = the caption's latency_seconds (stamp -> publish); model = "
-                "glance_seconds + refine_seconds; overhead = latency - model.",
-                "",
-            ]
+            out += prose("node", machine=run.machine.label)
             out += _node_section(run)
-            out += [
-                "",
-                "Node-side work per frame outside the model (the annotated image is drawn only while "
-                "someone subscribes to `caption_image`):",
-                "",
-            ]
+            out += prose("node_side")
             out += _node_side(run)
     if CUDA not in runs:
-        out += [
-            "",
-            "## GPU",
-            "",
-            f"No GPU figures: {one_line(results.gpu_note or 'no GPU run has been merged', 600)}. "
-            "`scripts/gpu_check.sh` measures them on a machine with CUDA.",
-        ]
+        out += prose("no_gpu", note=one_line(results.gpu_note or "no GPU run has been merged", 600))
     check = results.gpu_check
     if check is not None and check.to_json():
-        out += [
-            "",
-            "## GPU check",
-            "",
-            f"On {check.gpu or '-'}, {check.date_utc or '-'}: model tests: {check.model_tests or '-'}.",
-        ]
-    out += ["", "## Definitions", "", *DEFINITIONS]
+        out += prose(
+            "gpu_check",
+            gpu=check.gpu or "-",
+            date=check.date_utc or "-",
+            tests=check.model_tests or "-",
+        )
+    out += prose("definitions")
     return "\n".join(out) + "\n"
-
-
-DEFINITIONS = [
-    "- **Images**: synthetic 640x480 scenes of the world's validation split, batch 1.",
-    "- **Stages** are the model's own timings (`CaptionResult.timings`; CUDA synchronised at each stage "
-    "edge): preprocess (pad, resize, normalise), vision (CLIP tower, up to the deepest layer used), "
-    "connector, prefill and "
-    "decode of the glance, regions (boxes from the captured attention), deeplens, refine_prefill, "
-    "refine_decode and refine_regions (a changed caption's own regions, from one teacher-forced pass on the "
-    "glance's kept prompt); "
-    "total = the whole `caption()` call.",
-    "- **Tokens**: every mode and path generates the same number of new tokens per caption (stop rules off): "
-    "the preset's random LM never stops on its own, so the paper-size model writes a fixed number; the demo "
-    "model writes its natural caption length on these images. Beam search as the model's config says.",
-    "- **Draft**: where the config decodes the refined caption greedily with the initial caption as a draft, "
-    "runs of draft tokens are checked in one LM pass (the row 'LM passes' counts passes). How much that "
-    "saves depends on how far the refined caption follows the initial one: a random model's two captions "
-    "agree almost fully, the best case. The mode 'refinement without draft' decodes token by token: the "
-    "worst case.",
-    "- **Random weights**: the paper-size architecture (CLIP ViT-L/14-336 + mlp4x_bott4x_gelu + OPT-125M + "
-    "DeepLens) is built with random weights; its embedding rows past the small word tokenizer are zeroed so "
-    "that captions are words (same compute). Speed does not depend on the weights' values.",
-    "- **Naive reference**: (1) a full vision pass, the connector and transformers' `generate` with its "
-    "default settings (its own KV cache and beam search; told only num_beams, length_penalty, early_stopping "
-    "and the fixed token count); (2) attended regions from a second, teacher-forced LM pass over prompt + "
-    "caption instead of attention captured while decoding; (3) refinement with a second full vision pass "
-    "(nothing of the glance's vision states reused), the connector again, DeepLens, and `generate` again.",
-    "- **FLOPs** are counted by `torch.utils.flop_counter.FlopCounterMode` on one extra run per mode (matrix "
-    "products, convolutions and attention, 2 FLOPs per multiply-add), so they are what actually ran (e.g. "
-    "23 of the 24 CLIP layers: the glance and DeepLens read none after layer 23).",
-    "- **Where the time goes**: on the CPU, one extra caption of the glance and of glance + DeepLens under "
-    "`torch.profiler`; each aten op's "
-    "own time (not its callees') is summed by class: matmul (matrix products, convolutions), attention (fused "
-    "attention kernels), other ops (elementwise, norms, softmax, copies, top-k, indexing); outside ops = the "
-    "stage's time in no op (Python, dispatch, and the profiler's own cost per op, so it overstates them). "
-    "The GFLOP/s divide each class's counted FLOPs by its time; the share is of the run's matmul limit "
-    "(over 100%: the machine ran faster during that caption than during the limit's samples).",
-    "- **FLOP-bound target**: each timed paper-size glance caption against the float32 matmul throughput "
-    "sampled just before and just after it (the better of the two), then the median over the captions; "
-    "the ratio against the run's best sample (the limit in the tables) is shown beside it. Both samples "
-    "and captions come from a machine whose speed drifts by tens of percent within minutes.",
-    "- **DeepLens overhead**: the refinement's time (total - the glance stages) over the glance stages' time, "
-    "both within the same 'glance + DeepLens' captions; the totals of the two modes are shown beside it "
-    "but are timed a minute apart, and this machine's speed drifts between them.",
-    "- **Node runs**: each in a fresh process pair (benchmark client and `captioner`), with the shipped "
-    "parameters except max_rate 100. Each frame is published 20 ms after the previous caption came back, so "
-    "it finds the node idle: overhead = latency - model time is what the node and the transport add, not "
-    "waiting behind an earlier caption (a frame that comes while the node is busy waits up to one caption's "
-    "model time on top; the rate is the captions per second above). 'best_effort' is the node's default "
-    "image QoS with the RMW's default transport; '16 MiB shared memory' is `config/fastdds_large_shm.xml` "
-    "for both ends: a Fast DDS shared-memory segment large enough for a whole 640x480 rgb8 frame (the default "
-    "512 KiB segment sends it as UDP fragments, which a busy receiver drops, or with 'reliable' acknowledges "
-    "and resends).",
-    "- **Peak memory**: CPU = the process's peak resident set (VmHWM, reset before each mode; each model "
-    "runs in a process of its own); CUDA = torch's peak allocated and reserved bytes per mode, plus the CUDA "
-    "context (device memory in use before the model was loaded). GB = 10^9 bytes.",
-]
 
 
 # ---- plot ----------------------------------------------------------------------------------

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
+from pathlib import Path
 
 import pytest
 
-from sharpeye_ros.benchmark import report
+from sharpeye_ros.benchmark import report, run
 from sharpeye_ros.benchmark.bounds import with_bounds
-from sharpeye_ros.benchmark.results import Limits, NodeResult, PerCaption, Results
+from sharpeye_ros.benchmark.results import GpuCheck, Limits, NodeResult, PerCaption, Results, Skipped
 from sharpeye_ros.benchmark.targets import targets
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _paper(run, glance_s: float, deeplens_s: float, flops: int):
@@ -194,3 +198,48 @@ def test_the_markdown_has_the_op_profile_and_the_roofline_floor(tiny_run):
     assert "Where its time goes, in one profiled caption" in text and "outside ops" in text
     flop = next(t for t in targets(Results(runs={"cpu": cpu})) if "FLOP bound" in t.name)
     assert "at its roofline would itself be" in flop.detail
+
+
+def test_the_docs_render_again_from_their_results_byte_for_byte(tmp_path):
+    """``benchmark --render`` on the committed docs/benchmarks.json writes the committed
+    docs/benchmarks.md: the report (its template, tables and number formats) renders what
+    the measured run rendered."""
+    shutil.copy(REPO / "docs" / run.RESULTS_NAME, tmp_path / run.RESULTS_NAME)
+    assert run.main(["--render", "--out-dir", str(tmp_path)]) == 0
+    rendered = (tmp_path / run.DOC_NAME).read_text()
+    assert rendered == (REPO / "docs" / run.DOC_NAME).read_text()
+
+
+def test_the_installed_template_has_every_block_the_report_renders(tiny_run, monkeypatch):
+    """The template is package data beside the installed module (CMakeLists.txt installs
+    the folder; setup.cfg's package_data ships it in the wheel), and its blocks are the
+    ones the report asks for, each rendered with the values it gives: none missing, none
+    left over."""
+    shipped = Path(report.__file__).with_name(report.TEMPLATE)
+    assert shipped.is_file() and "<!-- block: header -->" in shipped.read_text()
+    used: list[str] = []
+    real = report.prose
+    monkeypatch.setattr(report, "prose", lambda block, /, **values: used.append(block) or real(block, **values))
+    cpu = copy.deepcopy(tiny_run)
+    cpu.models[0].modes["zoom"] = Skipped(skipped="the model has no DeepLens")
+    cpu.node = {"best_effort": _node(0.004), "reliable": "the captioner gave 0 of 3 warm-up captions"}
+    cpu.models[0].node_side = None
+    cpu.limits = dataclasses.replace(cpu.limits, matmul_samples=[1e11, 0.9e11], read_samples=[1e10, 1.1e10])
+    check = GpuCheck(gpu="Test GPU", date_utc="2026-12-01", model_tests="7 passed")
+    text = report.render_markdown(Results(runs={"cpu": cpu}, gpu_note="no device", gpu_check=check), "plot.png")
+    text += report.render_markdown(run.load_results(REPO / "docs" / run.RESULTS_NAME))
+    text += report.render_markdown(Results())  # nothing measured
+    assert set(used) == set(report.template_blocks())
+    assert "$" not in text  # every value filled in
+    assert "Not measured: zoom: the model has no DeepLens." in text
+    assert "- reliable: not measured: the captioner gave 0 of 3 warm-up captions" in text
+    assert "No naive reference was measured." in text
+    assert "On Test GPU, 2026-12-01: model tests: 7 passed." in text
+
+
+def test_a_block_the_template_lacks_or_a_value_not_given_is_a_clear_error():
+    with pytest.raises(report.TemplateError, match="has no block 'summary'"):
+        report.prose("summary")
+    with pytest.raises(report.TemplateError, match="block 'stages': no value for 'machine'"):
+        report.prose("stages", run="CPU")
+    assert report.prose("stages", run="CPU", machine="m") == ["", "## CPU: time per stage", "", "Measured on m.", ""]
