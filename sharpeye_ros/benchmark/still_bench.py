@@ -214,10 +214,12 @@ def still_cpu(model_path: str, gating: bool, seconds: float = 30.0, warmup: floa
         "input_rate_hz": INPUT_RATE,
         "noise_sigma": NOISE_SIGMA,
         "max_rate_hz": max_rate,
+        "max_still_seconds": float(parameters.get("max_still_seconds", SPECS["max_still_seconds"].default)),
     }
 
 
-def changing_view(model_path: str, changes: int = 30, max_rate: float = 2.0, device: str = "cpu") -> dict:
+def changing_view(model_path: str, changes: int = 30, max_rate: float = 2.0, device: str = "cpu",
+                  model_name: str = "") -> dict:
     """The view changes every CHANGE_PERIOD seconds (see the module); per change, whether its
     first caption was the model's and how long after the change its frame was stamped."""
     from sharpeye_ros.world import CHANGES, scene_change
@@ -282,6 +284,7 @@ def changing_view(model_path: str, changes: int = 30, max_rate: float = 2.0, dev
         "max_rate_hz": max_rate,
         "input_rate_hz": INPUT_RATE,
         "change_period_s": CHANGE_PERIOD,
+        "model_name": model_name,
     }
 
 
