@@ -186,8 +186,8 @@ class CaptionerNode(LifecycleNode):
 
     def autostart(self) -> bool:
         """Configure and activate when the ``autostart`` parameter is true (what the executable
-        does before it spins); False when it is false. StartupError when a transition fails,
-        with the reason the node logged."""
+        does before it spins); False when it is false. StartupError with the reason when a
+        transition fails (not also logged: the caller reports it, once)."""
         if not self._settings.autostart:
             return False
         self._autostarting = True  # a failure is the caller's one message, not also a log line

@@ -49,6 +49,8 @@ ROSDEP: dict[str, Dep] = {
     "launch": Dep("launch", RUN),
     "launch_ros": Dep("launch_ros", RUN),
     "rosgraph_msgs": Dep("rosgraph_msgs", TEST),
+    # The node's lifecycle services come with rclpy.lifecycle; the tests call them.
+    "lifecycle_msgs": Dep("lifecycle_msgs", TEST),
     "launch_pytest": Dep("launch_pytest", TEST),
     "ros2launch": Dep("ros2launch", TEST),  # `ros2 launch` in test/launch/test_ros2_launch.py
     # rosdep/base.yaml and python.yaml
