@@ -416,9 +416,15 @@ def _still_section(run: Run) -> list[str]:
         rows = []
         for kind, changes in kinds.items():
             delays = [c.delay_s for c in changes if c.delay_s is not None]
+            # Reused: the gate took the change for a still view; none: no frame showing it
+            # was captioned at all (lost in transport, or the node was starved of CPU).
+            reused = sum(not c.captioned and c.delay_s is not None for c in changes)
+            none = sum(c.delay_s is None for c in changes)
             rows.append([kind.replace("_", " "), str(len(changes)), str(sum(c.captioned for c in changes)),
-                         ms(statistics.median(delays)) if delays else "-", ms(max(delays)) if delays else "-"])
-        lines += _table(["change", "changes", "first caption the model's", "delay p50", "delay max"], rows)
+                         str(reused), str(none), ms(statistics.median(delays)) if delays else "-",
+                         ms(max(delays)) if delays else "-"])
+        lines += _table(["change", "changes", "first caption the model's", "first caption reused",
+                         "no caption", "delay p50", "delay max"], rows)
     if rates is not None:
         lines += prose("still_rates", scenes=rates.scenes, split=rates.split, threshold=f"{rates.threshold:g}")
         rows = []

@@ -259,7 +259,7 @@ def test_still_view_targets_and_section(tiny_run, still_result):
     assert "## Idle when the view is still" in text and "Measured on Still CPU (2 threads)" in text
     assert "| demo | on | 0.0060 | 1 | 105 | 60 s | 1.5% |" in text
     assert "| paper | on | 0.1600 | 1 | 110 | 60 s | 8.0% |" in text
-    assert "| small object | 5 | 4 |" in text  # 5 small-object changes, one of them late
+    assert "| small object | 5 | 4 | 1 | 0 |" in text  # 5 small-object changes, one reused
     assert "| small object | 0 of 20 | 0.230 / 0.240 / 0.400 | 3 of 20 | 0.004 / 0.014 / 0.400 |" in text
     assert "| Still view: CPU <= 5% of gating off, paper | 8.0% | <= 5% | **FAIL** |" in text
     assert "9 of 10" in text
