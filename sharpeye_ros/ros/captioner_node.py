@@ -294,7 +294,7 @@ class CaptionerNode(LifecycleNode):
         # Diagnostics on the steady clock: they must keep coming while sim time is paused.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._own_timers = [self.create_timer(s.diagnostics_period, self.publish_diagnostics, clock=steady),
-                        self.create_timer(1.0, self._watch_input, clock=steady)]
+                            self.create_timer(1.0, self._watch_input, clock=steady)]
         self._health.resume(time.monotonic())
         self.get_logger().info(
             f"captioning '{self._sub.topic_name}' ({s.image_transport}, {self.image_qos}) at up to "
