@@ -3,17 +3,24 @@
     ros2 launch sharpeye_ros captioner.launch.py image_topic:=/camera/image_raw
     ros2 launch sharpeye_ros captioner.launch.py image_topic:=/cam/image_raw \\
         image_transport:=compressed model_path:=/path/to/checkpoint device:=cuda max_rate:=1.0
+    ros2 launch sharpeye_ros captioner.launch.py namespace:=robot1 rviz:=true
+    ros2 launch sharpeye_ros captioner.launch.py autostart:=false   # for a lifecycle manager
 
 The node reads ``params_file`` (default: the installed config/captioner.yaml); the
-arguments model_path, device, max_rate and image_transport override it only when given
-(empty = keep the file's value). ``image`` is remapped to ``image_topic``; with
+arguments model_path, device, max_rate, image_transport and autostart override it only
+when given (empty = keep the file's value). With autostart:=false the captioner, a
+lifecycle node, waits unconfigured for a lifecycle manager (``ros2 lifecycle set
+/<namespace>/captioner configure``, then ``activate``). ``image`` is remapped to ``image_topic``; with
 image_transport:=compressed the node subscribes ``image_topic``/compressed, the
 image_transport convention. ``log_level`` applies to the captioner's logger only.
 ``fastdds_profile``: a Fast DDS XML profiles file for the node (e.g. the shipped
 config/fastdds_large_shm.xml; give the camera driver the same one), unless
 FASTRTPS_DEFAULT_PROFILES_FILE or FASTDDS_DEFAULT_PROFILES_FILE is already set.
-When the captioner exits by itself (a bad model_path, no CUDA), the launch ends, non-zero
-on a failure.
+``rviz:=true`` opens RViz with config/sharpeye.rviz moved to the captioner's topics under
+``namespace`` and the camera display on ``image_topic`` (RViz is optional: without it the
+launch stops before anything starts, saying how to get it). When the captioner or RViz
+exits by itself (a bad model_path, no CUDA, RViz closed), the launch ends, non-zero on a
+failure.
 """
 
 import os
@@ -27,9 +34,11 @@ from launch_ros.actions import Node
 
 from sharpeye_ros.ros.captioner_parameters import SPECS
 from sharpeye_ros.ros.launch_support import (log_level_arguments, logger_name, normalize_namespace,
-                                             on_node_exit, parse_bool, profile_environment)
+                                             on_node_exit, parse_bool, profile_environment, rviz_installed,
+                                             rviz_missing_message, write_rviz_config)
 from sharpeye_ros.ros.parameters import from_launch_arguments
 
+SHARE = get_package_share_directory("sharpeye_ros")
 NODE = "captioner"
 # name -> (default, description); an empty default means "as in params_file".
 ARGUMENTS = {
@@ -40,13 +49,18 @@ ARGUMENTS = {
                    "shipped demo model)"),
     "device": ("", "auto, cpu, cuda or cuda:N; empty: as in params_file"),
     "max_rate": ("", "maximum captions per second, on message time; empty: as in params_file"),
+    "autostart": ("", "true: configure and activate at start-up (a plain node); false: wait, "
+                  "unconfigured, for a lifecycle manager; empty: as in params_file"),
     "use_sim_time": ("false", "use /clock (for rosbag playback with --clock)"),
     "namespace": ("", "namespace of the captioner node and its topics"),
     "log_level": ("info", "log level of the captioner's own logger"),
     "fastdds_profile": ("", "Fast DDS profiles file for the node; empty, or when "
                         "FASTRTPS_DEFAULT_PROFILES_FILE is set: the environment's"),
+    "rviz": ("false", "start RViz with config/sharpeye.rviz on the captioner's topics under "
+             "namespace (needs rviz2 installed)"),
 }
 CHOICES = {
+    "rviz": ["true", "false", "True", "False"],
     "use_sim_time": ["true", "false", "True", "False"],
     "log_level": ["debug", "info", "warn", "error", "fatal"],
 }
@@ -55,14 +69,19 @@ CHOICES = {
 def _captioner(context, *args, **kwargs):
     """Build the Node once the arguments are known, passing only the overrides that were given."""
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    overrides = {"use_sim_time": parse_bool("use_sim_time", value["use_sim_time"])}
-    given = {name: value[name] for name in ("image_transport", "model_path", "device", "max_rate")}
+    rviz = parse_bool("rviz", value["rviz"])
+    if rviz and not rviz_installed():  # before anything starts: nothing is left orphaned
+        raise RuntimeError(rviz_missing_message(os.environ.get("ROS_DISTRO")))
+    sim_time = parse_bool("use_sim_time", value["use_sim_time"])
+    overrides = {"use_sim_time": sim_time}
+    given = {name: value[name] for name in ("image_transport", "model_path", "device", "max_rate", "autostart")}
     # Typed and checked as the node takes them ("1" -> 1.0: it refuses an integer max_rate).
     overrides.update(from_launch_arguments(SPECS, given))
     topic = value["image_topic"].rstrip("/")
     if not topic:
         raise ValueError("launch argument image_topic must not be empty")
     namespace = normalize_namespace(value["namespace"])
+    env = profile_environment(os.environ, value["fastdds_profile"])
     node = Node(
         package="sharpeye_ros",
         executable="captioner",
@@ -75,9 +94,17 @@ def _captioner(context, *args, **kwargs):
         # for compressed input (image_transport's convention).
         remappings=[("image", topic)],
         ros_arguments=log_level_arguments(value["log_level"], [logger_name(namespace, NODE)]),
-        additional_env=profile_environment(os.environ, value["fastdds_profile"]),
+        additional_env=env,
     )
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_node_exit))]
+    actions = [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_node_exit))]
+    if rviz:
+        # config/sharpeye.rviz names the root namespace's topics: a copy names this one's.
+        config = write_rviz_config(os.path.join(SHARE, "config", "sharpeye.rviz"), namespace, topic)
+        viewer = Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace,
+                      arguments=["-d", config], parameters=[{"use_sim_time": sim_time}], additional_env=env)
+        # Closing RViz ends the launch.
+        actions += [viewer, RegisterEventHandler(OnProcessExit(target_action=viewer, on_exit=on_node_exit))]
+    return actions
 
 
 def generate_launch_description():
@@ -88,6 +115,6 @@ def generate_launch_description():
     declared.append(DeclareLaunchArgument(
         "params_file",
         # A plain path, so that `--show-args` prints it as one.
-        default_value=os.path.join(get_package_share_directory("sharpeye_ros"), "config", "captioner.yaml"),
+        default_value=os.path.join(SHARE, "config", "captioner.yaml"),
         description="parameters file of the captioner node"))
     return LaunchDescription(declared + [OpaqueFunction(function=_captioner)])

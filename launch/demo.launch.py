@@ -2,6 +2,7 @@
 
     ros2 launch sharpeye_ros demo.launch.py                  # camera + captioner
     ros2 launch sharpeye_ros demo.launch.py rviz:=true       # ... and RViz (config/sharpeye.rviz)
+    ros2 launch sharpeye_ros demo.launch.py namespace:=robot1 rviz:=true   # RViz follows the namespace
     ros2 launch sharpeye_ros demo.launch.py image_transport:=compressed model_path:=/path/to/model
     ros2 launch sharpeye_ros demo.launch.py namespace:=robot1 image_topic:=front/image_raw
 
@@ -17,9 +18,8 @@ it. When a node exits by itself, the whole demo ends (non-zero on a failure).
 """
 
 import os
-import tempfile
 
-from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
+from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
@@ -30,14 +30,15 @@ from launch_ros.actions import Node
 from sharpeye_ros.ros.camera_parameters import SPECS as CAMERA_SPECS
 from sharpeye_ros.ros.launch_support import (SHIPPED_PROFILE, log_level_arguments, logger_name,
                                              normalize_namespace, on_node_exit, parse_bool,
-                                             profile_environment, rviz_config, rviz_missing_message)
+                                             profile_environment, rviz_installed, rviz_missing_message)
 from sharpeye_ros.ros.parameters import from_launch_arguments
 
 SHARE = get_package_share_directory("sharpeye_ros")
 CAMERA = "synthetic_camera"
 # Passed on to captioner.launch.py (declared here too, so that they apply to the camera as well).
 CAPTIONER_ARGUMENTS = ("image_topic", "namespace", "use_sim_time", "log_level", "image_transport",
-                       "model_path", "device", "max_rate", "params_file", "fastdds_profile")
+                       "model_path", "device", "max_rate", "autostart", "params_file", "fastdds_profile",
+                       "rviz")
 ARGUMENTS = {
     "rviz": ("false", "start RViz with config/sharpeye.rviz (needs rviz2 installed)"),
     "image_topic": ("/camera/image_raw", "camera topic; relative names go under namespace"),
@@ -48,6 +49,8 @@ ARGUMENTS = {
     "model_path": ("", "captioner checkpoint directory; empty: the shipped demo model"),
     "device": ("", "captioner device (auto, cpu, cuda, cuda:N); empty: as in the params file"),
     "max_rate": ("", "maximum captions per second; empty: as in the params file"),
+    "autostart": ("", "captioner: true to caption at once, false to wait, unconfigured, for a "
+                  "lifecycle manager; empty: as in the params file"),
     "params_file": (os.path.join(SHARE, "config", "captioner.yaml"), "parameters file of the captioner"),
     "fastdds_profile": (os.path.join(SHARE, "config", SHIPPED_PROFILE),
                         "Fast DDS profiles file for all nodes; ignored when FASTRTPS_DEFAULT_PROFILES_FILE "
@@ -67,19 +70,11 @@ CHOICES = {
 }
 
 
-def _rviz_installed() -> bool:
-    try:
-        get_package_prefix("rviz2")
-        return True
-    except PackageNotFoundError:
-        return False
-
-
 def _demo(context, *args, **kwargs):
     """Camera, captioner and RViz, built once the arguments are known."""
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     rviz = parse_bool("rviz", value["rviz"])
-    if rviz and not _rviz_installed():  # before anything starts: nothing is left orphaned
+    if rviz and not rviz_installed():  # before anything starts: nothing is left orphaned
         raise RuntimeError(rviz_missing_message(os.environ.get("ROS_DISTRO")))
     sim_time = parse_bool("use_sim_time", value["use_sim_time"])
     namespace = normalize_namespace(value["namespace"])
@@ -109,18 +104,9 @@ def _demo(context, *args, **kwargs):
         PythonLaunchDescriptionSource(os.path.join(SHARE, "launch", "captioner.launch.py")),
         launch_arguments={name: value[name] for name in CAPTIONER_ARGUMENTS}.items(),
     )
-    actions = [camera, RegisterEventHandler(OnProcessExit(target_action=camera, on_exit=on_node_exit)),
-               captioner]
-    if rviz:
-        with open(os.path.join(SHARE, "config", "sharpeye.rviz")) as f:
-            text = rviz_config(f.read(), namespace, topic)
-        with tempfile.NamedTemporaryFile("w", prefix="sharpeye_demo_", suffix=".rviz", delete=False) as f:
-            f.write(text)
-        viewer = Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", f.name],
-                      parameters=[{"use_sim_time": sim_time}], additional_env=env)
-        # Closing RViz ends the demo.
-        actions += [viewer, RegisterEventHandler(OnProcessExit(target_action=viewer, on_exit=on_node_exit))]
-    return actions
+    # RViz, when asked for, comes with the captioner (captioner.launch.py rviz:=true).
+    return [camera, RegisterEventHandler(OnProcessExit(target_action=camera, on_exit=on_node_exit)),
+            captioner]
 
 
 def generate_launch_description():

@@ -28,13 +28,16 @@ def pytest_configure(config: pytest.Config) -> None:
     # scripts/test sets SHARPEYE_REQUIRE_ROS=1: there, a missing rclpy or unbuilt
     # messages must fail the run instead of quietly skipping every ROS test.
     if os.environ.get("SHARPEYE_REQUIRE_ROS") == "1":
+        # vision_msgs too: scripts/test builds test/interfaces/vision_msgs where none is installed.
         try:
             import rclpy  # noqa: F401
             import sharpeye_ros.msg  # noqa: F401
+            import vision_msgs.msg  # noqa: F401
         except ImportError as err:
             raise pytest.UsageError(
                 f"SHARPEYE_REQUIRE_ROS=1 but the ROS side is unusable ({err}); "
-                "run through scripts/test, which builds the package and sources install/"
+                "run through scripts/test, which builds the package (and vision_msgs' stand-in) "
+                "and sources install/"
             ) from err
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
+import statistics
 import string
 from pathlib import Path
 from typing import Optional
@@ -107,13 +108,15 @@ def format_value(t: Target) -> str:
     v = t.measured
     if v is None:
         return "-"
-    return {"fraction": f"{v * 100:+.0f}%", "x": f"{v:.2f}x", "s": ms(v), "bytes": gb(v)}[t.unit]
+    return {"fraction": f"{v * 100:+.0f}%", "share": f"{v * 100:.1f}%", "x": f"{v:.2f}x", "s": ms(v),
+            "bytes": gb(v)}[t.unit]
 
 
 def _limit(t: Target) -> str:
     v = t.limit
     texts = {
         "fraction": f"<= +{v * 100:.0f}%",
+        "share": f"<= {v * 100:g}%",
         "x": f"<= {v:.1f}x",
         "s": f"<= {ms(v)}",
         "bytes": f"<= {gb(v)}",
@@ -378,6 +381,70 @@ def _node_side(run: Run) -> list[str]:
     return _table(["stage (640x480)", "p50", "p95"], rows) if rows else prose("not_measured")
 
 
+def _still_section(run: Run) -> list[str]:
+    still = run.still
+    if still is None:
+        return []
+    lines = []
+    first = still.cpu[0].on if still.cpu else None
+    rates = still.rates
+    lines += prose(
+        "still",
+        machine=(still.machine or run.machine).label,
+        threshold=f"{rates.threshold:g}" if rates else "-",
+        max_still=f"{first.max_still_seconds:g}" if first else "-",
+        input_rate=f"{first.input_rate_hz:g}" if first else "-",
+        noise=f"{first.noise_sigma:g}" if first else "-",
+        max_rate=f"{first.max_rate_hz:g}" if first else "-",
+    )
+    rows = []
+    for pair in still.cpu:
+        for name, r in (("on", pair.on), ("off", pair.off)):
+            rows.append([pair.model_name, name, f"{r.cpu_seconds_per_second:.4f}", str(r.model_captions),
+                         str(r.reused_captions), f"{r.seconds:.0f} s",
+                         f"{pair.ratio * 100:.1f}%" if name == "on" else "100%"])
+    lines += _table(["model", "gating", "CPU s/s", "model captions", "reused captions", "window", "CPU vs gating off"],
+                    rows) if rows else prose("not_measured")
+    view = still.changing
+    if view is not None:
+        lines += prose("still_changing", period=f"{view.change_period_s:g}", model=view.model_name,
+                       input_rate=f"{view.input_rate_hz:g}", max_rate=f"{view.max_rate_hz:g}",
+                       interval=ms(view.interval_s), in_time=view.captioned_in_time, changes=view.changes)
+        kinds: dict[str, list] = {}
+        for c in view.per_change:
+            kinds.setdefault(c.change, []).append(c)
+        rows = []
+        for kind, changes in kinds.items():
+            delays = [c.delay_s for c in changes if c.delay_s is not None]
+            # Reused: the gate took the change for a still view; none: no frame showing it
+            # was captioned at all (lost in transport, or the node was starved of CPU).
+            reused = sum(not c.captioned and c.delay_s is not None for c in changes)
+            none = sum(c.delay_s is None for c in changes)
+            rows.append([kind.replace("_", " "), str(len(changes)), str(sum(c.captioned for c in changes)),
+                         str(reused), str(none), ms(statistics.median(delays)) if delays else "-",
+                         ms(max(delays)) if delays else "-"])
+        lines += _table(["change", "changes", "first caption the model's", "first caption reused",
+                         "no caption", "delay p50", "delay max"], rows)
+    if rates is not None:
+        lines += prose("still_rates", scenes=rates.scenes, split=rates.split, threshold=f"{rates.threshold:g}")
+        rows = []
+        for kind, colour in rates.false_skips["colour"].items():
+            grey = rates.false_skips["grey"][kind]
+            rows.append([kind.replace("_", " "), f"{colour.count} of {colour.of}",
+                         f"{colour.min:.3f} / {colour.p5:.3f} / {colour.median:.3f}", f"{grey.count} of {grey.of}",
+                         f"{grey.min:.3f} / {grey.p5:.3f} / {grey.median:.3f}"])
+        for sigma, colour in rates.still_recaptions["colour"].items():
+            grey = rates.still_recaptions["grey"][sigma]
+            rows.append([f"still, noise sigma {sigma}: needless captions", f"{colour.count} of {colour.of}",
+                         f"max {colour.max:.3f}, median {colour.median:.3f}", f"{grey.count} of {grey.of}",
+                         f"max {grey.max:.3f}, median {grey.median:.3f}"])
+        lines += _table(["scene change", "colour: false skips", "colour: measure min / p5 / median",
+                         "grey: false skips", "grey: measure min / p5 / median"], rows)
+    for error in still.errors:
+        lines += prose("node_failed", name="still view", error=one_line(error, 600))
+    return lines
+
+
 def render_markdown(results: Results, plot_name: Optional[str] = None) -> str:
     """The whole of ``docs/benchmarks.md`` for ``results``."""
     runs = results.runs
@@ -435,6 +502,7 @@ def render_markdown(results: Results, plot_name: Optional[str] = None) -> str:
             out += _node_section(run)
             out += prose("node_side")
             out += _node_side(run)
+            out += _still_section(run)
     if CUDA not in runs:
         out += prose("no_gpu", note=one_line(results.gpu_note or "no GPU run has been merged", 600))
     check = results.gpu_check

@@ -15,6 +15,7 @@ as it has always been (a GPU machine's ``--json`` file is the same format, folde
         geometry: Geometry       sizes that set a caption's bytes (bounds.py)
         bounds {mode: {stage: StageBound}}   filled by bounds.with_bounds
       node {variant: NodeResult | error text}   node_bench.py's runs through the node
+      still: StillResult         still_bench.py: the scene gate's rates, CPU on a still scene, a changing view
 
 Adding a field: give it a default (``optional()`` when the key is left out of the file
 while unset), so that files written before it still load, then fill it where it is
@@ -378,9 +379,107 @@ class NodeResult(Record):
 
 
 @dataclass(kw_only=True)
+class GateSummary(Record):
+    """The scene gate's measure over one kind of scene change (or still pair):
+    ``count`` of ``of`` on the wrong side of the threshold (``rate``), and the measure's
+    spread (:func:`~sharpeye_ros.benchmark.still_bench.gate_rates`)."""
+
+    rate: float
+    count: int
+    of: int
+    min: float
+    p5: float
+    median: float
+    max: float
+
+
+@dataclass(kw_only=True)
+class GateRates(Record):
+    """False skips on the world's scene changes and needless captions on still views,
+    per thumbnail space (``colour``: the node's; ``grey``), at ``threshold``."""
+
+    threshold: float
+    scenes: int
+    split: str
+    false_skips: dict[str, dict[str, GateSummary]]
+    still_recaptions: dict[str, dict[str, GateSummary]]
+
+
+@dataclass(kw_only=True)
+class StillCpu(Record):
+    """The captioner process's CPU seconds per second on a still, noisy scene
+    (:func:`~sharpeye_ros.benchmark.still_bench.still_cpu`)."""
+
+    gating: bool
+    seconds: float
+    cpu_seconds_per_second: float
+    captions: int
+    model_captions: int
+    reused_captions: int
+    input_rate_hz: float
+    noise_sigma: float
+    max_rate_hz: float
+    max_still_seconds: float
+
+
+@dataclass(kw_only=True)
+class StillPair(Record):
+    """One model's still-scene runs, gating on and off."""
+
+    model_name: str
+    on: StillCpu
+    off: StillCpu
+
+    @property
+    def ratio(self) -> float:
+        """CPU per second with gating on over gating off."""
+        return self.on.cpu_seconds_per_second / self.off.cpu_seconds_per_second
+
+
+@dataclass(kw_only=True)
+class ChangeCaption(Record):
+    """One change of the changing view: whether its first caption was the model's, and
+    how long after the change that caption's frame was stamped."""
+
+    change: str
+    captioned: bool
+    delay_s: Optional[float]
+    model_captions: int
+
+
+@dataclass(kw_only=True)
+class ChangingView(Record):
+    """A view that changes every ``change_period_s`` (:func:`~sharpeye_ros.benchmark.still_bench.changing_view`)."""
+
+    changes: int
+    captioned_in_time: int
+    interval_s: float
+    max_delay_s: Optional[float]
+    per_change: list[ChangeCaption]
+    max_rate_hz: float
+    input_rate_hz: float
+    change_period_s: float
+    model_name: str = ""
+
+
+@dataclass(kw_only=True)
+class StillResult(Record):
+    """Idle when the view is still: the gate's rates, CPU on a still scene per model,
+    the changing view, and what could not be measured. ``machine``: where and when it was
+    measured (``benchmark --still-only`` adds it to a run measured before)."""
+
+    machine: Optional[Machine] = optional()
+    rates: Optional[GateRates] = optional()
+    cpu: list[StillPair] = optional(list)
+    changing: Optional[ChangingView] = optional()
+    errors: list[str] = optional(list)
+
+
+@dataclass(kw_only=True)
 class Run(Record):
     """Everything measured on one device kind in one benchmark command. ``node``: each
-    node variant's result, or why it could not run; ``errors``: models that failed."""
+    node variant's result, or why it could not run; ``still``: the scene gate's
+    measurements; ``errors``: models that failed."""
 
     machine: Machine
     limits: Limits
@@ -389,6 +488,7 @@ class Run(Record):
     command: str
     errors: list[str] = optional(list)
     node: Optional[dict[str, Union[NodeResult, str]]] = optional()
+    still: Optional[StillResult] = optional()
 
     def model(self, name: str) -> Optional[ModelResult]:
         """The model result called ``name``, or None."""

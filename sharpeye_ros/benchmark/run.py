@@ -2,11 +2,12 @@
 
     scripts/setup; source scripts/env.sh
     install/sharpeye_ros/lib/sharpeye_ros/benchmark   # (below: "benchmark") = ros2 run sharpeye_ros benchmark
-    benchmark                      # CPU: paper size + demo model, naive path, node latency
+    benchmark                      # CPU: paper size + demo model, naive path, node latency, still view
     benchmark --quick              # fewer repeats, a short node run
     benchmark --model-only --device cuda --json gpu.json    # on a GPU machine (no ROS needed)
     benchmark --merge gpu.json     # fold another machine's results into the docs
     benchmark --render             # rewrite the docs from docs/benchmarks.json
+    benchmark --still-only         # only idle-when-still, added to the docs' CPU run
 
 Each model is measured in a process of its own (:mod:`sharpeye_ros.benchmark.worker`),
 so its peak memory is its own. Results go to ``docs/benchmarks.json`` (one run per
@@ -35,11 +36,14 @@ from sharpeye_ros.benchmark import report, targets
 from sharpeye_ros.benchmark.measure import load_average, machine_info, matmul_throughput, read_bandwidth
 from sharpeye_ros.benchmark.bounds import with_bounds
 from sharpeye_ros.benchmark.results import (
+    CPU,
     CUDA,
     MODES,
     NAIVE,
     NODRAFT,
     RESULTS_FORMAT,
+    ChangingView,
+    GateRates,
     GpuCheck,
     Limits,
     ModelResult,
@@ -47,6 +51,9 @@ from sharpeye_ros.benchmark.results import (
     Results,
     ResultsError,
     Run,
+    StillCpu,
+    StillPair,
+    StillResult,
     run_kind,
 )
 from sharpeye_ros.benchmark.worker import DTYPES, ModelSpec, spec_json
@@ -115,6 +122,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--tests-log", default="", help="with --merge: the GPU machine's model test log")
     p.add_argument("--gpu-note", default="", help="with --merge/--render: why there are no GPU figures")
     p.add_argument("--render", action="store_true", help="only re-render the docs from their results file")
+    p.add_argument(
+        "--still-only",
+        action="store_true",
+        help="only measure idle-when-still (the scene gate through the node) and add it to the docs' CPU run",
+    )
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in args.models if m not in MODEL_NAMES]
@@ -323,6 +335,7 @@ def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> Run:
         limits.add_sample(*sample_limits())
         if not args.model_only:
             run.node = measure_node(args, demo)
+            run.still = measure_still(args, demo, Path(tmp))
     run = with_bounds(run)
     machine.load_average_1min_end = load_average()
     return run
@@ -354,6 +367,67 @@ def measure_node(args: argparse.Namespace, demo: tuple[str, str]) -> dict[str, U
     return out
 
 
+def paper_checkpoint(tokens: int, tmp: Path) -> str:
+    """The random paper-size model (as the worker builds it, writing ``tokens`` tokens per
+    caption) saved to ``tmp``, for the node to load: its directory."""
+    from sharpeye_ros.benchmark.worker import build_model
+
+    spec = ModelSpec(name="paper", source="paper", modes=(), overrides={"generation.max_new_tokens": tokens})
+    model, _ = build_model(spec)
+    model.save_pretrained(tmp / "paper")
+    del model
+    return str(tmp / "paper")
+
+
+def measure_still(args: argparse.Namespace, demo: tuple[str, str], tmp: Path) -> StillResult:
+    """Idle when the view is still (:mod:`~sharpeye_ros.benchmark.still_bench`), each
+    measurement in a process of its own: the gate's false-skip rates, the captioner's CPU
+    on a still scene with gating on and off (the demo model, and the paper-size one unless
+    quick or not asked for), and a view changing every second (the demo model). The
+    gating-on window is ``max_still_seconds`` long, so that it holds the forced caption
+    that comes once per window."""
+    from sharpeye_ros.ros.captioner_parameters import SPECS
+    from sharpeye_ros.ros.processes import isolate_dds
+
+    isolate_dds()
+    out = StillResult(machine=machine_info(args.device))
+    out.machine.load_average_1min = load_average()
+    still_window = 20.0 if args.quick else float(SPECS["max_still_seconds"].default)
+
+    def run(spec: dict, what: str) -> Optional[dict]:
+        print(f"benchmark: still view, {what}", file=sys.stderr)
+        try:
+            return run_isolated("sharpeye_ros.benchmark.still_bench", json.dumps(spec), what)
+        except BenchmarkError as err:
+            print(f"benchmark: {err}", file=sys.stderr)
+            out.errors.append(str(err)[-1000:])
+            return None
+
+    rates = run({"mode": "rates", "scenes": 50 if args.quick else 200}, "the gate's false-skip rates")
+    if rates is not None:
+        out.rates = GateRates.from_json(rates, "still.rates")
+    models = [demo]
+    if "paper" in args.models and not args.quick:
+        print("benchmark: saving the paper-size model for the node", file=sys.stderr)
+        models.append(("paper", paper_checkpoint(args.paper_tokens, tmp)))
+    for name, path in models:
+        pair = {}
+        for gating, seconds in ((True, still_window), (False, still_window / 2)):
+            spec = {"mode": "still", "model_path": path, "gating": gating, "seconds": seconds,
+                    "warmup": 10.0 if name == "paper" else 5.0, "device": args.device}
+            result = run(spec, f"CPU on a still scene, {name}, gating {'on' if gating else 'off'}")
+            if result is not None:
+                pair["on" if gating else "off"] = StillCpu.from_json(result, "still.cpu")
+        if len(pair) == 2:
+            out.cpu.append(StillPair(model_name=name, **pair))
+    changing = run({"mode": "changing", "model_path": demo[1], "changes": 10 if args.quick else 30,
+                    "device": args.device, "model_name": demo[0]}, f"a changing view, {demo[0]}")
+    if changing is not None:
+        out.changing = ChangingView.from_json(changing, "still.changing")
+    out.machine.load_average_1min_end = load_average()
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark (see the module docstring); 0 on success, 1 on an error."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -374,6 +448,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 results.gpu_check = check
             for path in write_docs(results, out_dir):
                 print(path)
+            return 0
+        if args.still_only:
+            results = load_results(out_dir / RESULTS_NAME)
+            if CPU not in results.runs or args.device != "cpu":
+                raise BenchmarkError("--still-only adds to the docs' CPU run: run the whole benchmark first, on cpu")
+            with tempfile.TemporaryDirectory(prefix="sharpeye_benchmark_models_") as tmp:
+                still = measure_still(args, demo_source(args.model_path, Path(tmp)), Path(tmp))
+            results.runs[CPU] = dataclasses.replace(results.runs[CPU], still=still)
+            for path in write_docs(results, out_dir):
+                print(path)
+            for t in targets.targets(results):
+                print(f"{t.name}: {report.format_value(t)} ({report.verdict(t.passed)})")
             return 0
         key = run_kind(args.device)
         run = measure_run(args, argv)

@@ -13,6 +13,7 @@ here measures or renders.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -26,7 +27,11 @@ DEEPLENS_MAX_OVERHEAD = 0.25  # DeepLens adds at most 25% to the glance at paper
 GLANCE_MAX_FLOP_RATIO = 1.5  # the paper-size CPU glance within 1.5x of its FLOP bound
 NODE_MAX_OVERHEAD_S = 0.010  # node overhead at p95, 640x480
 GPU_MAX_BYTES = 2.7e9  # paper size + DeepLens in fp16 on a GPU
-UNITS = ("fraction", "x", "s", "bytes")  # what a target's value and limit are in
+STILL_MAX_CPU_RATIO = 0.05  # a still view costs at most 5% of the CPU that captioning every frame does
+MAX_LATE_CHANGES = 0.0  # the share of a changing view's changes not captioned within one caption interval
+SMALL_OBJECT_MAX_FALSE_SKIPS = 0.0  # a small object appearing is never taken for a still view
+UNITS = ("fraction", "share", "x", "s", "bytes")  # what a target's value and limit are in (fraction: an
+# increase, "+25%"; share: a part of a whole, "4.2%")
 
 
 @dataclass
@@ -216,11 +221,82 @@ def gpu_memory(results: Results) -> list[Target]:
     ]
 
 
+def _still(results: Results):  # noqa: ANN202
+    """The CPU run's still-view result, and a stand-in run that names where it was
+    measured (its own machine and date, when it was added to an earlier run)."""
+    run = results.runs.get(CPU)
+    still = run.still if run else None
+    if still is not None and still.machine is not None:
+        run = dataclasses.replace(run, machine=still.machine)
+    return run, still
+
+
+def _still_missing(still) -> str:  # noqa: ANN001
+    errors = still.errors if still else []
+    return "not measured: " + (one_line(errors[0]) if errors else "no still-view run")
+
+
+def still_cpu(results: Results) -> list[Target]:
+    """The captioner's CPU per second on a still scene, gating on over gating off, per model."""
+    run, still = _still(results)
+    out = []
+    for pair in still.cpu if still else []:
+        on, off = pair.on, pair.off
+        detail = (
+            f"{on.cpu_seconds_per_second:.4f} vs {off.cpu_seconds_per_second:.4f} CPU s/s at {on.input_rate_hz:g} Hz "
+            f"input, max_rate {on.max_rate_hz:g}: {on.model_captions} model captions and {on.reused_captions} "
+            f"reused in {on.seconds:.0f} s (max_still_seconds {on.max_still_seconds:g}) vs {off.model_captions} "
+            f"in {off.seconds:.0f} s"
+        )
+        out.append(_target(f"Still view: CPU <= 5% of gating off, {pair.model_name}", pair.ratio,
+                           STILL_MAX_CPU_RATIO, "share", run, detail))
+    if not out:
+        out.append(_target("Still view: CPU <= 5% of gating off", None, STILL_MAX_CPU_RATIO, "share", None, "",
+                           _still_missing(still)))
+    return out
+
+
+def changes_in_time(results: Results) -> list[Target]:
+    """The share of a changing view's changes whose first caption was not the model's, or
+    came later than one caption interval (plus one input frame) after the change."""
+    run, still = _still(results)
+    view = still.changing if still else None
+    late, detail = None, ""
+    if view is not None and view.changes:
+        late = (view.changes - view.captioned_in_time) / view.changes
+        detail = (
+            f"{view.captioned_in_time} of {view.changes} changes (one every {view.change_period_s:g} s, "
+            f"{view.model_name}) captioned by the model within {ms(view.interval_s)}; the slowest after "
+            f"{ms(view.max_delay_s) if view.max_delay_s is not None else '-'}"
+        )
+    return [_target("Changing view: every change captioned within one caption interval", late, MAX_LATE_CHANGES,
+                    "share", run, detail, _still_missing(still))]
+
+
+def small_object_false_skips(results: Results) -> list[Target]:
+    """The gate's false-skip rate on a small object appearing, at the default threshold."""
+    run, still = _still(results)
+    rates = still.rates if still else None
+    rate, detail = None, ""
+    if rates is not None:
+        small = rates.false_skips["colour"]["small_object"]
+        rate = small.rate
+        detail = (
+            f"{small.count} of {small.of} scenes at min_scene_change {rates.threshold:g}; the smallest change "
+            f"measured {small.min:.3f}"
+        )
+    return [_target("Small object appearing never skipped at the default threshold", rate,
+                    SMALL_OBJECT_MAX_FALSE_SKIPS, "share", run, detail, _still_missing(still))]
+
+
 TARGETS: tuple[Callable[[Results], list[Target]], ...] = (
     deeplens_overhead,
     glance_flop_ratio,
     node_overhead,
     gpu_memory,
+    still_cpu,
+    changes_in_time,
+    small_object_false_skips,
 )
 
 

@@ -1,18 +1,21 @@
-"""Model results -> ROS messages: the Caption, the annotated image and the RViz text marker.
+"""Model results -> ROS messages: the Caption, its mirrors for standard tools (detections,
+plain text), the annotated image (raw and JPEG) and the RViz text marker.
 
-The box arithmetic (:func:`region_roi`, :func:`select_regions`) is pure. Message classes
-are imported where a message is built, so this module imports without a ROS install.
+The box arithmetic (:func:`region_roi`, :func:`select_regions`, :func:`roi_center_size`) is
+pure. Message classes are imported where a message is built, so this module imports without
+a ROS install (and without vision_msgs, which only :func:`detections_msg` needs).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
 from sharpeye_ros.ros.drawing import draw_annotations
-from sharpeye_ros.ros.image_conversion import fill_image_msg
+from sharpeye_ros.ros.image_conversion import fill_compressed_msg, fill_image_msg
 
 # The caption text marker floats this far in front of the camera (optical frame: z forward,
 # y down), a little above the optical axis.
@@ -96,12 +99,74 @@ def caption_msg(result: Any, regions: Sequence[Any], header: Any, width: int, he
     return msg
 
 
-def annotated_image_msg(rgb: np.ndarray, result: Any, regions: Sequence[Any], header: Any) -> Any:
-    """A ``sensor_msgs/Image`` (rgb8) of ``rgb`` with the regions and the caption drawn on it."""
+def reused_caption_msg(caption: Any, header: Any, latency_seconds: float) -> Any:
+    """A copy of ``caption`` (a ``sharpeye_ros/Caption``) republished for a later frame whose
+    view has not changed: that frame's ``header``, ``reused`` true, the latency measured for
+    that frame; the caption, its regions and how it was made (model, timings) stay as they were."""
+    msg = copy.deepcopy(caption)
+    msg.header = header
+    msg.reused = True
+    msg.latency_seconds = float(latency_seconds)
+    return msg
+
+
+def roi_center_size(roi: Any) -> tuple[float, float, float, float]:
+    """``(center_x, center_y, size_x, size_y)`` of a ``sensor_msgs/RegionOfInterest`` in
+    continuous pixel coordinates (pixel ``i`` spans ``[i, i + 1)``), as vision_msgs'
+    BoundingBox2D holds a box."""
+    width, height = float(roi.width), float(roi.height)
+    return float(roi.x_offset) + width / 2, float(roi.y_offset) + height / 2, width, height
+
+
+def detections_msg(caption: Any) -> Any:
+    """A ``vision_msgs/Detection2DArray`` mirroring ``caption`` (a ``sharpeye_ros/Caption``):
+    its header; one Detection2D per region, in the same order (most attended first), with the
+    region's phrase as the only hypothesis' ``class_id``, its score, and its box as
+    center/size in source pixels (:func:`roi_center_size`). ``id`` stays empty: regions are
+    not tracked from one caption to the next. ImportError when vision_msgs is not installed."""
+    from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesis,
+                                 ObjectHypothesisWithPose)
+
+    array = Detection2DArray(header=caption.header)
+    for region in caption.regions:
+        cx, cy, sx, sy = roi_center_size(region.roi)
+        bbox = BoundingBox2D(size_x=sx, size_y=sy)
+        bbox.center.position.x, bbox.center.position.y = cx, cy
+        hypothesis = ObjectHypothesisWithPose(
+            hypothesis=ObjectHypothesis(class_id=region.phrase, score=float(region.score)))
+        array.detections.append(Detection2D(header=caption.header, results=[hypothesis], bbox=bbox))
+    return array
+
+
+def caption_text_msg(caption: Any) -> Any:
+    """A ``std_msgs/String`` holding only ``caption``'s text, for tools that take plain text."""
+    from std_msgs.msg import String
+
+    return String(data=caption.caption)
+
+
+def annotated_rgb(rgb: np.ndarray, result: Any, regions: Sequence[Any]) -> np.ndarray:
+    """A copy of ``rgb`` with ``regions`` and ``result``'s caption (and first glance) drawn on it."""
+    return draw_annotations(rgb, result.caption, regions, initial_caption=result.initial_caption)
+
+
+def annotated_image_msg(rgb: np.ndarray, result: Any, regions: Sequence[Any], header: Any,
+                        drawn: Optional[np.ndarray] = None) -> Any:
+    """A ``sensor_msgs/Image`` (rgb8) of ``rgb`` with the regions and the caption drawn on it
+    (``drawn``: that drawing, when already made by :func:`annotated_rgb`)."""
     from sensor_msgs.msg import Image
 
-    drawn = draw_annotations(rgb, result.caption, regions, initial_caption=result.initial_caption)
-    msg = fill_image_msg(Image(), drawn, "rgb8")
+    msg = fill_image_msg(Image(), annotated_rgb(rgb, result, regions) if drawn is None else drawn, "rgb8")
+    msg.header = header
+    return msg
+
+
+def annotated_compressed_msg(drawn: np.ndarray, header: Any, quality: int) -> Any:
+    """A ``sensor_msgs/CompressedImage`` (JPEG of ``quality`` 0..100, image_transport's
+    ``rgb8; jpeg compressed bgr8`` format) of an annotated frame made by :func:`annotated_rgb`."""
+    from sensor_msgs.msg import CompressedImage
+
+    msg = fill_compressed_msg(CompressedImage(), drawn, quality)
     msg.header = header
     return msg
 
@@ -129,5 +194,6 @@ def caption_markers_msg(caption: str, header: Any, lifetime_seconds: float) -> A
     return MarkerArray(markers=[marker])
 
 
-__all__ = ["region_roi", "select_regions", "caption_msg", "annotated_image_msg",
-           "caption_markers_msg"]
+__all__ = ["region_roi", "select_regions", "caption_msg", "reused_caption_msg", "roi_center_size",
+           "detections_msg", "caption_text_msg", "annotated_rgb", "annotated_image_msg",
+           "annotated_compressed_msg", "caption_markers_msg"]

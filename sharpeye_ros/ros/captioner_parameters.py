@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Mapping, Optional
 
 from sharpeye_ros.ros.parameters import ParamSpec, Settings, index
 from sharpeye_ros.ros.parameters import validate as _validate
+from sharpeye_ros.ros.scene_gate import DEFAULT_MAX_STILL_SECONDS, DEFAULT_MIN_CHANGE, ON_STILL
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -21,13 +22,16 @@ RELIABILITIES = ("best_effort", "reliable")
 TASKS = ("auto", "coco", "detailed")
 
 PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("autostart", True, "Configure and activate at start-up (a plain node); false: wait, "
+              "unconfigured, for a lifecycle manager.", read_only=True),
     ParamSpec("model_path", "", "Checkpoint directory of the captioning model; empty: the shipped "
-              "demo model, which only knows synthetic scenes of coloured shapes.", read_only=True),
+              "demo model, which only knows synthetic scenes of coloured shapes. Changeable while "
+              "unconfigured."),
     ParamSpec("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda or "
-              "cuda:N.", read_only=True, constraints="auto, cpu, cuda or cuda:N",
+              "cuda:N. Changeable while unconfigured.", constraints="auto, cpu, cuda or cuda:N",
               accept=lambda device: DEVICE_PATTERN.match(device) is not None),
-    ParamSpec("dtype", "auto", "Model weights' dtype; auto: float16 on CUDA, float32 on CPU.",
-              read_only=True, choices=DTYPES),
+    ParamSpec("dtype", "auto", "Model weights' dtype; auto: float16 on CUDA, float32 on CPU. "
+              "Changeable while unconfigured.", choices=DTYPES),
     ParamSpec("image_transport", "raw", "raw: subscribe to sensor_msgs/Image on 'image'; "
               "compressed: sensor_msgs/CompressedImage on '<image>/compressed', as image_transport "
               "names it (a remap of 'image' serves both).", read_only=True,
@@ -51,11 +55,23 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "before decoding.", limits=(1, 1_000_000_000)),
     ParamSpec("max_aspect_ratio", 32.0, "Frames whose longer side exceeds this many times the shorter "
               "are rejected before decoding (the model would see a sliver).", limits=(1.0, 1_000_000.0)),
+    ParamSpec("min_scene_change", DEFAULT_MIN_CHANGE, "Caption a frame only when its view changed at least this "
+              "much since the last caption (the largest change of one cell of a 128 px colour "
+              "thumbnail, 0..1); 0: caption every frame.", limits=(0.0, 1.0)),
+    ParamSpec("on_still", "republish", "When the view did not change: republish the last caption "
+              "with the new frame's header (reused: true), or skip the frame.", choices=ON_STILL),
+    ParamSpec("max_still_seconds", DEFAULT_MAX_STILL_SECONDS, "Caption again after this many seconds (on the frames' "
+              "stamps) even when the view did not change.", limits=(0.1, 86400.0)),
+    ParamSpec("jpeg_quality", 80, "JPEG quality (0..100) of caption_image/compressed.", limits=(0, 100)),
     ParamSpec("diagnostics_period", 1.0, "Seconds between diagnostics on /diagnostics (wall "
               "clock).", read_only=True, limits=(0.1, 60.0)),
 )
 
 SPECS: dict[str, ParamSpec] = index(PARAMETERS)
+# Parameters that need the model loaded again: changeable only while unconfigured.
+RELOAD = frozenset({"model_path", "device", "dtype"})
+# Parameters that change what a caption says: the next frame is captioned, never reused.
+RECAPTION = frozenset({"refine", "zoom", "task", "num_regions", "min_region_score"})
 
 
 def validate(name: str, value: Any) -> Optional[str]:
@@ -68,6 +84,7 @@ class CaptionerSettings(Settings):
     """The values of all parameters, validated; replaced as a whole when one changes."""
 
     SPECS: ClassVar[Mapping[str, ParamSpec]] = SPECS
+    autostart: bool = SPECS["autostart"].default
     model_path: str = SPECS["model_path"].default
     device: str = SPECS["device"].default
     dtype: str = SPECS["dtype"].default
@@ -81,8 +98,12 @@ class CaptionerSettings(Settings):
     min_region_score: float = SPECS["min_region_score"].default
     max_image_pixels: int = SPECS["max_image_pixels"].default
     max_aspect_ratio: float = SPECS["max_aspect_ratio"].default
+    min_scene_change: float = SPECS["min_scene_change"].default
+    on_still: str = SPECS["on_still"].default
+    max_still_seconds: float = SPECS["max_still_seconds"].default
+    jpeg_quality: int = SPECS["jpeg_quality"].default
     diagnostics_period: float = SPECS["diagnostics_period"].default
 
 
-__all__ = ["PARAMETERS", "SPECS", "validate", "CaptionerSettings", "DTYPES", "IMAGE_TRANSPORTS", "RELIABILITIES",
-           "TASKS"]
+__all__ = ["PARAMETERS", "SPECS", "RELOAD", "RECAPTION", "validate", "CaptionerSettings", "DTYPES",
+           "IMAGE_TRANSPORTS", "RELIABILITIES", "TASKS", "ON_STILL"]

@@ -198,6 +198,14 @@ class CaptionerHealth:
         self._last_fallback: Optional[str] = None  # of the newest frame
         self._unmeasured: dict[str, int] = {CLOCK_NOT_RUNNING: 0, STAMP_AHEAD: 0}
         self._captioned = 0
+        self._still = {True: 0, False: 0}  # frames not captioned on a still view: republished, skipped
+        self._still_recent = RateMeter(window, start)
+        self._last_change = math.nan  # the scene gate's measure of the newest frame judged
+
+    def resume(self, now: float) -> None:
+        """Captioning starts again (the node was activated): silence is counted from ``now``."""
+        with self._lock:
+            self._start, self._last_input = now, None
 
     def record_input(self, now: float, fallback: Optional[str] = None) -> None:
         """A frame arrived on the image topic; ``fallback``: why the gate judged it on its
@@ -210,11 +218,13 @@ class CaptionerHealth:
                 self._frozen.record(now)
 
     def record_caption(self, now: float, latency: float, model_seconds: float, overhead: float,
-                       unmeasured: Optional[str] = None) -> None:
+                       unmeasured: Optional[str] = None, change: float = math.nan) -> None:
         """A caption was published: stamp-to-publish latency (NaN, with ``unmeasured`` from
         :func:`frame_latency` saying why, stays out of the statistics), model time, and the
-        node's own time. A stamp ahead of the node's clock counts as a time reset."""
+        node's own time. A stamp ahead of the node's clock counts as a time reset. ``change``:
+        the scene gate's measure of the frame (NaN: not measured)."""
         with self._lock:
+            self._last_change = change
             self._captions.record(now)
             if not math.isnan(latency):
                 self._latency.add(latency)
@@ -223,6 +233,14 @@ class CaptionerHealth:
             self._model_seconds.add(model_seconds)
             self._overhead.add(overhead)
             self._captioned += 1
+
+    def record_still(self, now: float, republished: bool, change: float) -> None:
+        """The view was still (scene change ``change`` below the threshold): the model did not
+        run, the last caption was ``republished`` or the frame skipped."""
+        with self._lock:
+            self._still[republished] += 1
+            self._still_recent.record(now)
+            self._last_change = change
 
     def record_warning(self, kind: str, message: str, now: float) -> None:
         """A frame was captioned despite a problem of ``kind`` (e.g. damaged JPEG data)."""
@@ -279,6 +297,9 @@ class CaptionerHealth:
         if self._last_input is None:
             return OK, "waiting for images"
         suffix = " (on arrival time: header.stamp is 0)" if self._last_fallback == ZERO_STAMP else ""
+        still = self._still_recent.count(now)
+        if still:
+            suffix += f"; the view is still: {still} frames not captioned in the last {window}"
         return OK, f"captioning at {self._captions.rate(now):.2f} Hz{suffix}"
 
     def report(self, now: float, gate: GateCounters, extra: tuple[tuple[str, str], ...] = ()) -> HealthReport:
@@ -297,6 +318,9 @@ class CaptionerHealth:
                 ("seconds_since_last_image", _fmt(since_input, 1)),
                 ("frames_received", str(gate.offered)),
                 ("frames_captioned", str(self._captioned)),
+                ("frames_still_reused", str(self._still[True])),
+                ("frames_still_skipped", str(self._still[False])),
+                ("scene_change_last", _fmt(self._last_change)),
                 ("frames_dropped_superseded", str(gate.superseded)),
                 ("frames_dropped_throttled", str(gate.throttled)),
                 ("frames_dropped_out_of_order", str(gate.out_of_order)),

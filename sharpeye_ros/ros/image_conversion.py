@@ -451,3 +451,14 @@ def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> 
     if not ok:
         raise ImageConversionError(f"OpenCV failed to encode a {rgb.shape} image as {fmt}")
     return encoded.tobytes()
+
+
+def fill_compressed_msg(msg: Any, rgb: np.ndarray, quality: int = 90, encoding: str = "rgb8") -> Any:
+    """Fill a ``sensor_msgs/CompressedImage`` (or any object with ``format`` and ``data``) with
+    ``rgb`` as JPEG of ``quality``; ``format`` as image_transport's compressed plugin writes it
+    (``"<encoding>; jpeg compressed bgr8"``), ``encoding`` being what the raw image was."""
+    data = array.array("B")
+    data.frombytes(rgb_to_compressed(rgb, "jpeg", quality))
+    msg.format = f"{encoding}; jpeg compressed bgr8"
+    msg.data = data
+    return msg

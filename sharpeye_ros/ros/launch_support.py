@@ -3,12 +3,14 @@
 What ``launch/captioner.launch.py``, ``launch/demo.launch.py`` and :mod:`sharpeye_ros.ros.demo`
 share, kept here so it is unit-tested and written once: the Fast DDS profile choice, node
 logger names for a scoped ``--log-level``, topic resolution in a namespace, the RViz
-config rewritten for them, and the check that RViz is installed.
+config rewritten for them, and the check that RViz is installed (``ament_index_python``,
+imported where it is needed).
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -91,6 +93,26 @@ def rviz_config(text: str, namespace: str, image_topic: str) -> str:
     return re.sub(r"^(\s*Value: )(/\S+)$", replace, text, flags=re.M)
 
 
+def write_rviz_config(template: str | Path, namespace: str, image_topic: str) -> str:
+    """:func:`rviz_config` of the file ``template``, written to a new temporary file (RViz
+    reads a config from a path); its path."""
+    text = rviz_config(Path(template).read_text(), namespace, image_topic)
+    with tempfile.NamedTemporaryFile("w", prefix="sharpeye_", suffix=".rviz", delete=False) as f:
+        f.write(text)
+    return f.name
+
+
+def rviz_installed() -> bool:
+    """True when the rviz2 package is installed (in the ament index)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+    try:
+        get_package_prefix("rviz2")
+        return True
+    except PackageNotFoundError:
+        return False
+
+
 def rviz_missing_message(distro: Optional[str]) -> str:
     """What to tell a user who asked for rviz:=true on a machine without RViz."""
     package = f"ros-{distro}-rviz2" if distro else "ros-<distro>-rviz2"
@@ -100,7 +122,7 @@ def rviz_missing_message(distro: Optional[str]) -> str:
 
 __all__ = ["PROFILE_VARIABLES", "SHIPPED_PROFILE", "LOG_LEVELS", "profile_environment", "parse_bool",
            "normalize_namespace", "resolve_topic", "logger_name", "log_level_arguments", "rviz_config",
-           "rviz_missing_message", "NodeExited", "on_node_exit"]
+           "write_rviz_config", "rviz_installed", "rviz_missing_message", "NodeExited", "on_node_exit"]
 
 
 class NodeExited(RuntimeError):

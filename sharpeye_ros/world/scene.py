@@ -215,6 +215,39 @@ def generate_scene(split: str, index: int, config: Optional[SceneConfig] = None)
     return Scene(split, index, image, ordered, tuple(reference_captions(ordered)))
 
 
+def render_objects(split: str, index: int, objects: Sequence[WorldObject],
+                   config: Optional[SceneConfig] = None, seed: int = 0) -> np.ndarray:
+    """Scene ``index`` of ``split`` drawn with ``objects`` in place of its own: the same
+    background, clutter, blur and sensor noise, so that only the objects differ. Its own
+    objects (known by shape and colour) keep their colours; any other gets its palette
+    colour jittered by a generator seeded with ``seed``. With the scene's own objects this
+    is the scene's image, pixel for pixel."""
+    config = split_config(split, config)
+    if index < 0:
+        raise ValueError(f"scene index must be >= 0, got {index}")
+    rng = np.random.default_rng([config.seed, SPLITS.index(split), index])
+    own = _layout(rng, config)  # the same random stream as generate_scene from here on
+    base = _base_image(rng, config)
+    colours = {(obj.shape, obj.colour): _object_colour(rng, obj) for obj in own}
+    noise = _sensor_noise(rng, base.shape)
+    extra = np.random.default_rng([config.seed, SPLITS.index(split), index, 1, seed])
+    drawn = [colours.get((obj.shape, obj.colour)) or _object_colour(extra, obj) for obj in objects]
+    return _finish(base, objects, drawn, noise)
+
+
+def place_object(rng: np.random.Generator, config: SceneConfig, colour: str, shape: str,
+                 size_class: str, placed: Sequence[WorldObject] = (),
+                 size: Optional[float] = None) -> Optional[WorldObject]:
+    """An object of ``size_class`` (``size`` pixels long, default a random size in its range)
+    at a random spot of a ``config`` frame that keeps the scene's rules: inside the margins,
+    apart from ``placed``, centre off the grid lines. None when no spot was found."""
+    if colour not in PALETTE or shape not in _EXTENTS or size_class not in SIZE_RANGES:
+        raise ValueError(f"unknown colour, shape or size class: {colour!r}, {shape!r}, {size_class!r}")
+    if size is None:
+        size = _draw_size(rng, size_class, config.width, config.height)
+    return _place(rng, config, colour, shape, size_class, size, placed)
+
+
 def _layout(rng: np.random.Generator, config: SceneConfig) -> list[WorldObject]:
     width, height = config.width, config.height
     longer = max(width, height)
@@ -226,46 +259,82 @@ def _layout(rng: np.random.Generator, config: SceneConfig) -> list[WorldObject]:
     pairs = rng.choice(len(COLOURS) * len(SHAPES), count, replace=False)
     specs = []
     for size_class, pair in zip(classes, pairs):
-        low, high = size_range(size_class, width, height)
-        size = float(np.exp(rng.uniform(math.log(low), math.log(high))))  # log-uniform
-        size = min(max(size, low), high * 0.9999)  # exp(log(x)) may round past a bound
-        specs.append((COLOURS[pair // len(SHAPES)], SHAPES[pair % len(SHAPES)], size_class, size))
+        specs.append((COLOURS[pair // len(SHAPES)], SHAPES[pair % len(SHAPES)], size_class,
+                      _draw_size(rng, size_class, width, height)))
     specs.sort(key=lambda s: -s[3])  # place large objects first: they are hardest to fit
-
-    margin, gap = _margin(longer), 0.02 * longer + 2
-    near_line = 0.02  # keep centres off the 3x3 grid lines so position words are clear
     for _ in range(100):
         placed: list[WorldObject] = []
         for colour, shape, size_class, size in specs:
-            half_w, half_h = (e * size / 2 for e in _EXTENTS[shape])
-            for _ in range(200):
-                cx = rng.uniform(margin + half_w, width - margin - half_w)
-                cy = rng.uniform(margin + half_h, height - margin - half_h)
-                if min(abs(3 * cx / width - k) for k in (1, 2)) < 3 * near_line or \
-                        min(abs(3 * cy / height - k) for k in (1, 2)) < 3 * near_line:
-                    continue
-                box = (float(cx - half_w), float(cy - half_h), float(cx + half_w), float(cy + half_h))
-                if all(box[0] > o.box[2] + gap or box[2] < o.box[0] - gap or
-                       box[1] > o.box[3] + gap or box[3] < o.box[1] - gap for o in placed):
-                    placed.append(WorldObject(shape, colour, size_class, size, box,
-                                              grid_position(cx, cy, width, height)))
-                    break
-            else:
+            obj = _place(rng, config, colour, shape, size_class, size, placed)
+            if obj is None:
                 break  # this object found no room: lay the whole scene out again
+            placed.append(obj)
         if len(placed) == len(specs):
             return placed
     raise RuntimeError(f"could not place {len(specs)} objects in a {width}x{height} frame")
 
 
+def _draw_size(rng: np.random.Generator, size_class: str, width: int, height: int) -> float:
+    """A log-uniform size within ``size_class``'s range."""
+    low, high = size_range(size_class, width, height)
+    size = float(np.exp(rng.uniform(math.log(low), math.log(high))))
+    return min(max(size, low), high * 0.9999)  # exp(log(x)) may round past a bound
+
+
+def _place(rng: np.random.Generator, config: SceneConfig, colour: str, shape: str, size_class: str,
+           size: float, placed: Sequence[WorldObject]) -> Optional[WorldObject]:
+    """The object at a random free spot: inside the margins, apart from ``placed``, its centre
+    off the 3x3 grid lines (so position words are clear); None after 200 tries."""
+    width, height = config.width, config.height
+    longer = max(width, height)
+    margin, gap = _margin(longer), 0.02 * longer + 2
+    near_line = 0.02
+    half_w, half_h = (e * size / 2 for e in _EXTENTS[shape])
+    for _ in range(200):
+        cx = rng.uniform(margin + half_w, width - margin - half_w)
+        cy = rng.uniform(margin + half_h, height - margin - half_h)
+        if min(abs(3 * cx / width - k) for k in (1, 2)) < 3 * near_line or \
+                min(abs(3 * cy / height - k) for k in (1, 2)) < 3 * near_line:
+            continue
+        box = (float(cx - half_w), float(cy - half_h), float(cx + half_w), float(cy + half_h))
+        if all(box[0] > o.box[2] + gap or box[2] < o.box[0] - gap or
+               box[1] > o.box[3] + gap or box[3] < o.box[1] - gap for o in placed):
+            return WorldObject(shape, colour, size_class, size, box, grid_position(cx, cy, width, height))
+    return None
+
+
 def _render(rng: np.random.Generator, config: SceneConfig, objects: Sequence[WorldObject]) -> np.ndarray:
+    base = _base_image(rng, config)
+    colours = [_object_colour(rng, obj) for obj in objects]
+    return _finish(base, objects, colours, _sensor_noise(rng, base.shape))
+
+
+def _base_image(rng: np.random.Generator, config: SceneConfig) -> np.ndarray:
+    """Background and clutter, before any object."""
     image = np.clip(_background(rng, config.height, config.width), 0, 255).astype(np.uint8)
     _draw_clutter(rng, image, int(rng.integers(config.distractors[0], config.distractors[1] + 1)))
-    for obj in objects:
-        rgb = np.array(PALETTE[obj.colour]) + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, 3)
-        _draw_object(image, obj, tuple(int(c) for c in np.clip(rgb, 0, 255)))
-    # A touch of lens blur and sensor noise, as a camera would add.
-    out = cv2.GaussianBlur(image, (0, 0), 0.5).astype(np.float32)
-    out += float(rng.uniform(2, 5)) * rng.standard_normal((*out.shape[:2], 1), dtype=np.float32)
+    return image
+
+
+def _object_colour(rng: np.random.Generator, obj: WorldObject) -> tuple[int, int, int]:
+    """The object's palette colour, jittered per channel."""
+    rgb = np.array(PALETTE[obj.colour]) + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, 3)
+    return tuple(int(c) for c in np.clip(rgb, 0, 255))  # type: ignore[return-value]
+
+
+def _sensor_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Grey sensor noise of a random strength, (height, width, 1) float32."""
+    return float(rng.uniform(2, 5)) * rng.standard_normal((*shape[:2], 1), dtype=np.float32)
+
+
+def _finish(base: np.ndarray, objects: Sequence[WorldObject], colours: Sequence[tuple[int, int, int]],
+            noise: np.ndarray) -> np.ndarray:
+    """The objects drawn on a copy of ``base``, then a touch of lens blur and sensor noise, as a
+    camera would add."""
+    image = base.copy()
+    for obj, rgb in zip(objects, colours):
+        _draw_object(image, obj, rgb)
+    out = cv2.GaussianBlur(image, (0, 0), 0.5).astype(np.float32) + noise
     return np.clip(out, 0, 255).astype(np.uint8)
 
 

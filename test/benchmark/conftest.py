@@ -71,3 +71,45 @@ def _four_tokens(config) -> None:
 def short_model_dir(save_tiny_model: Callable[..., Path]) -> Path:
     """A saved tiny checkpoint (test/conftest.py) whose captions stop after 4 tokens."""
     return save_tiny_model("short_model", _four_tokens)
+
+
+def _still_result(**changes):
+    """A still-view result as still_bench's JSON gives it: the demo model at 1.5%, the
+    paper-size one at 8%, 9 of 10 changes in time, no small object skipped."""
+    def cpu(gating: bool, cpu_s: float, model: int, reused: int) -> dict:
+        return {"gating": gating, "seconds": 60.0 if gating else 30.0, "cpu_seconds_per_second": cpu_s,
+                "captions": model + reused, "model_captions": model, "reused_captions": reused, "input_rate_hz": 10.0,
+                "noise_sigma": 3.0, "max_rate_hz": 2.0, "max_still_seconds": 60.0}
+
+    def summary(count: int, low: float) -> dict:
+        return {"rate": count / 20, "count": count, "of": 20, "min": low, "p5": low + 0.01, "median": 0.4, "max": 0.7}
+
+    kinds = ("new_object", "moved_object", "small_object")
+    data = {
+        "machine": copy.deepcopy(MACHINE),
+        "rates": {"threshold": 0.1, "scenes": 20, "split": "test",
+                  "false_skips": {"colour": {k: summary(0, 0.23) for k in kinds},
+                                  "grey": {k: summary(3, 0.004) for k in kinds}},
+                  "still_recaptions": {"colour": {"3": summary(0, 0.01)}, "grey": {"3": summary(0, 0.01)}}},
+        "cpu": [{"model_name": "demo", "on": cpu(True, 0.006, 1, 105), "off": cpu(False, 0.4, 53, 0)},
+                {"model_name": "paper", "on": cpu(True, 0.16, 1, 110), "off": cpu(False, 2.0, 12, 0)}],
+        "changing": {"changes": 10, "captioned_in_time": 9, "interval_s": 0.6, "max_delay_s": 1.2,
+                     "per_change": [{"change": "small_object" if i % 2 else "new scene", "captioned": i != 3,
+                                     "delay_s": 1.2 if i == 3 else 0.1 * i / 3, "model_captions": 1} for i in range(10)],
+                     "max_rate_hz": 2.0, "input_rate_hz": 10.0, "change_period_s": 1.0, "model_name": "demo"},
+    }
+    data.update(changes)
+    from sharpeye_ros.benchmark.results import StillResult
+
+    return StillResult.from_json(data, "still")
+
+
+MACHINE = {"date_utc": "2026-12-02 00:40 UTC", "cpu": "Still CPU", "cpu_count": 2, "torch_threads": 2,
+           "ram_bytes": None, "platform": "linux", "python": "3.11", "torch": "2.13", "transformers": "5.24",
+           "numpy": "2.1", "load_average_1min": 1.0, "device": "cpu", "gpu": None}
+
+
+@pytest.fixture
+def still_result():
+    """``still_result(**changes)``: a canned still-view result (see :func:`_still_result`)."""
+    return _still_result

@@ -11,7 +11,7 @@ import pytest
 
 from sharpeye_ros.benchmark import report, run
 from sharpeye_ros.benchmark.bounds import with_bounds
-from sharpeye_ros.benchmark.results import GpuCheck, Limits, NodeResult, PerCaption, Results, Skipped
+from sharpeye_ros.benchmark.results import GpuCheck, Limits, NodeResult, PerCaption, Results, Skipped, StillResult
 from sharpeye_ros.benchmark.targets import targets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,10 +86,13 @@ def test_targets_pass_and_fail_from_measurements(tiny_run):
         "Node overhead at p95, 640x480, best_effort image QoS, 16 MiB shared memory": True,
         "Node overhead at p95, 640x480, reliable image QoS": False,
     }
-    gpu = [t for t in found if t.passed is None]
-    assert {t.name for t in gpu} == {
+    gpu = [t for t in found if t.passed is None and "GPU" in t.name]
+    assert {t.name for t in found if t.passed is None} == {
         "DeepLens adds <= 25% to the glance, paper size, GPU",
         "Paper size + DeepLens fits a GPU in fp16",
+        "Still view: CPU <= 5% of gating off",  # no still-view run in these results
+        "Changing view: every change captioned within one caption interval",
+        "Small object appearing never skipped at the default threshold",
     }
     assert all(t.machine is None and t.detail.startswith("not measured") for t in gpu)
     memory = next(t for t in gpu if "fits a GPU" in t.name)
@@ -210,7 +213,7 @@ def test_the_docs_render_again_from_their_results_byte_for_byte(tmp_path):
     assert rendered == (REPO / "docs" / run.DOC_NAME).read_text()
 
 
-def test_the_installed_template_has_every_block_the_report_renders(tiny_run, monkeypatch):
+def test_the_installed_template_has_every_block_the_report_renders(tiny_run, monkeypatch, still_result):
     """The template is package data beside the installed module (CMakeLists.txt installs
     the folder; setup.cfg's package_data ships it in the wheel), and its blocks are the
     ones the report asks for, each rendered with the values it gives: none missing, none
@@ -224,6 +227,7 @@ def test_the_installed_template_has_every_block_the_report_renders(tiny_run, mon
     cpu.models[0].modes["zoom"] = Skipped(skipped="the model has no DeepLens")
     cpu.node = {"best_effort": _node(0.004), "reliable": "the captioner gave 0 of 3 warm-up captions"}
     cpu.models[0].node_side = None
+    cpu.still = still_result(errors=["the captioner gave no caption"])
     cpu.limits = dataclasses.replace(cpu.limits, matmul_samples=[1e11, 0.9e11], read_samples=[1e10, 1.1e10])
     check = GpuCheck(gpu="Test GPU", date_utc="2026-12-01", model_tests="7 passed")
     text = report.render_markdown(Results(runs={"cpu": cpu}, gpu_note="no device", gpu_check=check), "plot.png")
@@ -235,6 +239,32 @@ def test_the_installed_template_has_every_block_the_report_renders(tiny_run, mon
     assert "- reliable: not measured: the captioner gave 0 of 3 warm-up captions" in text
     assert "No naive reference was measured." in text
     assert "On Test GPU, 2026-12-01: model tests: 7 passed." in text
+
+
+def test_still_view_targets_and_section(tiny_run, still_result):
+    cpu = copy.deepcopy(tiny_run)
+    cpu.still = still_result()
+    results = Results(runs={"cpu": cpu})
+    found = {t.name: t for t in targets(results)}
+    demo, paper = found["Still view: CPU <= 5% of gating off, demo"], found["Still view: CPU <= 5% of gating off, paper"]
+    assert demo.measured == pytest.approx(0.015) and demo.passed is True
+    assert paper.measured == pytest.approx(0.08) and paper.passed is False
+    assert demo.machine.startswith("Still CPU (2 threads), 2026-12-02")  # where the still view was measured
+    assert "1 model captions and 105 reused in 60 s" in demo.detail
+    late = found["Changing view: every change captioned within one caption interval"]
+    assert late.measured == pytest.approx(0.1) and late.passed is False
+    small = found["Small object appearing never skipped at the default threshold"]
+    assert small.measured == 0.0 and small.passed is True and "0 of 20 scenes" in small.detail
+    text = report.render_markdown(results)
+    assert "## Idle when the view is still" in text and "Measured on Still CPU (2 threads)" in text
+    assert "| demo | on | 0.0060 | 1 | 105 | 60 s | 1.5% |" in text
+    assert "| paper | on | 0.1600 | 1 | 110 | 60 s | 8.0% |" in text
+    assert "| small object | 5 | 4 | 1 | 0 |" in text  # 5 small-object changes, one reused
+    assert "| small object | 0 of 20 | 0.230 / 0.240 / 0.400 | 3 of 20 | 0.004 / 0.014 / 0.400 |" in text
+    assert "| Still view: CPU <= 5% of gating off, paper | 8.0% | <= 5% | **FAIL** |" in text
+    assert "9 of 10" in text
+    again = StillResult.from_json(cpu.still.to_json(), "still")
+    assert again == cpu.still  # the results file keeps it as it is
 
 
 def test_a_block_the_template_lacks_or_a_value_not_given_is_a_clear_error():

@@ -117,3 +117,39 @@ def test_model_only_run_measures_in_a_subprocess(tmp_path, short_model_dir):
     assert set(model["modes"]) == {"glance", "deeplens", "deeplens_nodraft", "zoom", "naive"}
     assert model["bounds"]["glance"]["vision"]["achieved"] > 0
     assert "node" not in cpu
+
+
+def test_still_only_measures_each_part_in_its_own_process_and_adds_it_to_the_cpu_run(tiny_run, tmp_path, monkeypatch,
+                                                                                     capsys, still_result):
+    canned = still_result().to_json()
+    calls = []
+
+    def fake_isolated(module: str, spec: str, what: str) -> dict:
+        assert module == "sharpeye_ros.benchmark.still_bench"
+        spec = json.loads(spec)
+        calls.append(spec)
+        if spec["mode"] == "rates":
+            return canned["rates"]
+        if spec["mode"] == "changing":
+            raise run.BenchmarkError("changing view failed: no caption")
+        pair = canned["cpu"][0]
+        return dict(pair["on" if spec["gating"] else "off"], seconds=spec["seconds"])
+
+    monkeypatch.setattr(run, "run_isolated", fake_isolated)
+    out = tmp_path / "docs"
+    assert run.main(["--still-only", "--out-dir", str(out)]) == 1  # nothing to add to yet
+    assert "run the whole benchmark first" in capsys.readouterr().err
+    out.mkdir()
+    (out / run.RESULTS_NAME).write_text(json.dumps(Results(runs={"cpu": tiny_run}).to_json()))
+    assert run.main(["--still-only", "--quick", "--out-dir", str(out)]) == 0
+    modes = [(c["mode"], c.get("gating"), c.get("seconds")) for c in calls]
+    # quick: the demo model only (no paper-size save), a 20 s still window, 50 scenes
+    assert modes == [("rates", None, None), ("still", True, 20.0), ("still", False, 10.0), ("changing", None, None)]
+    assert calls[0]["scenes"] == 50
+    results = run.load_results(out / run.RESULTS_NAME)
+    still = results.runs["cpu"].still
+    assert still.machine is not None and [p.model_name for p in still.cpu] == ["demo"]
+    assert still.changing is None and "no caption" in still.errors[0]
+    assert results.runs["cpu"].models == tiny_run.models  # the rest of the run as it was
+    text = (out / run.DOC_NAME).read_text()
+    assert "## Idle when the view is still" in text and "- still view: not measured: changing view failed" in text

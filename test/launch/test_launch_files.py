@@ -22,11 +22,11 @@ SHIPPED_NAMES = {"SHIPPED_PROFILE": "fastdds_large_shm.xml"}
 LAUNCH = {"captioner": REPO / "launch" / "captioner.launch.py", "demo": REPO / "launch" / "demo.launch.py"}
 DOCUMENTED = {
     "captioner": {"image_topic", "params_file", "model_path", "device", "max_rate", "use_sim_time",
-                  "namespace", "image_transport", "log_level", "fastdds_profile"},
+                  "namespace", "image_transport", "log_level", "fastdds_profile", "autostart", "rviz"},
     # The demo declares every captioner argument itself too: each one applies to the camera
     # (and RViz) as well, or is only passed on.
     "demo": {"rviz", "image_transport", "model_path", "device", "max_rate", "image_topic", "namespace",
-             "use_sim_time", "log_level", "params_file", "fastdds_profile"},
+             "use_sim_time", "log_level", "params_file", "fastdds_profile", "autostart"},
 }
 # Public names of launch / launch_ros that exist in Humble and Jazzy alike.
 KNOWN_API = {
@@ -187,7 +187,7 @@ def test_launch_parameters_exist_on_the_nodes() -> None:
     from sharpeye_ros.ros.captioner_parameters import SPECS
 
     captioner_source = LAUNCH["captioner"].read_text()
-    for parameter in ("image_transport", "model_path", "device", "max_rate", "use_sim_time"):
+    for parameter in ("image_transport", "model_path", "device", "max_rate", "autostart", "use_sim_time"):
         assert f'"{parameter}"' in captioner_source
         assert parameter in SPECS or parameter == "use_sim_time"
     assert "from_launch_arguments(SPECS, " in captioner_source  # the node refuses an integer max_rate

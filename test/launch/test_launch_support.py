@@ -16,7 +16,7 @@ import yaml
 
 from sharpeye_ros.ros.launch_support import (NodeExited, log_level_arguments, logger_name, normalize_namespace,
                                              on_node_exit, parse_bool, profile_environment, resolve_topic,
-                                             rviz_config, rviz_missing_message)
+                                             rviz_config, rviz_missing_message, write_rviz_config)
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = {"captioner": REPO / "launch" / "captioner.launch.py", "demo": REPO / "launch" / "demo.launch.py"}
@@ -68,6 +68,20 @@ def test_rviz_config_follows_namespace_and_image_topic() -> None:
                       "Camera": "/robot1/front/image_raw"}
 
 
+def test_the_rviz_config_is_written_for_the_namespace(tmp_path: Path) -> None:
+    template = REPO / "config" / "sharpeye.rviz"
+    path = Path(write_rviz_config(template, "/robot1/front", "image_raw"))
+    try:
+        written = yaml.safe_load(path.read_text())
+        topics = {d["Name"]: d["Topic"]["Value"] for d in written["Visualization Manager"]["Displays"]}
+        assert topics == {"Caption image": "/robot1/front/caption_image",
+                          "Caption text": "/robot1/front/caption_markers",
+                          "Camera": "/robot1/front/image_raw"}
+        assert path.read_text() == rviz_config(template.read_text(), "/robot1/front", "image_raw")
+    finally:
+        path.unlink()
+
+
 def test_rviz_missing_says_how_to_install_it() -> None:
     message = rviz_missing_message("jazzy")
     assert "sudo apt install ros-jazzy-rviz2" in message and "rviz:=false" in message
@@ -113,17 +127,22 @@ def test_every_node_ends_the_launch_when_it_exits() -> None:
 
 def test_demo_applies_its_arguments_to_every_node() -> None:
     """namespace, image_topic, use_sim_time, log_level and the Fast DDS profile reach the camera
-    as well as the captioner (through captioner.launch.py), RViz its config and sim time."""
-    camera, rviz = _node_calls("demo")
+    as well as the captioner (through captioner.launch.py), and RViz (started there) its
+    config under the namespace and sim time."""
+    (camera,) = _node_calls("demo")
     cam = _keywords(camera)
     assert cam["namespace"] == "namespace"
     assert "topic" in cam["remappings"] and cam["additional_env"] == "env"
     assert "value['log_level']" in cam["ros_arguments"] and "params" == cam["parameters"][1:-1]
     source = LAUNCH["demo"].read_text()
     assert '"use_sim_time": sim_time' in source
+    assert "rviz_installed()" in source  # checked before the camera starts
+    captioner, rviz = _node_calls("captioner")
     viewer = _keywords(rviz)
     assert viewer["additional_env"] == "env" and "sim_time" in viewer["parameters"]
-    assert "rviz_config(f.read(), namespace, topic)" in source
+    assert viewer["namespace"] == "namespace" and viewer["arguments"] == "['-d', config]"
+    assert "write_rviz_config(os.path.join(SHARE, 'config', 'sharpeye.rviz'), namespace, topic)" in \
+        ast.unparse(ast.parse(LAUNCH["captioner"].read_text()))
     tree = ast.parse(source)
     passed = next(n for n in tree.body if isinstance(n, ast.Assign)
                   and getattr(n.targets[0], "id", "") == "CAPTIONER_ARGUMENTS")

@@ -51,7 +51,8 @@ def test_demo_ends_nonzero_when_the_captioner_dies(tmp_path: Path) -> None:
                      r"synthetic_camera-1\]: process has died", out), "the camera must be stopped too"
 
 
-def test_rviz_missing_stops_before_anything_starts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launch_file", ["demo.launch.py", "captioner.launch.py"])
+def test_rviz_missing_stops_before_anything_starts(tmp_path: Path, launch_file: str) -> None:
     from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 
     try:
@@ -59,6 +60,6 @@ def test_rviz_missing_stops_before_anything_starts(tmp_path: Path) -> None:
         pytest.skip("rviz2 is installed here")
     except PackageNotFoundError:
         pass
-    code, out = _ros2_launch(["demo.launch.py", "rviz:=true"], 60, tmp_path)
+    code, out = _ros2_launch([launch_file, "rviz:=true", "namespace:=robot1"], 60, tmp_path)
     assert code == 1 and "RViz is not installed" in out and "apt install ros-" in out, out
     assert "process started" not in out, "no node may be left running without RViz"

@@ -33,6 +33,8 @@ from launch_ros.actions import Node  # noqa: E402
 NAMESPACE = "launch_test"
 TOPIC = "/launch_test_camera/image"
 FRAME = "launch_test_frame"
+MANAGED = "managed_test"
+MANAGED_TOPIC = "/managed_test_camera/image"
 WAIT = 120.0  # seconds for the captioner to load its model and caption a few frames
 
 
@@ -64,6 +66,19 @@ def demo_launch() -> LaunchDescription:
     return LaunchDescription([
         _include("demo.launch.py", {"rviz": "false", "image_transport": "compressed", "max_rate": "2.0",
                                     "device": "cpu", "scene_period": "2.0"}),
+        launch_pytest.actions.ReadyToTest(),
+    ])
+
+
+@launch_pytest.fixture
+def managed_launch() -> LaunchDescription:
+    """The camera, and captioner.launch.py with autostart:=false: a node for a lifecycle manager."""
+    return LaunchDescription([
+        Node(package="sharpeye_ros", executable="synthetic_camera", name="managed_test_camera",
+             parameters=[{"rate": 5.0, "width": 320, "height": 240, "frame_id": FRAME}],
+             remappings=[("image", MANAGED_TOPIC)]),
+        _include("captioner.launch.py", {"image_topic": MANAGED_TOPIC, "namespace": MANAGED, "autostart": "false",
+                                         "max_rate": "2", "device": "cpu"}),
         launch_pytest.actions.ReadyToTest(),
     ])
 
@@ -135,3 +150,45 @@ def test_demo_launch_captions_the_synthetic_camera(rclpy_context: Any) -> None:
     for caption in captions:
         assert caption.header.frame_id == "camera_optical_frame"
         assert (caption.image_width, caption.image_height) == (640, 480) and caption.caption.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+@pytest.mark.launch(fixture=managed_launch)
+def test_captioner_launch_with_autostart_false_waits_for_a_manager(rclpy_context: Any) -> None:
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    from sharpeye_ros.msg import Caption
+
+    captions: list[Any] = []
+    node = rclpy.create_node("launch_test_manager", context=rclpy_context)
+    node.create_subscription(Caption, f"/{MANAGED}/caption", captions.append, 10)
+    executor = rclpy.executors.SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+
+    def call(client: Any, request: Any) -> Any:
+        assert client.wait_for_service(timeout_sec=WAIT), client.srv_name
+        future = client.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=WAIT)
+        assert future.done(), client.srv_name
+        return future.result()
+
+    def transition(label: str) -> bool:
+        request = ChangeState.Request()
+        request.transition.label = label
+        return call(change, request).success
+
+    change = node.create_client(ChangeState, f"/{MANAGED}/captioner/change_state")
+    get = node.create_client(GetState, f"/{MANAGED}/captioner/get_state")
+    assert call(get, GetState.Request()).current_state.label == "unconfigured"
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
+    assert captions == [] and node.count_subscribers(MANAGED_TOPIC) == 0  # unconfigured: idle
+    assert transition("configure") and transition("activate")
+    deadline = time.monotonic() + WAIT
+    while len(captions) < 2 and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
+    assert len(captions) >= 2, f"{len(captions)} captions on /{MANAGED}/caption in {WAIT} s"
+    assert call(get, GetState.Request()).current_state.label == "active"
+    executor.remove_node(node)

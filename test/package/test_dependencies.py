@@ -42,11 +42,15 @@ ROSDEP: dict[str, Dep] = {
     "builtin_interfaces": Dep("builtin_interfaces", RUN),
     "visualization_msgs": Dep("visualization_msgs", RUN),
     "diagnostic_msgs": Dep("diagnostic_msgs", RUN),
+    "vision_msgs": Dep("vision_msgs", RUN),  # the detections topic; imported guarded
+    "colcon_core": Dep("python3-colcon-common-extensions", TEST),  # the stand-in's COLCON_IGNORE check
     "rcl_interfaces": Dep("rcl_interfaces", RUN),
     "ament_index_python": Dep("ament_index_python", RUN),
     "launch": Dep("launch", RUN),
     "launch_ros": Dep("launch_ros", RUN),
     "rosgraph_msgs": Dep("rosgraph_msgs", TEST),
+    # The node's lifecycle services come with rclpy.lifecycle; the tests call them.
+    "lifecycle_msgs": Dep("lifecycle_msgs", TEST),
     "launch_pytest": Dep("launch_pytest", TEST),
     "ros2launch": Dep("ros2launch", TEST),  # `ros2 launch` in test/launch/test_ros2_launch.py
     # rosdep/base.yaml and python.yaml

@@ -92,9 +92,13 @@ class Harness:
         self.context = context
         # A namespace per harness keeps tests from hearing each other's topics.
         self.namespace = f"/captioner_test_{next(self._ids)}"
-        overrides = [Parameter(k, value=v) for k, v in {"image_transport": transport, **params}.items()]
+        # Scene gating off unless a test asks for it: most tests send near-identical frames
+        # and count the captions the model wrote.
+        params = {"image_transport": transport, "min_scene_change": 0.0, **params}
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
         self.captioner = CaptionerNode(model=model, context=context, namespace=self.namespace,
                                        parameter_overrides=overrides, **node_kwargs)
+        self.captioner.autostart()  # configure and activate, as the executable does (autostart true)
         self.node = Node("captioner_tester", context=context, namespace=self.namespace)
         self._lock = threading.Lock()
         self.captions: list[Any] = []
@@ -112,7 +116,8 @@ class Harness:
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
-        assert self.wait_for(lambda: self.image_pub.get_subscription_count() > 0), "no captioner subscription"
+        if self.captioner.lifecycle_state == "active":  # not with autostart false
+            assert self.wait_for(lambda: self.image_pub.get_subscription_count() > 0), "no captioner subscription"
 
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
@@ -128,14 +133,19 @@ class Harness:
                 into.append(msg)
         return callback
 
-    def subscribe(self, name: str) -> None:
-        """Listen to ``caption_image`` or ``caption_markers`` (and wait until the node sees it)."""
-        from sensor_msgs.msg import Image
+    def subscribe(self, name: str, depth: int = 1) -> None:
+        """Listen to one of the caption's other forms: ``caption_image``, ``caption_markers``,
+        ``caption_text``, ``detections`` or ``caption_image/compressed`` (and wait until the
+        node sees the subscription)."""
+        from sensor_msgs.msg import CompressedImage, Image
+        from std_msgs.msg import String
+        from vision_msgs.msg import Detection2DArray
         from visualization_msgs.msg import MarkerArray
 
-        kind = {"caption_image": Image, "caption_markers": MarkerArray}[name]
-        self.node.create_subscription(kind, name, self._store(self.received[name]), 1)
-        pub = self.captioner._image_pub if name == "caption_image" else self.captioner._marker_pub
+        kind = {"caption_image": Image, "caption_markers": MarkerArray, "caption_text": String,
+                "detections": Detection2DArray, "caption_image/compressed": CompressedImage}[name]
+        self.node.create_subscription(kind, name, self._store(self.received.setdefault(name, [])), depth)
+        pub = self.captioner._outputs[name]
         assert self.wait_for(lambda: pub.get_subscription_count() > 0), f"{name} subscription not matched"
 
     def image_msg(self, rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera_optical_frame",

@@ -119,3 +119,90 @@ def test_caption_markers_msg(msgs):
     assert marker.pose.position.z > 0  # in front of the camera (optical frame: z forward)
     assert (marker.lifetime.sec, marker.lifetime.nanosec) == (2, 500_000_000)
     assert marker.color.a == 1.0 and marker.scale.z > 0
+
+
+@pytest.mark.ros
+def test_reused_caption_msg_keeps_the_caption_and_takes_the_new_frame(msgs):
+    from sharpeye_ros.ros.caption_messages import caption_msg, reused_caption_msg
+
+    regions = [region(10, 20, 50, 60, 0.7, "red square")]
+    original = caption_msg(result(regions), regions, header(12, 0), 640, 480, "tiny-model", 0.25)
+    assert original.reused is False
+    reused = reused_caption_msg(original, header(13, 500, "other_frame"), 0.01)
+    assert reused.reused is True and original.reused is False  # a copy: the stored one is untouched
+    assert (reused.header.stamp.sec, reused.header.stamp.nanosec, reused.header.frame_id) == (13, 500, "other_frame")
+    assert reused.latency_seconds == pytest.approx(0.01)
+    for field in ("caption", "initial_caption", "refined", "zoomed", "image_width", "image_height", "model_id",
+                  "glance_seconds", "refine_seconds", "regions"):
+        assert getattr(reused, field) == getattr(original, field), field
+
+
+@pytest.mark.ros
+def test_detections_mirror_the_caption(msgs):
+    vision_msgs = pytest.importorskip("vision_msgs.msg")
+    from sharpeye_ros.ros.caption_messages import caption_msg, detections_msg, roi_center_size
+
+    regions = [region(10.4, 20.6, 29.2, 39.9, 0.8, "small red square"), region(600, 400, 700, 500, 0.3, "blue disc"),
+               region(700, 0, 800, 10, 0.9, "outside")]
+    caption = caption_msg(result(regions), regions, header(), 640, 480, "tiny-model", 0.25)
+    array = detections_msg(caption)
+    assert isinstance(array, vision_msgs.Detection2DArray)
+    assert array.header == caption.header
+    assert len(array.detections) == len(caption.regions) == 2  # the box outside the image is in neither
+    for detection, mirrored in zip(array.detections, caption.regions):
+        assert detection.header == caption.header and detection.id == ""
+        (hypothesis,) = detection.results
+        assert hypothesis.hypothesis.class_id == mirrored.phrase
+        assert hypothesis.hypothesis.score == pytest.approx(mirrored.score)
+        box = detection.bbox
+        assert (box.center.position.x, box.center.position.y, box.size_x, box.size_y) == roi_center_size(mirrored.roi)
+        assert box.center.theta == 0.0
+    # Source pixels: the first ROI is x 10..30, y 20..40 -> centre (20, 30), size 20 x 20; the
+    # second is clipped to the 640x480 image: x 600..640, y 400..480.
+    first, second = array.detections
+    assert (first.bbox.center.position.x, first.bbox.center.position.y, first.bbox.size_x) == (20.0, 30.0, 20.0)
+    assert (second.bbox.center.position.x, second.bbox.size_x, second.bbox.size_y) == (620.0, 40.0, 80.0)
+    empty = detections_msg(caption_msg(result(), [], header(), 640, 480, "tiny-model", 0.25))
+    assert empty.detections == [] and empty.header == caption.header
+
+
+@pytest.mark.ros
+def test_caption_text_msg(msgs):
+    from std_msgs.msg import String
+
+    from sharpeye_ros.ros.caption_messages import caption_msg, caption_text_msg
+
+    caption = caption_msg(result(caption="a large blue circle"), [], header(), 640, 480, "m", 0.1)
+    text = caption_text_msg(caption)
+    assert isinstance(text, String) and text.data == "a large blue circle"
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("quality", [30, 95])
+def test_annotated_compressed_msg_is_the_drawn_frame_as_jpeg(msgs, quality):
+    import cv2
+
+    from sharpeye_ros.ros.caption_messages import annotated_compressed_msg, annotated_image_msg, annotated_rgb
+    from sharpeye_ros.ros.image_conversion import compressed_msg_to_rgb
+
+    rgb = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    rgb = cv2.GaussianBlur(rgb, (0, 0), 3)  # JPEG-friendly content
+    drawn = annotated_rgb(rgb, result(), [region(10, 10, 60, 60)])
+    msg = annotated_compressed_msg(drawn, header(), quality)
+    assert msg.format == "rgb8; jpeg compressed bgr8" and bytes(msg.data[:2]) == b"\xff\xd8"
+    assert msg.header.frame_id == "camera_optical_frame" and msg.header.stamp.sec == 12
+    decoded = compressed_msg_to_rgb(msg)
+    assert decoded.shape == drawn.shape
+    error = np.abs(decoded.astype(float) - drawn).mean()
+    assert error < (4.0 if quality == 95 else 12.0)  # the same picture, colours the right way round
+    raw = annotated_image_msg(rgb, result(), [region(10, 10, 60, 60)], header(), drawn=drawn)
+    np.testing.assert_array_equal(np.frombuffer(raw.data, np.uint8).reshape(drawn.shape), drawn)
+
+
+@pytest.mark.ros
+def test_jpeg_quality_decides_the_size(msgs):
+    from sharpeye_ros.ros.caption_messages import annotated_compressed_msg
+
+    rgb = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    sizes = [len(annotated_compressed_msg(rgb, header(), q).data) for q in (20, 60, 95)]
+    assert sizes[0] < sizes[1] < sizes[2]

@@ -106,7 +106,7 @@ def test_runtime_parameters_accepted_and_bad_values_rejected(harness, scripted_m
         ("num_regions", 17, "num_regions"),
         ("min_region_score", 1.5, "min_region_score"),
         ("refine", "yes", "Wrong parameter type"),  # rclpy's own type check
-        ("device", "cpu", "read-only"),
+        ("device", "cpu", "only change while the node is unconfigured"),
         ("image_transport", "compressed", "read-only"),
     ]:
         (result,) = node.set_parameters([Parameter(name, value=value)])

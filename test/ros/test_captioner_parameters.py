@@ -14,15 +14,16 @@ from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSe
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "captioner.yaml"
 INTERFACE = {"model_path", "device", "dtype", "image_transport", "reliability", "max_rate", "refine", "zoom",
              "task", "num_regions", "min_region_score", "max_image_pixels", "max_aspect_ratio",
-             "diagnostics_period"}
+             "diagnostics_period", "autostart", "min_scene_change", "on_still", "max_still_seconds",
+             "jpeg_quality"}
 
 
 def test_parameter_names_are_the_published_interface():
     assert {spec.name for spec in PARAMETERS} == INTERFACE
     assert {f.name for f in dataclasses.fields(CaptionerSettings)} == INTERFACE
     read_only = {spec.name for spec in PARAMETERS if spec.read_only}
-    assert read_only == {"model_path", "device", "dtype", "image_transport", "reliability",
-                         "diagnostics_period"}
+    # model_path, device and dtype: changeable while unconfigured (the node refuses them otherwise)
+    assert read_only == {"autostart", "image_transport", "reliability", "diagnostics_period"}
     assert all(spec.description for spec in PARAMETERS)
 
 

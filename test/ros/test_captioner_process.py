@@ -177,3 +177,46 @@ def test_a_bad_qos_override_is_one_clear_error(tmp_path: Path) -> None:
     assert process.wait(90) == 1
     text = log.read_text()
     assert "QoS override of the image subscription rejected" in text and "Traceback" not in text, text
+
+
+def test_a_lifecycle_manager_drives_the_executable_to_its_exit(rclpy_context, tiny_model_dir, tmp_path):
+    # autostart:=false: the process waits, unconfigured, until a manager configures and
+    # activates it; a shutdown transition ends the process (exit 0), as a manager expects.
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    from sharpeye_ros.msg import Caption
+
+    namespace = "/lifecycle_test"
+    process, log = start(tmp_path, "-p", f"model_path:={tiny_model_dir}", "-p", "autostart:=false",
+                         "-r", f"__ns:={namespace}")
+    captioned = threading.Event()
+    with camera(rclpy_context, namespace) as (node, publish):
+        node.create_subscription(Caption, "caption", lambda msg: captioned.set(), 10)
+        change = node.create_client(ChangeState, f"{namespace}/captioner/change_state")
+        get = node.create_client(GetState, f"{namespace}/captioner/get_state")
+        assert change.wait_for_service(timeout_sec=30.0), log.read_text()
+
+        def call(client, request):
+            future = client.call_async(request)
+            deadline = time.monotonic() + 60
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert future.done(), log.read_text()
+            return future.result()
+
+        def transition(label: str) -> bool:
+            request = ChangeState.Request()
+            request.transition.label = label
+            return call(change, request).success
+
+        assert call(get, GetState.Request()).current_state.label == "unconfigured"
+        for _ in range(10):
+            publish()
+        assert not captioned.wait(1.0)  # unconfigured: no subscription, no caption
+        assert transition("configure") and transition("activate")
+        feed_until(captioned, publish, process, log)
+        assert transition("shutdown")
+        code = process.wait(timeout=20)
+    output = log.read_text()
+    assert code == 0 and "Traceback" not in output, output
+    assert "waiting, unconfigured, for a lifecycle manager" in output, output

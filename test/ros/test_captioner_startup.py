@@ -17,23 +17,23 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "captioner.yaml"
 
 
 def make(context, **params):
-    from sharpeye_ros.ros.captioner_node import CaptionerNode
+    from sharpeye_ros.ros.captioner_node import start
 
     overrides = [Parameter(k, value=v) for k, v in params.items()]
-    return CaptionerNode(context=context, parameter_overrides=overrides)
+    return start(context=context, parameter_overrides=overrides)
 
 
 @pytest.mark.parametrize("namespace", ["/", "/robot1/front"])
 def test_params_file_is_loaded_in_any_namespace(rclpy_context, tiny_model_dir, tmp_path, namespace):
-    from sharpeye_ros.ros.captioner_node import CaptionerNode
+    from sharpeye_ros.ros.captioner_node import start
 
     config = yaml.safe_load(CONFIG.read_text())
     expected = config["/**/captioner"]["ros__parameters"]
     expected.update(model_path=str(tiny_model_dir), max_rate=3.5, num_regions=5, refine=False)
     params = tmp_path / "captioner.yaml"
     params.write_text(yaml.safe_dump(config))  # the shipped file, a few values changed
-    node = CaptionerNode(context=rclpy_context, namespace=namespace,
-                         cli_args=["--ros-args", "--params-file", str(params)])
+    node = start(context=rclpy_context, namespace=namespace,
+                 cli_args=["--ros-args", "--params-file", str(params)])
     try:
         for name, value in expected.items():
             assert node.get_parameter(name).value == value, name
@@ -54,7 +54,10 @@ def test_parameters_are_described_with_ranges(rclpy_context, tiny_model_dir):
         assert (limits.from_value, limits.to_value) == (0.01, 100.0)
         regions = node.describe_parameter("num_regions")
         assert (regions.integer_range[0].from_value, regions.integer_range[0].to_value) == (0, 16)
-        assert node.describe_parameter("model_path").read_only
+        for name in ("model_path", "device", "dtype"):  # changeable while unconfigured only
+            described = node.describe_parameter(name)
+            assert not described.read_only and "unconfigured" in described.description, name
+        assert node.describe_parameter("image_transport").read_only
         assert "compressed" in node.describe_parameter("image_transport").additional_constraints
     finally:
         node.destroy_node()

@@ -336,11 +336,11 @@ def test_every_model_row_has_a_case():
 def test_model_row(name, rclpy_context, tiny_model_dir, tmp_path):
     from rclpy.parameter import Parameter
 
-    from sharpeye_ros.ros.captioner_node import CaptionerNode, StartupError
+    from sharpeye_ros.ros.captioner_node import StartupError, start
 
     (excerpt,) = doc_rows("Models that do not load")[name]
     model = _copy(tiny_model_dir, tmp_path / "model")
     MODEL_CASES[name](model)
     with pytest.raises(StartupError) as info:
-        CaptionerNode(context=rclpy_context, parameter_overrides=[Parameter("model_path", value=str(model))])
+        start(context=rclpy_context, parameter_overrides=[Parameter("model_path", value=str(model))])
     assert excerpt in str(info.value), str(info.value)

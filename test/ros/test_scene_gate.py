@@ -1,0 +1,151 @@
+"""The scene gate: the thumbnail measure, and what it decides for still, changed and small
+changes (pure: no ROS)."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from sharpeye_ros.ros.scene_gate import (CAPTION, DEFAULT_MIN_CHANGE, REPUBLISH, SKIP, THUMBNAIL_SIDE, SceneGate,
+                                         thumbnail, view_change)
+from sharpeye_ros.world import CHANGES, add_sensor_noise, scene_change
+
+S = 1_000_000_000
+
+
+def test_thumbnail_keeps_the_aspect_ratio():
+    assert thumbnail(np.zeros((480, 640, 3), np.uint8)).shape == (96, THUMBNAIL_SIDE, 3)
+    assert thumbnail(np.zeros((1080, 720, 3), np.uint8)).shape == (THUMBNAIL_SIDE, 85, 3)
+    small = np.arange(60 * 80 * 3, dtype=np.uint8).reshape(60, 80, 3)
+    np.testing.assert_array_equal(thumbnail(small), small)  # already small: kept as it is
+    with pytest.raises(ValueError, match="uint8"):
+        thumbnail(np.zeros((48, 64), np.uint8))
+
+
+def test_view_change_is_the_largest_cell_difference():
+    a = np.full((96, 128, 3), 100, np.uint8)
+    b = a.copy()
+    assert view_change(a, b) == 0.0
+    b[40, 50, 2] = 151  # one cell, one channel
+    assert view_change(a, b) == pytest.approx(51 / 255)
+    assert view_change(b, a) == view_change(a, b)
+    with pytest.raises(ValueError, match="different sizes"):
+        view_change(a, a[:90])
+
+
+def test_colour_sees_an_object_as_bright_as_the_background():
+    # Why the thumbnails keep colour: a red square whose luminance equals the grey around it.
+    frame = np.full((480, 640, 3), 88, np.uint8)
+    after = frame.copy()
+    after[200:216, 300:316] = (225, 30, 30)  # luminance 0.299*225 + 0.587*30 + 0.114*30 = 88
+    grey = [cv2.cvtColor(thumbnail(f), cv2.COLOR_RGB2GRAY) for f in (frame, after)]
+    assert view_change(*grey) < 0.01
+    assert view_change(thumbnail(frame), thumbnail(after)) >= DEFAULT_MIN_CHANGE
+
+
+@pytest.mark.parametrize("kind", CHANGES)
+def test_no_scene_change_of_the_world_is_taken_for_still_at_the_default(kind):
+    # A small object appearing included: the benchmark reports the rates over more scenes.
+    changes = [view_change(thumbnail(c.before), thumbnail(c.after))
+               for c in (scene_change("test", i, kind) for i in range(30))]
+    assert min(changes) >= DEFAULT_MIN_CHANGE, sorted(changes)[:3]
+
+
+def test_camera_noise_on_a_still_view_stays_below_the_default():
+    rng = np.random.default_rng(0)
+    for index in range(10):
+        image = scene_change("test", index, "new_object").before
+        frames = [thumbnail(add_sensor_noise(image, 8.0, rng)) for _ in range(3)]
+        assert max(view_change(frames[0], f) for f in frames[1:]) < DEFAULT_MIN_CHANGE
+
+
+# ---- decisions ------------------------------------------------------------------------
+
+
+def frame(value: int = 100) -> np.ndarray:
+    return np.full((96, 128, 3), value, np.uint8)
+
+
+def test_gating_off_always_captions():
+    gate = SceneGate(min_change=0.0)
+    assert not gate.enabled
+    gate.captioned(frame(), 0)
+    verdict = gate.judge(frame(), 1 * S)
+    assert verdict.action == CAPTION and not verdict.still and math.isnan(verdict.change)
+
+
+def test_a_still_view_republishes_until_it_changes():
+    gate = SceneGate(min_change=0.1, on_still="republish", max_still_seconds=10.0)
+    assert gate.judge(frame(), 0).action == CAPTION  # nothing to compare with yet
+    gate.captioned(frame(), 0)
+    still = gate.judge(frame(105), 1 * S)  # 5/255 = 0.02: noise, not a change
+    assert still.action == REPUBLISH and still.still and still.change == pytest.approx(5 / 255)
+    changed = frame()
+    changed[10:12, 10:12] = 160
+    verdict = gate.judge(changed, 2 * S)
+    assert verdict.action == CAPTION and verdict.change == pytest.approx(60 / 255)
+
+
+def test_skip_mode_and_reconfiguring_at_run_time():
+    gate = SceneGate(min_change=0.1, on_still="skip")
+    gate.captioned(frame(), 0)
+    assert gate.judge(frame(), 1 * S).action == SKIP
+    gate.configure(on_still="republish")
+    assert gate.judge(frame(), 1 * S).action == REPUBLISH
+    gate.configure(min_change=0.01)
+    assert gate.judge(frame(105), 1 * S).action == CAPTION  # 0.02 >= 0.01 now
+    gate.configure(min_change=0.0)
+    assert gate.judge(frame(), 1 * S).action == CAPTION
+
+
+def test_the_reference_is_the_last_captioned_frame_so_slow_drift_adds_up():
+    gate = SceneGate(min_change=0.1)
+    gate.captioned(frame(100), 0)
+    for step, value in enumerate(range(102, 140, 2), start=1):  # 2 levels per frame
+        verdict = gate.judge(frame(value), step * S // 10)
+        if value - 100 >= 0.1 * 255:
+            assert verdict.action == CAPTION
+            break
+        assert verdict.action == REPUBLISH
+    else:
+        pytest.fail("the drift was never captioned")
+
+
+def test_still_for_max_still_seconds_captions_again():
+    gate = SceneGate(min_change=0.1, max_still_seconds=3.0)
+    gate.captioned(frame(), 10 * S)
+    assert gate.judge(frame(), 12 * S).action == REPUBLISH
+    verdict = gate.judge(frame(), 13 * S)
+    assert verdict.action == CAPTION and "max_still_seconds" in verdict.reason
+    gate.captioned(frame(), 13 * S)
+    assert gate.judge(frame(), 14 * S).action == REPUBLISH
+
+
+@pytest.mark.parametrize("case, reason", [("stamps back", "new timeline"), ("new size", "size changed"),
+                                          ("reset", "nothing|no captioned frame")])
+def test_no_comparison_means_a_caption(case, reason):
+    gate = SceneGate(min_change=0.1)
+    gate.captioned(frame(), 10 * S)
+    thumb, stamp = frame(), 11 * S
+    if case == "stamps back":
+        stamp = 5 * S
+    elif case == "new size":
+        thumb = np.full((72, 128, 3), 100, np.uint8)
+    else:
+        gate.reset()
+    verdict = gate.judge(thumb, stamp)
+    assert verdict.action == CAPTION
+    assert any(word in verdict.reason for word in reason.split("|"))
+
+
+@pytest.mark.parametrize("kwargs", [{"min_change": -0.1}, {"min_change": 1.5}, {"on_still": "drop"},
+                                    {"max_still_seconds": 0.0}, {"max_still_seconds": float("nan")}])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        SceneGate(**kwargs)
+    gate = SceneGate()
+    with pytest.raises(ValueError):
+        gate.configure(**kwargs)
