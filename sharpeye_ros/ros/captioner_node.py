@@ -61,7 +61,6 @@ _LEVELS = {diagnostics.OK: DiagnosticStatus.OK, diagnostics.WARN: DiagnosticStat
            diagnostics.ERROR: DiagnosticStatus.ERROR}
 _TYPE_NAMES = {bool: "bool: true or false", int: "whole number", float: "decimal number, e.g. 2.0",
                str: "string"}
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class StartupError(RuntimeError):
@@ -83,11 +82,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``auto`` -> float16 on CUDA, float32 elsewhere; else the named dtype."""
-    if dtype == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return _DTYPES[dtype]
+def resolve_dtype(dtype: str, device: str):
+    """The parameter ``dtype`` on ``device`` as a :class:`~sharpeye_ros.model.precision.Precision`
+    (``auto``: see there); StartupError when it cannot run there (int8 off an x86 CPU)."""
+    from sharpeye_ros.model.precision import resolve
+
+    try:
+        return resolve(dtype, device)
+    except ValueError as err:
+        raise StartupError(f"parameter 'dtype': {err}") from None
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -131,7 +134,9 @@ class CaptionerNode(Node):
             model = self._load_model(s)
         self._model = model
         self._device = str(getattr(model, "device", "unknown"))
-        self._dtype = str(getattr(model, "dtype", "unknown")).replace("torch.", "")
+        precision = getattr(model, "precision", None)
+        self._dtype = (precision.name if precision is not None
+                       else str(getattr(model, "dtype", "unknown")).replace("torch.", ""))
         self._model_id = str(getattr(self._model, "model_id", "") or s.model_path)
         self._can_refine = getattr(self._model, "deeplens", True) is not None
         if s.refine and not self._can_refine:
@@ -181,7 +186,8 @@ class CaptionerNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"captioning '{self._sub.topic_name}' ({s.image_transport}, {self.image_qos}) at up to "
-            f"{s.max_rate:g} Hz with {self._model_id} on {self._device} ({self._dtype})")
+            f"{s.max_rate:g} Hz with {self._model_id} on {self._device} "
+            f"({precision.describe() if precision is not None else self._dtype})")
 
     # ---- start-up ------------------------------------------------------------------
     def _declare_parameters(self) -> CaptionerSettings:
@@ -205,8 +211,10 @@ class CaptionerNode(Node):
         path = s.model_path or str(default_model_path())
         try:
             device = resolve_device(s.device)
-            dtype = resolve_dtype(s.dtype, device)
-            model = SharpEyes.from_pretrained(path, device=device, dtype=dtype)
+            precision = resolve_dtype(s.dtype, device)
+            model = SharpEyes.from_pretrained(path, device=device, dtype=precision)
+        except StartupError:
+            raise
         except Exception as err:  # any failure to load is one clear message, never a traceback
             raise StartupError(f"cannot load model '{path}': {err}") from None
         if not s.model_path:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 TASKS = ("auto", "coco", "detailed")
@@ -37,7 +37,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "demo model, which only knows synthetic scenes of coloured shapes.", read_only=True),
     ParamSpec("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda or "
               "cuda:N.", read_only=True, constraints="auto, cpu, cuda or cuda:N"),
-    ParamSpec("dtype", "auto", "Model weights' dtype; auto: float16 on CUDA, float32 on CPU.",
+    ParamSpec("dtype", "auto", "Model precision: float32, float16, bfloat16, or int8 (the CPU's fast "
+              "path: int8 Linear layers, quantized at load); auto: float16 on CUDA, int8 on an x86 "
+              "CPU with AVX2 or newer, float32 elsewhere. The log says at start-up which one runs.",
               read_only=True, choices=DTYPES),
     ParamSpec("image_transport", "raw", "raw: subscribe to sensor_msgs/Image on 'image'; "
               "compressed: sensor_msgs/CompressedImage on '<image>/compressed', as image_transport "

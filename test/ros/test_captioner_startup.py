@@ -92,9 +92,13 @@ def test_cuda_without_cuda_is_refused(rclpy_context, tiny_model_dir):
     torch = pytest.importorskip("torch")
     from sharpeye_ros.ros.captioner_node import StartupError, resolve_device, resolve_dtype
 
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype("auto", "cuda:0") == torch.float16
-    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    from sharpeye_ros.model.precision import int8_available
+
+    assert resolve_dtype("auto", "cpu").name == ("int8" if int8_available() else "float32")
+    assert resolve_dtype("auto", "cuda:0").dtype == torch.float16
+    assert resolve_dtype("bfloat16", "cpu").dtype == torch.bfloat16
+    with pytest.raises(StartupError, match="parameter 'dtype': precision int8 runs on the CPU only"):
+        resolve_dtype("int8", "cuda:0")
     assert resolve_device("cpu") == "cpu"
     if torch.cuda.is_available():
         assert resolve_device("auto") == "cuda"
