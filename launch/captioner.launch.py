@@ -25,9 +25,10 @@ from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from sharpeye_ros.ros.captioner_parameters import IMAGE_TRANSPORTS
+from sharpeye_ros.ros.captioner_parameters import SPECS
 from sharpeye_ros.ros.launch_support import (log_level_arguments, logger_name, normalize_namespace,
                                              on_node_exit, parse_bool, profile_environment)
+from sharpeye_ros.ros.parameters import from_launch_arguments
 
 NODE = "captioner"
 # name -> (default, description); an empty default means "as in params_file".
@@ -55,18 +56,9 @@ def _captioner(context, *args, **kwargs):
     """Build the Node once the arguments are known, passing only the overrides that were given."""
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     overrides = {"use_sim_time": parse_bool("use_sim_time", value["use_sim_time"])}
-    if value["image_transport"] and value["image_transport"] not in IMAGE_TRANSPORTS:
-        raise ValueError(f"launch argument image_transport must be {' or '.join(IMAGE_TRANSPORTS)} "
-                         f"(or empty: as in params_file), got {value['image_transport']!r}")
-    for name in ("image_transport", "model_path", "device"):
-        if value[name]:
-            overrides[name] = value[name]
-    if value["max_rate"]:
-        try:  # the node wants a double: "1" must arrive as 1.0
-            overrides["max_rate"] = float(value["max_rate"])
-        except ValueError:
-            raise ValueError(f"launch argument max_rate must be a number, got {value['max_rate']!r}") \
-                from None
+    given = {name: value[name] for name in ("image_transport", "model_path", "device", "max_rate")}
+    # Typed and checked as the node takes them ("1" -> 1.0: it refuses an integer max_rate).
+    overrides.update(from_launch_arguments(SPECS, given))
     topic = value["image_topic"].rstrip("/")
     if not topic:
         raise ValueError("launch argument image_topic must not be empty")

@@ -27,9 +27,11 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from sharpeye_ros.ros.camera_parameters import SPECS as CAMERA_SPECS
 from sharpeye_ros.ros.launch_support import (SHIPPED_PROFILE, log_level_arguments, logger_name,
                                              normalize_namespace, on_node_exit, parse_bool,
                                              profile_environment, rviz_config, rviz_missing_message)
+from sharpeye_ros.ros.parameters import from_launch_arguments
 
 SHARE = get_package_share_directory("sharpeye_ros")
 CAMERA = "synthetic_camera"
@@ -83,19 +85,14 @@ def _demo(context, *args, **kwargs):
     namespace = normalize_namespace(value["namespace"])
     topic = value["image_topic"].rstrip("/")
     env = profile_environment(os.environ, value["fastdds_profile"])
-    try:
-        params = {
-            "rate": float(value["rate"]),
-            "scene_period": float(value["scene_period"]),
-            "start_index": int(value["start_index"]),
-            "split": value["split"],
-            "encoding": value["encoding"],
-            "publish_compressed": value["image_transport"] == "compressed",
-            "use_sim_time": sim_time,
-        }
-    except ValueError as err:
-        raise ValueError(f"launch arguments rate/scene_period must be numbers and start_index an "
-                         f"integer ({err})") from None
+    params = from_launch_arguments(CAMERA_SPECS, {  # typed and checked as the camera takes them
+        "rate": value["rate"],
+        "scene_period": value["scene_period"],
+        "start_index": value["start_index"],
+        "split": value["split"],
+        "encoding": value["encoding"],
+    })
+    params.update({"publish_compressed": value["image_transport"] == "compressed", "use_sim_time": sim_time})
     camera = Node(
         package="sharpeye_ros",
         executable="synthetic_camera",

@@ -1,23 +1,22 @@
-"""Suite-wide test set-up: DDS isolation and the rule that ROS tests never silently skip."""
+"""Suite-wide test set-up: DDS isolation, the rule that ROS tests never silently skip, and a
+tiny random model on disk for the node and end-to-end tests."""
 
 from __future__ import annotations
 
 import os
-import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from sharpeye_ros.ros.launch_support import SHIPPED_PROFILE, profile_environment
+from sharpeye_ros.ros.processes import ros_environment
 
 # Keep DDS traffic on this machine and away from any other test run: a random domain
 # per pytest session, discovery limited to localhost. Set before any test starts rclpy;
 # subprocesses (nodes under test) inherit it.
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # Jazzy and newer
-if os.environ.get("ROS_DISTRO") == "humble":
-    os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
+os.environ.update(ros_environment(os.environ))
 # Both ends of every test's DDS traffic use the shipped Fast DDS profile, as the README tells
 # users to: with Fast DDS's defaults most 640x480 frames never arrive, even at an idle node,
 # and the bag tests then see too few captions. A profile the user set wins; the tests that
@@ -50,3 +49,29 @@ def rclpy_context() -> Iterator[object]:
     finally:
         if context.ok():
             rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope="session")
+def save_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``save_tiny_model(name, configure=None)``: a tiny SharpEyes checkpoint with random
+    weights (seed 0), saved like a trained one. Its captions stop after 8 tokens (random
+    weights never stop early) unless ``configure(config)`` changes the config first."""
+    torch = pytest.importorskip("torch")
+    from sharpeye_ros.model import SharpEyes, presets
+
+    def save(name: str, configure: Callable[[Any], None] = lambda config: None) -> Path:
+        torch.manual_seed(0)
+        config = presets.tiny()
+        config.generation.max_new_tokens = 8
+        configure(config)
+        directory = tmp_path_factory.mktemp(name) / "model"
+        SharpEyes.from_config(config).save_pretrained(directory)
+        return directory
+
+    return save
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(save_tiny_model: Callable[..., Path]) -> Path:
+    """The tiny checkpoint of :func:`save_tiny_model`, saved once per session."""
+    return save_tiny_model("tiny_model")

@@ -13,16 +13,14 @@ model benchmark's captions per second). Per caption:
 - overhead: latency - model time (image transport, conversion, scheduling, message
   building and the caption's delivery).
 
-The caller owns the DDS set-up: run it with a ROS_DOMAIN_ID of its own (see ``isolate_dds``).
+The caller owns the DDS set-up: run it with a ROS_DOMAIN_ID of its own
+(:func:`sharpeye_ros.ros.processes.isolate_dds`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,6 +30,10 @@ from typing import Optional, Sequence
 
 from sharpeye_ros.benchmark.measure import percentile, summarize
 from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES
+from sharpeye_ros.ros.captioner_parameters import SPECS
+from sharpeye_ros.ros.parameters import ros_arguments
+from sharpeye_ros.ros.processes import installed_executable, installed_file, start_child
+from sharpeye_ros.ros.stamps import NS_PER_S, stamp_ns
 
 ENCODINGS = ("rgb8", "bgr8")
 RELIABILITIES = ("best_effort", "reliable")
@@ -55,35 +57,6 @@ START_TIMEOUT = 180.0  # seconds for the node to load its model and answer the f
 
 class NodeBenchmarkError(RuntimeError):
     """The node benchmark cannot run; the message says why."""
-
-
-def isolate_dds() -> int:
-    """Give this process (and the node it starts) a random ROS domain and localhost-only
-    discovery, so the benchmark neither sees nor disturbs other ROS traffic."""
-    domain = random.SystemRandom().randint(1, 100)
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    if os.environ.get("ROS_DISTRO") == "humble":  # before Jazzy's discovery range
-        os.environ["ROS_LOCALHOST_ONLY"] = "1"
-    return domain
-
-
-def installed_file(kind: str, name: str) -> Path:
-    """``<kind>/sharpeye_ros/<name>`` of the installed package (``lib`` for executables,
-    ``share`` for data), found through AMENT_PREFIX_PATH."""
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        path = Path(prefix) / kind / "sharpeye_ros" / name
-        if prefix and path.is_file():
-            return path
-    raise NodeBenchmarkError(
-        f"the installed '{kind}/sharpeye_ros/{name}' is not under AMENT_PREFIX_PATH: run "
-        "`scripts/setup; source scripts/env.sh` first (or pass --model-only)"
-    )
-
-
-def installed_executable(name: str) -> Path:
-    """``lib/sharpeye_ros/<name>`` of the installed package."""
-    return installed_file("lib", name)
 
 
 def frame_timeout(model_seconds: Sequence[float]) -> float:
@@ -153,33 +126,21 @@ def run_node_benchmark(
     if reliability not in RELIABILITIES:
         raise ValueError(f"node benchmark: reliability must be one of {RELIABILITIES}, got {reliability!r}")
     max_frames = 4 * captions + 20
-    executable = installed_executable("captioner")
+    try:
+        executable = installed_executable("captioner")
+    except FileNotFoundError as err:
+        raise NodeBenchmarkError(f"{err} (or pass --model-only)") from None
     frames = []
     for image in benchmark_images(4, image_size):
         frames += [(encoding, fill_image_msg(Image(), image, encoding)) for encoding in ENCODINGS]
 
     workdir = Path(tempfile.mkdtemp(prefix="sharpeye_benchmark_"))
-    log = workdir / "captioner.log"
-    args = [
-        str(executable),
-        "--ros-args",
-        "-p",
-        f"model_path:={model_path}",
-        "-p",
-        "max_rate:=100.0",
-        "-p",
-        f"refine:={str(refine).lower()}",
-        "-p",
-        f"zoom:={str(zoom).lower()}",
-        "-p",
-        f"device:={device}",
-        "-p",
-        f"reliability:={reliability}",
-        "-r",
-        f"__ns:={NAMESPACE}",
-    ]
+    values = {"model_path": model_path, "max_rate": 100.0, "refine": refine, "zoom": zoom, "device": device,
+              "reliability": reliability}
+    args = [str(executable), "--ros-args", *ros_arguments(SPECS, values), "-r", f"__ns:={NAMESPACE}"]
     # cwd outside the source tree, which would shadow the installed package.
-    process = subprocess.Popen(args, cwd=workdir, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    captioner = start_child("captioner", args, workdir, cwd=workdir)
+    process = captioner.process
     context = rclpy.Context()
     rclpy.init(context=context)
     node = Node("sharpeye_benchmark_client", namespace=NAMESPACE, context=context)
@@ -188,10 +149,10 @@ def run_node_benchmark(
 
     def on_caption(msg) -> None:
         now = node.get_clock().now().nanoseconds
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = stamp_ns(msg)
         with lock:
             received[stamp] = {
-                "receive_latency": (now - stamp) / 1e9,
+                "receive_latency": (now - stamp) / NS_PER_S,
                 "message_latency": float(msg.latency_seconds),
                 "model": float(msg.glance_seconds) + float(msg.refine_seconds),
                 "refined": bool(msg.refined),
@@ -211,7 +172,7 @@ def run_node_benchmark(
         encoding, msg = frames[i % len(frames)]
         msg.header.stamp = node.get_clock().now().to_msg()
         publisher.publish(msg)
-        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, encoding
+        return stamp_ns(msg), encoding
 
     try:
         # Start-up: until the node has loaded its model and answered, and a few more. A
@@ -221,7 +182,7 @@ def run_node_benchmark(
             if process.poll() is not None or time.monotonic() > deadline:
                 raise NodeBenchmarkError(
                     f"the captioner gave {len(received)} of {warmup} warm-up captions "
-                    f"(exit code {process.poll()}); its log:\n{log.read_text()[-3000:]}"
+                    f"(exit code {process.poll()}); its log:\n{captioner.output()[-3000:]}"
                 )
             before = len(received)
             publish(i)
@@ -248,12 +209,7 @@ def run_node_benchmark(
                 lock.wait_for(lambda: stamp in received or process.poll() is not None, timeout)
             time.sleep(PUBLISH_GAP)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        captioner.stop()
         executor.shutdown(timeout_sec=5)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
@@ -261,7 +217,7 @@ def run_node_benchmark(
     if len(records) < 2:
         raise NodeBenchmarkError(
             f"only {len(records)} of {captions} frames were captioned; the node's log:\n"
-            f"{log.read_text()[-3000:]}"
+            f"{captioner.output()[-3000:]}"
         )
     result = {
         "captions": len(records),
@@ -300,7 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if transport == "large_shm":
         try:
             profile = installed_file("share", f"config/{LARGE_SHM_PROFILE}")
-        except NodeBenchmarkError as err:
+        except FileNotFoundError as err:
             print(err, file=sys.stderr)
             return 1
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)  # this process and the node
@@ -321,10 +277,7 @@ __all__ = [
     "NODE_VARIANTS",
     "main",
     "NodeBenchmarkError",
-    "isolate_dds",
     "frame_timeout",
-    "installed_executable",
-    "installed_file",
     "latency_summary",
     "run_node_benchmark",
 ]

@@ -318,7 +318,8 @@ def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def measure_node(args: argparse.Namespace, demo: tuple[str, str]) -> dict:
     """Node latency, each variant in a process of its own: best-effort image QoS (the
     default) and, unless quick, best-effort over a large shared-memory segment and reliable."""
-    from sharpeye_ros.benchmark.node_bench import NODE_VARIANTS, isolate_dds
+    from sharpeye_ros.benchmark.node_bench import NODE_VARIANTS
+    from sharpeye_ros.ros.processes import isolate_dds
 
     isolate_dds()
     out: dict = {}

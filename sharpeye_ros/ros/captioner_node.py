@@ -30,9 +30,8 @@ from typing import Any, Optional
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.logging import LoggingSeverity
@@ -45,12 +44,14 @@ from sharpeye_ros.msg import Caption
 from sharpeye_ros.ros import diagnostics
 from sharpeye_ros.ros.caption_messages import (annotated_image_msg, caption_markers_msg, caption_msg,
                                                result_problem, select_regions)
-from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSettings, ParamSpec, validate
+from sharpeye_ros.ros.captioner_parameters import PARAMETERS, SPECS, CaptionerSettings
 from sharpeye_ros.ros.diagnostics import (CONVERSION, INFERENCE, PUBLISH, CaptionerHealth, InputLog, LogThrottle,
                                           frame_latency, no_input_warning)
-from sharpeye_ros.ros.frame_gate import NS_PER_S, THROTTLED, FrameGate, GatedFrame, Offer
+from sharpeye_ros.ros.frame_gate import THROTTLED, FrameGate, GatedFrame, Offer
 from sharpeye_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
+from sharpeye_ros.ros.parameters import declare, watch
 from sharpeye_ros.ros.spin import exit_now, finish, init_rclpy, spin_until_shutdown
+from sharpeye_ros.ros.stamps import NS_PER_S, stamp_ns, stamp_seconds
 
 NODE_NAME = "captioner"
 ERROR_LOG_PERIOD = 5.0  # seconds between two error lines of one kind; the rest are counted
@@ -59,8 +60,6 @@ INPUT_LOG_PERIOD = 30.0  # seconds between two log lines about the input of one 
 WORKER_JOIN_TIMEOUT = 3.0  # seconds shutdown waits for a caption in progress
 _LEVELS = {diagnostics.OK: DiagnosticStatus.OK, diagnostics.WARN: DiagnosticStatus.WARN,
            diagnostics.ERROR: DiagnosticStatus.ERROR}
-_TYPE_NAMES = {bool: "bool: true or false", int: "whole number", float: "decimal number, e.g. 2.0",
-               str: "string"}
 
 
 class StartupError(RuntimeError):
@@ -91,32 +90,6 @@ def resolve_dtype(dtype: str, device: str):
         return resolve(dtype, device)
     except ValueError as err:
         raise StartupError(f"parameter 'dtype': {err}") from None
-
-
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
-    if spec.choices:
-        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
-    elif spec.constraints:
-        descriptor.additional_constraints = spec.constraints
-    if spec.limits is not None and isinstance(spec.default, float):
-        descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.limits[0]), to_value=float(spec.limits[1]), step=0.0)]
-    elif spec.limits is not None:
-        descriptor.integer_range = [IntegerRange(
-            from_value=int(spec.limits[0]), to_value=int(spec.limits[1]), step=1)]
-    return descriptor
-
-
-def _ints_as_doubles(params: list[Parameter]) -> list[Parameter]:
-    """Let ``ros2 param set /captioner max_rate 5`` mean 5.0 (an integer would be refused)."""
-    doubles = {spec.name for spec in PARAMETERS if isinstance(spec.default, float)}
-    return [Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
-            if p.name in doubles and p.type_ == Parameter.Type.INTEGER else p for p in params]
-
-
-def _stamp_ns(stamp: Any) -> int:
-    return stamp.sec * NS_PER_S + stamp.nanosec
 
 
 class CaptionerNode(Node):
@@ -178,9 +151,7 @@ class CaptionerNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_timer = self.create_timer(s.diagnostics_period, self.publish_diagnostics, clock=steady)
         self._watch_timer = self.create_timer(1.0, self._watch_input, clock=steady)
-        if hasattr(self, "add_pre_set_parameters_callback"):  # Jazzy and newer
-            self.add_pre_set_parameters_callback(_ints_as_doubles)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        watch(self, SPECS, self._apply_parameters)
 
         self._worker = threading.Thread(target=self._run_worker, name="captioner-worker", daemon=True)
         self._worker.start()
@@ -191,19 +162,10 @@ class CaptionerNode(Node):
 
     # ---- start-up ------------------------------------------------------------------
     def _declare_parameters(self) -> CaptionerSettings:
-        values = {}
-        for spec in PARAMETERS:
-            try:
-                values[spec.name] = self.declare_parameter(spec.name, spec.default, _descriptor(spec)).value
-            except ParameterException as err:  # rclpy's type and range checks
-                wrong_type = isinstance(err, InvalidParameterTypeException)
-                hint = f" (write a {_TYPE_NAMES[type(spec.default)]})" if wrong_type else ""
-                raise StartupError(f"parameter '{spec.name}' rejected: {err}{hint}") from None
-        for name, value in values.items():
-            reason = validate(name, value)
-            if reason is not None:
-                raise StartupError(reason)
-        return CaptionerSettings.from_values(values)
+        try:
+            return CaptionerSettings.from_values(declare(self, PARAMETERS))
+        except ValueError as err:
+            raise StartupError(str(err)) from None
 
     def _load_model(self, s: CaptionerSettings) -> Any:
         from sharpeye_ros.model import SharpEyes, default_model_path
@@ -224,24 +186,21 @@ class CaptionerNode(Node):
         return model
 
     # ---- parameters ----------------------------------------------------------------
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        changes = {}
-        for p in params:
-            if p.name not in SPECS:
-                continue  # use_sim_time and friends: rclpy's own business
-            reason = validate(p.name, p.value)
-            if reason is None and p.name == "refine" and p.value and not self._can_refine:
-                reason = "parameter 'refine' cannot be true: this model has no DeepLens refinement"
-            if reason is not None:
-                return SetParametersResult(successful=False, reason=reason)
-            changes[p.name] = p.value
-        if changes:
-            self._settings = self._settings.updated(changes)
-            if "max_rate" in changes:
-                self._gate.set_max_rate(self._settings.max_rate)
-            changed = ", ".join(f"{k}={v!r}" for k, v in changes.items())
-            self.get_logger().info(f"parameters changed: {changed}")
-        return SetParametersResult(successful=True)
+    def _apply_parameters(self, changes: dict[str, Any]) -> Optional[str]:
+        """Take new parameter values (see :func:`~sharpeye_ros.ros.parameters.watch`): the
+        reason when they are refused, else None."""
+        try:
+            settings = self._settings.updated(changes)
+        except ValueError as err:
+            return str(err)
+        if settings.refine and not self._can_refine:
+            return "parameter 'refine' cannot be true: this model has no DeepLens refinement"
+        self._settings = settings
+        if "max_rate" in changes:
+            self._gate.set_max_rate(settings.max_rate)
+        changed = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+        self.get_logger().info(f"parameters changed: {changed}")
+        return None
 
     @property
     def settings(self) -> CaptionerSettings:
@@ -261,12 +220,12 @@ class CaptionerNode(Node):
     def _on_image(self, msg: Any) -> None:
         # O(1): no decoding here, the worker converts the frame it actually captions.
         now = time.monotonic()
-        offer = self._gate.offer(msg, _stamp_ns(msg.header.stamp), self.get_clock().now().nanoseconds)
+        offer = self._gate.offer(msg, stamp_ns(msg), self.get_clock().now().nanoseconds)
         self._health.record_input(now, offer.fallback)
         for line in self._input_log.offer(offer, now):
             self.get_logger().warning(line)
         if self._debug():
-            self.get_logger().debug(f"frame {_stamp_ns(msg.header.stamp) / NS_PER_S:.3f}: {offer.describe()}")
+            self.get_logger().debug(f"frame {stamp_seconds(msg):.3f}: {offer.describe()}")
 
     def _watch_input(self) -> None:
         """Say so (throttled) when no frame has come for a while, with a hint where they are."""

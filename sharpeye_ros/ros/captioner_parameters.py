@@ -1,16 +1,18 @@
-"""The captioner node's parameters: names, defaults, ranges, descriptions and validation.
+"""The captioner node's parameters: names, defaults, ranges, descriptions, and its settings.
 
-Pure Python (no rclpy): the node turns :data:`PARAMETERS` into ``declare_parameter`` calls
-with ``ParameterDescriptor`` ranges, and calls :func:`validate` from its set-parameters
-callback, so a bad value is refused with the reason returned here.
+Pure Python (no rclpy). The node declares :data:`PARAMETERS` and keeps their values as
+:class:`CaptionerSettings`, whose construction is their one validation (the mechanism:
+:mod:`sharpeye_ros.ros.parameters`).
 """
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass, replace
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Optional
+
+from sharpeye_ros.ros.parameters import ParamSpec, Settings, index
+from sharpeye_ros.ros.parameters import validate as _validate
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
@@ -18,25 +20,12 @@ IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 TASKS = ("auto", "coco", "detailed")
 
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One parameter. ``limits``: inclusive (low, high) of a number; ``choices``: allowed strings."""
-
-    name: str
-    default: Any
-    description: str
-    read_only: bool = False
-    limits: Optional[tuple[float, float]] = None
-    choices: Optional[tuple[str, ...]] = None
-    constraints: str = ""
-
-
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model_path", "", "Checkpoint directory of the captioning model; empty: the shipped "
               "demo model, which only knows synthetic scenes of coloured shapes.", read_only=True),
     ParamSpec("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda or "
-              "cuda:N.", read_only=True, constraints="auto, cpu, cuda or cuda:N"),
+              "cuda:N.", read_only=True, constraints="auto, cpu, cuda or cuda:N",
+              accept=lambda device: DEVICE_PATTERN.match(device) is not None),
     ParamSpec("dtype", "auto", "Model precision: float32, float16, bfloat16, or int8 (the CPU's fast "
               "path: int8 Linear layers, quantized at load); auto: float16 on CUDA, int8 on an x86 "
               "CPU with AVX2 or newer, float32 elsewhere. The log says at start-up which one runs.",
@@ -68,40 +57,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "clock).", read_only=True, limits=(0.1, 60.0)),
 )
 
-SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
-
-
-def _type_name(value: Any) -> str:
-    names = {bool: "bool", int: "integer", float: "double", str: "string"}
-    return names.get(type(value), type(value).__name__)
+SPECS: dict[str, ParamSpec] = index(PARAMETERS)
 
 
 def validate(name: str, value: Any) -> Optional[str]:
-    """Why ``value`` is not acceptable for parameter ``name``, or None when it is."""
-    spec = SPECS.get(name)
-    if spec is None:
-        return f"unknown parameter '{name}'"
-    expected = type(spec.default)
-    if type(value) is not expected:  # exact: bool is an int subclass, but not a valid int here
-        hint = f" (write {float(value)!r})" if expected is float and type(value) is int else ""
-        want, got = _type_name(spec.default), _type_name(value)
-        return f"parameter '{name}' must be a {want}, got {got} {value!r}{hint}"
-    if expected is float and not math.isfinite(value):
-        return f"parameter '{name}' must be finite, got {value!r}"
-    if spec.limits is not None and not spec.limits[0] <= value <= spec.limits[1]:
-        low, high = spec.limits
-        return f"parameter '{name}' must be in [{low:g}, {high:g}], got {value!r}"
-    if spec.choices is not None and value not in spec.choices:
-        return f"parameter '{name}' must be one of {', '.join(spec.choices)}; got {value!r}"
-    if name == "device" and not DEVICE_PATTERN.match(value):
-        return f"parameter 'device' must be auto, cpu, cuda or cuda:N; got {value!r}"
-    return None
+    """Why ``value`` is not acceptable for captioner parameter ``name``, or None when it is."""
+    return _validate(SPECS, name, value)
 
 
 @dataclass(frozen=True)
-class CaptionerSettings:
+class CaptionerSettings(Settings):
     """The values of all parameters, validated; replaced as a whole when one changes."""
 
+    SPECS: ClassVar[Mapping[str, ParamSpec]] = SPECS
     model_path: str = SPECS["model_path"].default
     device: str = SPECS["device"].default
     dtype: str = SPECS["dtype"].default
@@ -117,19 +85,6 @@ class CaptionerSettings:
     max_aspect_ratio: float = SPECS["max_aspect_ratio"].default
     diagnostics_period: float = SPECS["diagnostics_period"].default
 
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> "CaptionerSettings":
-        """Settings from a full or partial name -> value mapping (missing: defaults)."""
-        return cls().updated(values)
 
-    def updated(self, changes: Mapping[str, Any]) -> "CaptionerSettings":
-        """A copy with ``changes`` applied; ValueError naming the first invalid one."""
-        for name, value in changes.items():
-            reason = validate(name, value)
-            if reason is not None:
-                raise ValueError(reason)
-        return replace(self, **dict(changes))
-
-
-__all__ = ["ParamSpec", "PARAMETERS", "SPECS", "validate", "CaptionerSettings",
-           "DTYPES", "IMAGE_TRANSPORTS", "RELIABILITIES", "TASKS"]
+__all__ = ["PARAMETERS", "SPECS", "validate", "CaptionerSettings", "DTYPES", "IMAGE_TRANSPORTS", "RELIABILITIES",
+           "TASKS"]

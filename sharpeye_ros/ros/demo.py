@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,30 +25,18 @@ from typing import Any, Optional, Sequence
 
 import cv2
 
+from sharpeye_ros.ros.camera_parameters import SPECS as CAMERA_SPECS
+from sharpeye_ros.ros.captioner_parameters import SPECS as CAPTIONER_SPECS
 from sharpeye_ros.ros.image_conversion import ImageConversionError, image_msg_to_rgb
-from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES, SHIPPED_PROFILE, profile_environment
+from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES, SHIPPED_PROFILE
+from sharpeye_ros.ros.parameters import ros_arguments
+from sharpeye_ros.ros.processes import (Child, installed_executable, installed_file, ros_environment, start_child,
+                                        stop_children)
 from sharpeye_ros.ros.scene_feed import parse_ground_truth
+from sharpeye_ros.ros.stamps import stamp_ns, stamp_seconds
 
 IMAGE_TOPIC = "/camera/image_raw"
-STOP_TIMEOUT = 10.0  # seconds a child gets to exit after SIGINT, then SIGTERM, then SIGKILL
 IMAGE_GRACE = 3.0  # seconds to wait for the annotated image of the last caption
-LOG_TAIL_LINES = 15
-
-
-def ros_environment(env: dict[str, str], rng: Optional[random.Random] = None,
-                    profile: Optional[Path] = None) -> dict[str, str]:
-    """``env`` plus a private DDS set-up: a random ROS_DOMAIN_ID (1..100), localhost-only
-    discovery and the Fast DDS ``profile`` (with Fast DDS's defaults most 640x480 frames are
-    lost), each only where the user has not chosen one."""
-    out = dict(env)
-    out.update(profile_environment(out, profile or ""))
-    if not out.get("ROS_DOMAIN_ID"):
-        out["ROS_DOMAIN_ID"] = str((rng or random.SystemRandom()).randint(1, 100))
-    if not out.get("ROS_AUTOMATIC_DISCOVERY_RANGE") and not out.get("ROS_LOCALHOST_ONLY"):
-        out["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and newer
-        if out.get("ROS_DISTRO") == "humble":
-            out["ROS_LOCALHOST_ONLY"] = "1"
-    return out
 
 
 def format_region(region: Any) -> str:
@@ -62,7 +48,7 @@ def format_region(region: Any) -> str:
 
 def format_caption(number: int, msg: Any, truth: Optional[str] = None) -> str:
     """The lines the demo prints for caption ``number`` (a sharpeye_ros/Caption)."""
-    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    stamp = stamp_seconds(msg)
     timing = f"glance {msg.glance_seconds:.2f} s"
     if msg.refined:
         timing += f", refine {msg.refine_seconds:.2f} s" + (" with zoom" if msg.zoomed else "")
@@ -80,36 +66,13 @@ def format_caption(number: int, msg: Any, truth: Optional[str] = None) -> str:
     return "\n".join(lines)
 
 
-def find_executable(name: str) -> Path:
-    """The installed executable ``name`` of this package; FileNotFoundError if it is missing."""
-    candidates = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
-
-        try:
-            candidates.append(Path(get_package_prefix("sharpeye_ros")) / "lib" / "sharpeye_ros" / name)
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    candidates.append(Path(sys.argv[0]).resolve().parent / name)  # next to the demo launcher
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"executable '{name}' of sharpeye_ros not found (looked in "
-                            f"{', '.join(str(c.parent) for c in candidates)}); build with scripts/setup "
-                            "and source scripts/env.sh (or install/setup.bash)")
-
-
 def share_config(name: str) -> Optional[Path]:
-    """The installed config/``name``, or None when it cannot be found."""
+    """The installed config/``name``, or None when it cannot be found (the nodes' own
+    defaults then apply)."""
     try:
-        from ament_index_python.packages import get_package_share_directory
-
-        path = Path(get_package_share_directory("sharpeye_ros")) / "config" / name
-    except Exception:  # no ament index: the node's own defaults apply
+        return installed_file("share", f"config/{name}")
+    except FileNotFoundError:
         return None
-    return path if path.is_file() else None
 
 
 def params_file() -> Optional[Path]:
@@ -117,80 +80,28 @@ def params_file() -> Optional[Path]:
     return share_config("captioner.yaml")
 
 
-def _float_arg(value: float) -> str:
-    return repr(float(value))  # "2.0", never "2": the nodes want doubles
-
-
 def camera_command(args: argparse.Namespace) -> list[str]:
     """The synthetic camera's command line."""
-    return [sys.executable, str(find_executable("synthetic_camera")), "--ros-args",
-            "-p", f"rate:={_float_arg(args.rate)}", "-p", f"scene_period:={_float_arg(args.scene_period)}",
-            "-p", f"split:={args.split}", "-p", f"start_index:={args.start_index}",
-            "-p", f"publish_compressed:={str(args.image_transport == 'compressed').lower()}",
-            "-r", f"image:={IMAGE_TOPIC}"]
+    values = {"rate": args.rate, "scene_period": args.scene_period, "split": args.split,
+              "start_index": args.start_index, "publish_compressed": args.image_transport == "compressed"}
+    return [sys.executable, str(installed_executable("synthetic_camera")), "--ros-args",
+            *ros_arguments(CAMERA_SPECS, values), "-r", f"image:={IMAGE_TOPIC}"]
 
 
 def captioner_command(args: argparse.Namespace) -> list[str]:
     """The captioner's command line: the installed params file, then the demo's overrides."""
-    cmd = [sys.executable, str(find_executable("captioner")), "--ros-args"]
+    cmd = [sys.executable, str(installed_executable("captioner")), "--ros-args"]
     config = params_file()
     if config is not None and config.stat().st_size > 0:
         cmd += ["--params-file", str(config)]
-    cmd += ["-p", f"image_transport:={args.image_transport}",
-            "-r", f"image:={IMAGE_TOPIC}"]
+    values: dict[str, Any] = {"image_transport": args.image_transport}
     if args.model_path:
-        cmd += ["-p", f"model_path:={Path(args.model_path).expanduser().resolve()}"]
+        values["model_path"] = str(Path(args.model_path).expanduser().resolve())
     if args.device:
-        cmd += ["-p", f"device:={args.device}"]
+        values["device"] = args.device
     if args.max_rate is not None:
-        cmd += ["-p", f"max_rate:={_float_arg(args.max_rate)}"]
-    return cmd
-
-
-@dataclass
-class Child:
-    """A node started by the demo, its output going to a log file."""
-
-    name: str
-    process: subprocess.Popen
-    log: Path
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """The last lines of its log."""
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def start_child(name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> Child:
-    """Start ``cmd`` in its own process group (so a terminal's Ctrl-C reaches only the demo,
-    which then stops the children in order)."""
-    log = log_dir / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    return Child(name, process, log)
-
-
-def stop_children(children: Sequence[Child], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGINT to every child's process group, then wait; SIGTERM, then SIGKILL, the stragglers."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        alive = [c for c in children if c.process.poll() is None]
-        if not alive:
-            return
-        for child in alive:
-            try:
-                os.killpg(child.process.pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        for child in alive:
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
+        values["max_rate"] = args.max_rate
+    return cmd + ros_arguments(CAPTIONER_SPECS, values) + ["-r", f"image:={IMAGE_TOPIC}"]
 
 
 @dataclass
@@ -207,10 +118,6 @@ class Collected:
         return shown[-1] if shown else None
 
 
-def _stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
-
 def save_png(msg: Any, path: Path) -> None:
     """Write an RGB-convertible Image message as PNG; ImageConversionError or OSError on failure."""
     rgb = image_msg_to_rgb(msg)
@@ -221,7 +128,7 @@ def save_png(msg: Any, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; the exit code of :func:`main`."""
     # The children and our own node (it receives caption_image) share the domain and profile.
-    os.environ.update(ros_environment(dict(os.environ), profile=share_config(SHIPPED_PROFILE)))
+    os.environ.update(ros_environment(os.environ, profile=share_config(SHIPPED_PROFILE)))
     output = Path(args.output).expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
     for stale in output.glob("caption_*.png"):  # frames of an earlier run would mislead
@@ -252,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     node = rclpy.create_node("sharpeye_demo", context=context)
     got = Collected()
     node.create_subscription(Caption, "/caption", got.captions.append, 10)
-    node.create_subscription(Image, "/caption_image", lambda m: got.images.__setitem__(_stamp_ns(m), m), 5)
+    node.create_subscription(Image, "/caption_image", lambda m: got.images.__setitem__(stamp_ns(m), m), 5)
     node.create_subscription(String, "/ground_truth", lambda m: _add_truth(got, m.data), LATCHED)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -266,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     failure = ""
     try:
         for name, cmd in commands.items():
-            children.append(start_child(name, cmd, dict(os.environ), output))
+            children.append(start_child(name, cmd, output, env=os.environ))
         pids = " and ".join(f"{c.name} (pid {c.process.pid})" for c in children)
         print(f"demo: started {pids}; waiting for {args.captions} captions (at most {args.timeout:g} s) ...",
               flush=True)
@@ -278,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
                 msg = got.captions[printed]
                 printed += 1
                 last_caption_time = time.monotonic()
-                print(format_caption(printed, msg, got.truth_at(_stamp_ns(msg))), flush=True)
+                print(format_caption(printed, msg, got.truth_at(stamp_ns(msg))), flush=True)
             saved += _save_ready(got, output, printed)
             if printed >= args.captions and (len(saved) >= printed or
                                              time.monotonic() - last_caption_time > IMAGE_GRACE):
@@ -317,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
 def _add_truth(got: Collected, text: str) -> None:
     try:
         doc, _ = parse_ground_truth(text)
-        got.truths.append((doc["stamp"]["sec"] * 1_000_000_000 + doc["stamp"]["nanosec"], doc["caption"]))
+        got.truths.append((stamp_ns(doc["stamp"]), doc["caption"]))
     except (ValueError, KeyError, TypeError):
         pass  # ground truth is only shown alongside; a bad document is not worth stopping for
 
@@ -327,7 +234,7 @@ def _save_ready(got: Collected, output: Path, printed: int) -> list[Path]:
     saved = []
     for number, msg in enumerate(got.captions[:printed], start=1):
         path = output / f"caption_{number:03d}.png"
-        image = got.images.pop(_stamp_ns(msg), None)
+        image = got.images.pop(stamp_ns(msg), None)
         if image is None:
             continue
         try:

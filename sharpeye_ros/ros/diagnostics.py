@@ -15,8 +15,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-from sharpeye_ros.ros.frame_gate import (DEFAULT_RESET_SECONDS, FROZEN_STAMP, NS_PER_S, OUT_OF_ORDER, ZERO_STAMP,
-                                        GateCounters, Offer)
+from sharpeye_ros.ros.frame_gate import (DEFAULT_RESET_SECONDS, FROZEN_STAMP, OUT_OF_ORDER, ZERO_STAMP, GateCounters,
+                                        Offer)
+from sharpeye_ros.ros.stamps import NS_PER_S
 
 # diagnostic_msgs/DiagnosticStatus levels.
 OK, WARN, ERROR = 0, 1, 2

@@ -20,9 +20,9 @@ import threading
 from dataclasses import dataclass
 from typing import Generic, Optional, TypeVar
 
-T = TypeVar("T")
+from sharpeye_ros.ros.stamps import NS_PER_S
 
-NS_PER_S = 1_000_000_000
+T = TypeVar("T")
 
 # Stamps that go back by more than this are a new timeline (a rosbag loop, a restarted
 # driver, a reset simulation), not frames delivered out of order.
@@ -288,5 +288,5 @@ class FrameGate(Generic[T]):
             return GateCounters(**self._counts)
 
 
-__all__ = ["FrameGate", "GateCounters", "GatedFrame", "Offer", "NS_PER_S", "DEFAULT_RESET_SECONDS",
+__all__ = ["FrameGate", "GateCounters", "GatedFrame", "Offer", "DEFAULT_RESET_SECONDS",
            "STAMP", "ARRIVAL", "ZERO_STAMP", "FROZEN_STAMP", "THROTTLED", "OUT_OF_ORDER", "CLOSED"]

@@ -42,6 +42,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from sharpeye_ros.ros.image_conversion import ImageConversionError, encode_raw, rgb_to_compressed
 from sharpeye_ros.ros.scene_feed import SceneFeed, ground_truth_json
+from sharpeye_ros.ros.stamps import stamp_parts
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 
@@ -182,8 +183,8 @@ def record_bag(path: str | Path, config: RecordConfig, overwrite: bool = False) 
                   STRING_TYPE)
             for frame in range(first, first + config.frames_per_scene):
                 stamp = frame_stamp(start_ns, frame, config.rate)
-                header = Header(stamp=Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000),
-                                frame_id=config.frame_id)
+                sec, nanosec = stamp_parts(stamp)
+                header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=config.frame_id)
                 write(image_conn, stamp, Image(
                     header=header, height=rows.shape[0], width=scene.image.shape[1],
                     encoding=config.encoding, is_bigendian=0, step=rows.shape[1],

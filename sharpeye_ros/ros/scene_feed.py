@@ -17,6 +17,7 @@ import json
 import math
 from typing import Any, Mapping
 
+from sharpeye_ros.ros.stamps import stamp_parts
 from sharpeye_ros.world import SPLITS, Scene, SceneConfig, WorldObject, generate_scene
 
 
@@ -57,12 +58,13 @@ def scene_number(elapsed: float, scene_period: float) -> int:
 
 def ground_truth(scene: Scene, stamp_ns: int) -> dict[str, Any]:
     """The ground-truth document of ``scene``, first shown at ``stamp_ns`` (ROS time, ns)."""
+    sec, nanosec = stamp_parts(stamp_ns)
     return {
         "split": scene.split,
         "index": scene.index,
         "width": int(scene.image.shape[1]),
         "height": int(scene.image.shape[0]),
-        "stamp": {"sec": stamp_ns // 1_000_000_000, "nanosec": stamp_ns % 1_000_000_000},
+        "stamp": {"sec": sec, "nanosec": nanosec},
         "caption": scene.captions[0],
         "captions": list(scene.captions),
         "objects": [obj.to_dict() for obj in scene.objects],

@@ -21,34 +21,19 @@ import sys
 from typing import Any, Optional
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
+from sharpeye_ros.ros.camera_parameters import PARAMETERS, CameraSettings
 from sharpeye_ros.ros.image_conversion import ImageConversionError, fill_image_msg, rgb_to_compressed
+from sharpeye_ros.ros.parameters import declare
 from sharpeye_ros.ros.spin import finish, init_rclpy, spin_until_shutdown
 from sharpeye_ros.ros.scene_feed import SceneFeed, ground_truth_json, scene_number
+from sharpeye_ros.ros.stamps import NS_PER_S
 
-# name: (default, description). Floats are dynamically typed so "rate:=5" works too.
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "rate": (5.0, "frames per second, on the node's clock"),
-    "scene_period": (5.0, "seconds each scene is shown before the next one"),
-    "split": ("test", "synthetic-world split: train, val, test or small"),
-    "start_index": (0, "index of the first scene in the split"),
-    "num_scenes": (0, "cycle through this many scenes; 0 = never repeat"),
-    "width": (640, "image width in pixels"),
-    "height": (480, "image height in pixels"),
-    "seed": (0, "world seed (a different world of the same kind)"),
-    "encoding": ("rgb8", "raw encoding of 'image' (rgb8, bgr8, mono8, yuv422, bayer_rggb8, ...)"),
-    "frame_id": ("camera_optical_frame", "header.frame_id of the images"),
-    "publish_compressed": (False, "also publish JPEG on '<image>/compressed'"),
-    "jpeg_quality": (90, "JPEG quality 0..100 of '<image>/compressed'"),
-}
-_FLOATS = ("rate", "scene_period")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Images are published reliable, as REP 2003 asks of sensor drivers: a reliable publisher
@@ -61,31 +46,19 @@ class SyntheticCamera(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("synthetic_camera", **kwargs)
-        for name, (default, text) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=text, dynamic_typing=name in _FLOATS))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        for name in _FLOATS:
-            if isinstance(p[name], bool) or not isinstance(p[name], (int, float)) or not p[name] > 0:
-                raise ValueError(f"parameter '{name}' must be a number > 0, got {p[name]!r}")
-            p[name] = float(p[name])
-        if p["num_scenes"] < 0:
-            raise ValueError(f"parameter 'num_scenes' must be >= 0, got {p['num_scenes']}")
-        if not 0 <= p["jpeg_quality"] <= 100:
-            raise ValueError(f"parameter 'jpeg_quality' must be in 0..100, got {p['jpeg_quality']}")
-        self.params = p
-        self.feed = SceneFeed(p["split"], p["start_index"], p["width"], p["height"], p["seed"])
+        s = self.settings = CameraSettings.from_values(declare(self, PARAMETERS))
+        self.feed = SceneFeed(s.split, s.start_index, s.width, s.height, s.seed)
         self._image = Image()
-        self._image.header.frame_id = p["frame_id"]
+        self._image.header.frame_id = s.frame_id
         self._compressed: Optional[CompressedImage] = None
-        if p["publish_compressed"]:
+        if s.publish_compressed:
             self._compressed = CompressedImage()
-            self._compressed.header.frame_id = p["frame_id"]
-            self._compressed.format = f"{p['encoding']}; jpeg compressed bgr8"  # image_transport style
+            self._compressed.header.frame_id = s.frame_id
+            self._compressed.format = f"{s.encoding}; jpeg compressed bgr8"  # image_transport style
         try:  # check the encoding now rather than at the first frame
-            fill_image_msg(self._image, self.feed.scene(0).image, p["encoding"])
+            fill_image_msg(self._image, self.feed.scene(0).image, s.encoding)
         except ImageConversionError as err:
-            raise ValueError(f"parameter 'encoding' = {p['encoding']!r} rejected: {err}") from None
+            raise ValueError(f"parameter 'encoding' = {s.encoding!r} rejected: {err}") from None
 
         self._image_pub = self.create_publisher(Image, "image", IMAGE_QOS)
         compressed_topic = self._image_pub.topic_name.rstrip("/") + "/compressed"  # image_transport's rule
@@ -94,10 +67,10 @@ class SyntheticCamera(Node):
         self._truth_pub = self.create_publisher(String, "ground_truth", LATCHED)
         self._start_ns: Optional[int] = None
         self._number: Optional[int] = None
-        self._timer = self.create_timer(1.0 / p["rate"], self._tick)
+        self._timer = self.create_timer(1.0 / s.rate, self._tick)
         self.get_logger().info(
-            f"publishing {p['split']} scenes from {p['start_index']} at {p['rate']:g} Hz, "
-            f"{p['width']}x{p['height']} {p['encoding']}, new scene every {p['scene_period']:g} s")
+            f"publishing {s.split} scenes from {s.start_index} at {s.rate:g} Hz, "
+            f"{s.width}x{s.height} {s.encoding}, new scene every {s.scene_period:g} s")
 
     def _tick(self) -> None:
         now = self.get_clock().now().nanoseconds
@@ -105,9 +78,9 @@ class SyntheticCamera(Node):
             return
         if self._start_ns is None or now < self._start_ns:  # first frame, or the clock jumped back
             self._start_ns, self._number = now, None
-        number = scene_number((now - self._start_ns) / 1e9, self.params["scene_period"])
-        if self.params["num_scenes"]:
-            number %= self.params["num_scenes"]
+        number = scene_number((now - self._start_ns) / NS_PER_S, self.settings.scene_period)
+        if self.settings.num_scenes:
+            number %= self.settings.num_scenes
         if number != self._number:
             self._show(number, now)
         stamp = Time(nanoseconds=now).to_msg()
@@ -120,10 +93,10 @@ class SyntheticCamera(Node):
     def _show(self, number: int, now_ns: int) -> None:
         """Switch to scene ``number``: encode it once, announce its ground truth."""
         scene = self.feed.scene(number)
-        fill_image_msg(self._image, scene.image, self.params["encoding"])
+        fill_image_msg(self._image, scene.image, self.settings.encoding)
         if self._compressed is not None:
             data = array.array("B")
-            data.frombytes(rgb_to_compressed(scene.image, "jpeg", self.params["jpeg_quality"]))
+            data.frombytes(rgb_to_compressed(scene.image, "jpeg", self.settings.jpeg_quality))
             self._compressed.data = data
         self._truth_pub.publish(String(data=ground_truth_json(scene, now_ns)))
         self._number = number
@@ -136,7 +109,7 @@ def main(args: Optional[list[str]] = None) -> int:
     init_rclpy(args)
     try:
         node = SyntheticCamera()
-    except (ValueError, ParameterException) as err:
+    except ValueError as err:
         print(f"synthetic_camera: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return finish(2)

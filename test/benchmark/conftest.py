@@ -1,8 +1,11 @@
-"""Shared fixtures for the benchmark tests: one real, tiny measurement, made once."""
+"""Shared fixtures for the benchmark tests: one real, tiny measurement, made once, and a saved
+tiny checkpoint with short captions."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +62,13 @@ def smaller_config():
     config = presets.micro()
     config.generation.max_new_tokens, config.generation.stop = 5, ()
     return config
+
+
+def _four_tokens(config) -> None:
+    config.generation.max_new_tokens = 4
+
+
+@pytest.fixture(scope="session")
+def short_model_dir(save_tiny_model: Callable[..., Path]) -> Path:
+    """A saved tiny checkpoint (test/conftest.py) whose captions stop after 4 tokens."""
+    return save_tiny_model("short_model", _four_tokens)

@@ -82,13 +82,8 @@ def test_render_and_merge_write_the_docs(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_model_only_run_measures_in_a_subprocess(tmp_path):
+def test_model_only_run_measures_in_a_subprocess(tmp_path, short_model_dir):
     """The whole model-only path: limits, a worker process per model, bounds, results file."""
-    from sharpeye_ros.model import SharpEyes, presets
-
-    config = presets.tiny()
-    config.generation.max_new_tokens = 4
-    SharpEyes.from_config(config).save_pretrained(tmp_path / "model")
     out = tmp_path / "results.json"
     code = run.main(
         [
@@ -96,7 +91,7 @@ def test_model_only_run_measures_in_a_subprocess(tmp_path):
             "--models",
             "demo",
             "--model-path",
-            str(tmp_path / "model"),
+            str(short_model_dir),
             "--repeats",
             "1",
             "--warmup",

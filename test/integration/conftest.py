@@ -1,90 +1,32 @@
-"""Fixtures for end-to-end tests: installed executables run as real processes, a tiny model
-on disk, and a rosbag player that replays a bag at its recorded timing with ``/clock``."""
+"""Fixtures for end-to-end tests: installed executables run as real processes, and a rosbag
+player that replays a bag at its recorded timing with ``/clock``."""
 
 from __future__ import annotations
 
 import importlib
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
-STOP_TIMEOUT = 10.0  # seconds a process gets to exit after SIGINT before SIGKILL
-
-
-def installed_executable(name: str) -> Path:
-    """``lib/sharpeye_ros/<name>`` of the install space on AMENT_PREFIX_PATH; fails the test if absent."""
-    for root in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        path = Path(root) / "lib" / "sharpeye_ros" / name
-        if root and path.is_file():
-            return path
-    pytest.fail(f"installed executable '{name}' not found on AMENT_PREFIX_PATH; run through scripts/test")
-
-
-@dataclass
-class Process:
-    """A process started by a test; its combined output goes to ``log``."""
-
-    process: subprocess.Popen
-    log: Path
-
-    def output(self) -> str:
-        """Everything it wrote so far."""
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def stop(self, sig: int = signal.SIGINT) -> Optional[int]:
-        """Signal its process group, wait, SIGKILL if it hangs; its exit code (None if killed)."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, sig)
-                return self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-                return None
-            except ProcessLookupError:
-                pass
-        return self.process.returncode
+from sharpeye_ros.ros.processes import Child, start_child, stop_children
 
 
 @pytest.fixture
-def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    """Start commands in their own process groups, cwd=tmp_path (outside the source tree,
-    so it cannot shadow the installed package); every group is stopped at teardown, even
-    when the test failed."""
-    started: list[Process] = []
+def start_process(tmp_path: Path) -> Iterator[Callable[..., Child]]:
+    """``start_process(cmd, name, env=None)``: :func:`~sharpeye_ros.ros.processes.start_child`
+    with cwd=tmp_path (outside the source tree, so it cannot shadow the installed package);
+    every child still running is stopped at teardown, even when the test failed."""
+    started: list[Child] = []
 
-    def start(cmd: list[str], name: str, env: Optional[dict[str, str]] = None) -> Process:
-        log = tmp_path / f"{name}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        started.append(Process(proc, log))
+    def start(cmd: list[str], name: str, env: Optional[dict[str, str]] = None) -> Child:
+        started.append(start_child(name, cmd, tmp_path, env=env, cwd=tmp_path))
         return started[-1]
 
     yield start
-    for proc in reversed(started):
-        proc.stop()
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny SharpEyes checkpoint with random weights, saved like a trained one."""
-    torch = pytest.importorskip("torch")
-    from sharpeye_ros.model import SharpEyes, presets
-
-    torch.manual_seed(0)
-    config = presets.tiny()
-    config.generation.max_new_tokens = 8  # random weights never stop early: keep captions short
-    directory = tmp_path_factory.mktemp("tiny_model")
-    SharpEyes.from_config(config).save_pretrained(directory)
-    return directory
+    stop_children(started)
 
 
 def message_class(msgtype: str) -> Any:
@@ -166,12 +108,6 @@ class BagPlayer:
                 return
             assert alive(), "the node under test exited during playback"
             executor.spin_once(timeout_sec=min(0.005, step / 1e9))
-
-
-@pytest.fixture
-def installed() -> Callable[[str], Path]:
-    """:func:`installed_executable`, for test modules (they cannot import this conftest)."""
-    return installed_executable
 
 
 @pytest.fixture

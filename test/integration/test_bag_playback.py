@@ -15,26 +15,28 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
+from sharpeye_ros.ros.captioner_parameters import SPECS  # noqa: E402
+from sharpeye_ros.ros.parameters import ros_arguments  # noqa: E402
+from sharpeye_ros.ros.processes import installed_executable  # noqa: E402
 from sharpeye_ros.ros.record_bag import RecordConfig, record_bag  # noqa: E402
 from sharpeye_ros.ros.scene_feed import parse_ground_truth  # noqa: E402
+from sharpeye_ros.ros.stamps import stamp_ns  # noqa: E402
 
 TOPIC = "/camera/image_raw"
 MODEL_WAIT = 90.0  # seconds for the captioner to import torch and load its model
 
 
 def _captioner_command(executable: Path, params: dict[str, Any]) -> list[str]:
-    cmd = [str(executable), "--ros-args", "-r", f"image:={TOPIC}",
-           "-r", f"image/compressed:={TOPIC}/compressed", "-p", "use_sim_time:=true"]
-    for name, value in params.items():
-        cmd += ["-p", f"{name}:={value}"]
-    return cmd
+    return [str(executable), "--ros-args", "-r", f"image:={TOPIC}", "-r", f"image/compressed:={TOPIC}/compressed",
+            "-p", "use_sim_time:=true", *ros_arguments(SPECS, params)]
 
 
 @pytest.fixture
-def play(tmp_path: Path, start_process: Any, ros_node: Any, bag_player: Any, installed: Any) -> Any:
+def play(tmp_path: Path, start_process: Any, ros_node: Any, bag_player: Any) -> Any:
     """``play(bag_config, captioner_params, tail_seconds)`` -> (captions, player)."""
     return lambda bag, params, tail_seconds=2.0: _play(tmp_path, start_process, ros_node, bag_player,
-                                                       installed("captioner"), bag, params, tail_seconds)
+                                                       installed_executable("captioner"), bag, params,
+                                                       tail_seconds)
 
 
 def _play(tmp_path: Path, start_process: Any, ros_node: Any, bag_player: Any, executable: Path,
@@ -61,14 +63,10 @@ def _play(tmp_path: Path, start_process: Any, ros_node: Any, bag_player: Any, ex
     return captions, player
 
 
-def _stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-
-
 def _check_headers_rate_and_boxes(captions: list[Any], player: Any, width: int, height: int,
                                   max_rate: float) -> None:
     frame_stamps = {stamp for stamp, topic, _ in player.messages if topic.startswith(TOPIC)}
-    stamps = [_stamp_ns(c) for c in captions]
+    stamps = [stamp_ns(c) for c in captions]
     assert set(stamps) <= frame_stamps, "every caption carries the stamp of a recorded frame"
     assert all(c.header.frame_id == "camera_optical_frame" for c in captions)
     gaps = [(b - a) / 1e9 for a, b in zip(stamps, stamps[1:])]
@@ -137,7 +135,7 @@ def test_demo_model_names_and_points_at_objects(play: Any) -> None:
 
     texts, regions, objects = {}, {}, {}
     for i, c in enumerate(captions):
-        truth = _truth_at(player, _stamp_ns(c))
+        truth = _truth_at(player, stamp_ns(c))
         assert truth is not None
         texts[i], objects[i] = c.caption, truth[1]
         regions[i] = [((r.roi.x_offset, r.roi.y_offset, r.roi.x_offset + r.roi.width,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
 import time
@@ -14,17 +13,8 @@ from typing import Any
 import cv2
 import pytest
 
-from sharpeye_ros.ros.demo import format_caption, ros_environment
-
-
-def test_ros_environment_keeps_user_choices_and_isolates_otherwise() -> None:
-    fresh = ros_environment({"PATH": "/bin"}, random.Random(3))
-    assert 1 <= int(fresh["ROS_DOMAIN_ID"]) <= 100
-    assert fresh["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and fresh["PATH"] == "/bin"
-    assert ros_environment({"ROS_DISTRO": "humble"})["ROS_LOCALHOST_ONLY"] == "1"
-    mine = ros_environment({"ROS_DOMAIN_ID": "7", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"})
-    assert (mine["ROS_DOMAIN_ID"], mine["ROS_AUTOMATIC_DISCOVERY_RANGE"]) == ("7", "SUBNET")
-    assert "ROS_AUTOMATIC_DISCOVERY_RANGE" not in ros_environment({"ROS_LOCALHOST_ONLY": "0"})
+from sharpeye_ros.ros.demo import format_caption
+from sharpeye_ros.ros.processes import installed_executable, ros_environment
 
 
 def _caption(**kw: Any) -> NS:
@@ -72,11 +62,12 @@ def _gone(pid: int) -> bool:
 @pytest.mark.ros
 @pytest.mark.slow
 def test_demo_captions_saves_frames_and_stops_cleanly_on_sigint(
-        tmp_path: Path, start_process: Any, installed: Any, tiny_model_dir: Path) -> None:
+        tmp_path: Path, start_process: Any, tiny_model_dir: Path) -> None:
     pytest.importorskip("rclpy")
     out = tmp_path / "out"
-    demo = start_process([str(installed("demo")), "--model-path", str(tiny_model_dir), "--output", str(out),
-                          "--captions", "100", "--max-rate", "2", "--scene-period", "2", "--timeout", "120"],
+    demo = start_process([str(installed_executable("demo")), "--model-path", str(tiny_model_dir),
+                          "--output", str(out), "--captions", "100", "--max-rate", "2", "--scene-period", "2",
+                          "--timeout", "120"],
                          "demo")
     pids = [int(p) for p in _wait_for(demo, r"started synthetic_camera \(pid (\d+)\) and captioner "
                                             r"\(pid (\d+)\)", 30).groups()]
@@ -100,12 +91,11 @@ def test_demo_captions_saves_frames_and_stops_cleanly_on_sigint(
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_demo_fails_clearly_when_the_model_does_not_load(tmp_path: Path, start_process: Any,
-                                                         installed: Any) -> None:
+def test_demo_fails_clearly_when_the_model_does_not_load(tmp_path: Path, start_process: Any) -> None:
     pytest.importorskip("rclpy")
     broken = tmp_path / "not_a_model"
     broken.mkdir()
-    demo = start_process([str(installed("demo")), "--model-path", str(broken),
+    demo = start_process([str(installed_executable("demo")), "--model-path", str(broken),
                           "--output", str(tmp_path / "out"), "--timeout", "90"], "demo")
     assert demo.process.wait(120) == 1
     text = demo.output()
@@ -122,15 +112,6 @@ def test_demo_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixtur
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2 and message in capsys.readouterr().err
-
-
-def test_ros_environment_applies_the_fastdds_profile_unless_one_is_set(tmp_path: Path) -> None:
-    profile = tmp_path / "p.xml"
-    assert ros_environment({}, profile=profile)["FASTRTPS_DEFAULT_PROFILES_FILE"] == str(profile)
-    mine = {"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}
-    assert "FASTRTPS_DEFAULT_PROFILES_FILE" not in ros_environment(mine, profile=profile)
-    assert ros_environment({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"},
-                           profile=profile)["FASTRTPS_DEFAULT_PROFILES_FILE"] == "/mine.xml"
 
 
 # The synthetic camera, counting the images it publishes (printed when it exits).

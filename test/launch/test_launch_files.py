@@ -97,10 +97,12 @@ def _cmake_executables() -> set[str]:
     return set(re.findall(r"^sharpeye_executable\((\w+) ", (REPO / "CMakeLists.txt").read_text(), re.M))
 
 
-def _declared_node_parameters(path: Path) -> dict[str, Any]:
-    """The module-level PARAMETERS dict (name -> (default, description)) of a node module,
-    read without importing it (it needs rclpy)."""
-    return _module_dict(ast.parse(path.read_text()), "PARAMETERS")
+def _camera_parameters() -> dict[str, Any]:
+    """The synthetic camera's parameters, name -> (default, description) (their module
+    needs no rclpy)."""
+    from sharpeye_ros.ros.camera_parameters import PARAMETERS
+
+    return {spec.name: (spec.default, spec.description) for spec in PARAMETERS}
 
 
 @pytest.mark.parametrize("name", sorted(LAUNCH))
@@ -188,12 +190,12 @@ def test_launch_parameters_exist_on_the_nodes() -> None:
     for parameter in ("image_transport", "model_path", "device", "max_rate", "use_sim_time"):
         assert f'"{parameter}"' in captioner_source
         assert parameter in SPECS or parameter == "use_sim_time"
-    assert 'float(value["max_rate"])' in captioner_source  # the node refuses an integer max_rate
+    assert "from_launch_arguments(SPECS, " in captioner_source  # the node refuses an integer max_rate
     remaps = {ast.literal_eval(t.elts[0]) for t in ast.walk(_tree("captioner"))
               if isinstance(t, ast.Tuple) and len(t.elts) == 2 and isinstance(t.elts[0], ast.Constant)}
     # One remap: the node's <image>/compressed follows it (image_transport's convention).
     assert "image" in remaps and "image/compressed" not in remaps
-    camera = _declared_node_parameters(REPO / "sharpeye_ros" / "ros" / "synthetic_camera_node.py")
+    camera = _camera_parameters()
     demo = _tree("demo")
     assert any(_keyword(c, "executable") == "synthetic_camera" for c in _calls(demo, "Node"))
     used = {m for m in re.findall(r"['\"](\w+)['\"]", LAUNCH["demo"].read_text()) if m in camera}
@@ -204,7 +206,7 @@ def test_rviz_config_is_valid_and_shows_the_captioner_topics() -> None:
     config = yaml.safe_load((REPO / "config" / "sharpeye.rviz").read_text())
     assert {"Panels", "Visualization Manager", "Window Geometry"} <= set(config)
     manager = config["Visualization Manager"]
-    camera = _declared_node_parameters(REPO / "sharpeye_ros" / "ros" / "synthetic_camera_node.py")
+    camera = _camera_parameters()
     # The captioner stamps its markers with the camera's frame: the fixed frame needs no TF.
     assert manager["Global Options"]["Fixed Frame"] == camera["frame_id"][0] == "camera_optical_frame"
     displays = {d["Name"]: d for d in manager["Displays"]}

@@ -1,5 +1,6 @@
-"""Fixtures for the captioner tests: a tiny random model on disk, and a harness that runs the
-node in-process next to a test node that publishes frames and collects what comes back."""
+"""Fixtures for the captioner tests: the tiny random model (saved by test/conftest.py) loaded
+once, and a harness that runs the node in-process next to a test node that publishes frames
+and collects what comes back."""
 
 from __future__ import annotations
 
@@ -12,20 +13,6 @@ from typing import Any, Optional
 
 import numpy as np
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved tiny SharpEyes checkpoint with random weights (short captions, to stay fast)."""
-    torch = pytest.importorskip("torch")
-    from sharpeye_ros.model import SharpEyes, presets
-
-    torch.manual_seed(0)
-    config = presets.tiny()
-    config.generation.max_new_tokens = 8
-    directory = tmp_path_factory.mktemp("tiny_model")
-    SharpEyes.from_config(config).save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +151,9 @@ class Harness:
 
     @staticmethod
     def set_header(msg: Any, stamp_ns: int, frame_id: str = "camera_optical_frame") -> Any:
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        from sharpeye_ros.ros.stamps import stamp_parts
+
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_parts(stamp_ns)
         msg.header.frame_id = frame_id
         return msg
 

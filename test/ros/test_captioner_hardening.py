@@ -12,11 +12,9 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
 
+from sharpeye_ros.ros.stamps import stamp_ns  # noqa: E402
+
 S = 1_000_000_000
-
-
-def stamp_of(msg) -> int:
-    return msg.header.stamp.sec * S + msg.header.stamp.nanosec
 
 
 def report(h):
@@ -81,7 +79,7 @@ def test_a_rejected_frame_does_not_use_up_the_rate_slot(harness, scripted_model,
     scripted_model.text = None
     h.publish_frame(t0 + S + S // 10)
     captions = h.wait_captions(2)
-    assert stamp_of(captions[1]) == t0 + S + S // 10
+    assert stamp_ns(captions[1]) == t0 + S + S // 10
     assert h.captioner._gate.counters().throttled == 0
     h.publish_frame(t0 + S + 2 * S // 10)  # but the interval runs from the captioned frame
     assert h.wait_for(lambda: h.captioner._gate.counters().throttled == 1)
@@ -114,7 +112,7 @@ def test_a_frozen_stamp_falls_back_to_arrival_time_and_says_so_once(harness, scr
         h.publish_frame(frozen, value=i)
         h.wait_captions(i + 1)
         time.sleep(0.5)
-    assert [stamp_of(c) for c in h.snapshot()] == [frozen] * 4
+    assert [stamp_ns(c) for c in h.snapshot()] == [frozen] * 4
     r = report(h)
     assert r.value("frames_frozen_stamp") == "3" and r.value("throttle_clock") == "arrival time"
     assert r.level == 1 and "header.stamp does not advance" in r.message

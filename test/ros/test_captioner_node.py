@@ -13,11 +13,9 @@ pytestmark = pytest.mark.ros
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 
+from sharpeye_ros.ros.stamps import stamp_ns, stamp_parts  # noqa: E402
+
 S = 1_000_000_000
-
-
-def stamp_of(msg) -> int:
-    return msg.header.stamp.sec * S + msg.header.stamp.nanosec
 
 
 def test_caption_copies_header_and_reports_the_frame(harness, tiny_model, frame):
@@ -25,7 +23,7 @@ def test_caption_copies_header_and_reports_the_frame(harness, tiny_model, frame)
     stamp = h.now_ns()
     h.publish(h.image_msg(frame(64, 48), stamp, frame_id="front_camera_optical"))
     (caption,) = h.wait_captions(1)
-    assert stamp_of(caption) == stamp and caption.header.frame_id == "front_camera_optical"
+    assert stamp_ns(caption) == stamp and caption.header.frame_id == "front_camera_optical"
     assert (caption.image_width, caption.image_height) == (64, 48)
     assert caption.model_id == tiny_model.model_id
     assert caption.refined and not caption.zoomed
@@ -74,7 +72,7 @@ def test_annotated_image_and_markers_only_while_subscribed(harness, scripted_mod
     h.wait_captions(2)
     assert h.wait_for(lambda: h.snapshot("caption_image") and h.snapshot("caption_markers"))
     (image,) = h.snapshot("caption_image")
-    assert stamp_of(image) == t0 + S and image.header.frame_id == "cam"
+    assert stamp_ns(image) == t0 + S and image.header.frame_id == "cam"
     assert (image.width, image.height, image.encoding) == (64, 48, "rgb8")
     pixels = np.frombuffer(image.data, dtype=np.uint8).reshape(48, 64, 3)
     assert (pixels != rgb).any()  # something was drawn
@@ -135,7 +133,7 @@ def test_throttled_on_message_time(harness, scripted_model):
         time.sleep(0.02)
     gate = h.captioner._gate
     assert h.wait_for(lambda: not gate.has_pending and len(h.snapshot()) == gate.counters().taken)
-    stamps = [stamp_of(c) for c in h.snapshot()]
+    stamps = [stamp_ns(c) for c in h.snapshot()]
     assert len(stamps) >= 2
     assert stamps == sorted(stamps) and all(b - a >= S // 2 for a, b in zip(stamps, stamps[1:]))
     c = h.captioner._gate.counters()
@@ -150,7 +148,7 @@ def test_sim_time_latency_and_throttle(harness, scripted_model):
 
     def set_clock(ns):
         msg = Clock()
-        msg.clock.sec, msg.clock.nanosec = divmod(ns, S)
+        msg.clock.sec, msg.clock.nanosec = stamp_parts(ns)
         assert h.wait_for(lambda: (clock_pub.publish(msg), h.now_ns() == ns)[1], timeout=10)
 
     set_clock(100 * S)
@@ -161,7 +159,7 @@ def test_sim_time_latency_and_throttle(harness, scripted_model):
     set_clock(102 * S)
     h.publish_frame(101 * S)
     captions = h.wait_captions(2)
-    assert stamp_of(captions[1]) == 101 * S and captions[1].latency_seconds == pytest.approx(1.0, abs=1e-6)
+    assert stamp_ns(captions[1]) == 101 * S and captions[1].latency_seconds == pytest.approx(1.0, abs=1e-6)
     assert h.captioner._gate.counters().throttled == 1
 
 
@@ -184,7 +182,7 @@ def test_only_the_newest_frame_is_captioned_while_the_model_is_busy(harness, scr
     scripted_model.release.set()
     captions = h.wait_captions(2)
     time.sleep(0.3)
-    assert [stamp_of(c) for c in h.snapshot()] == [t0, t0 + 3 * S]
+    assert [stamp_ns(c) for c in h.snapshot()] == [t0, t0 + 3 * S]
     assert [call["pixel"] for call in scripted_model.calls] == [1, 4]
     assert gate.counters().superseded == 2 and len(captions) == 2
 
@@ -221,7 +219,7 @@ def test_bad_raw_frames_are_counted_and_good_frames_still_captioned(harness, scr
     assert reason in h.captioner.health_report().value("last_error_conversion")
     h.publish_frame(t0 + S)
     (caption,) = h.wait_captions(1)
-    assert stamp_of(caption) == t0 + S and len(scripted_model.calls) == 1
+    assert stamp_ns(caption) == t0 + S and len(scripted_model.calls) == 1
     assert h.captioner.health_report().value("errors_inference") == "0"
 
 
@@ -243,7 +241,7 @@ def test_bad_compressed_frames_are_counted_and_good_ones_captioned(harness, scri
     good = CompressedImage(format="rgb8; jpeg compressed bgr8", data=rgb_to_compressed(frame(64, 48), "jpeg"))
     h.publish(h.set_header(good, t0 + S))
     (caption,) = h.wait_captions(1)
-    assert stamp_of(caption) == t0 + S and (caption.image_width, caption.image_height) == (64, 48)
+    assert stamp_ns(caption) == t0 + S and (caption.image_width, caption.image_height) == (64, 48)
 
 
 def test_max_image_pixels_rejects_big_frames_at_run_time(harness, scripted_model):
@@ -268,7 +266,7 @@ def test_inference_errors_are_counted_and_the_node_recovers(harness, scripted_mo
     assert "scripted inference failure" in h.captioner.health_report().value("last_error_inference")
     h.publish_frame(t0 + 2 * S)
     (caption,) = h.wait_captions(1)
-    assert stamp_of(caption) == t0 + 2 * S
+    assert stamp_ns(caption) == t0 + 2 * S
 
 
 def test_errors_are_logged_throttled(harness, scripted_model, capfd):
@@ -302,8 +300,8 @@ def test_a_100hz_flood_keeps_the_node_current(harness, scripted_model):
     assert counts.offered == counts.taken + counts.dropped and counts.offered > published // 4
     longest = max(m.glance_seconds + m.refine_seconds for m in captions)
     assert max(m.latency_seconds for m in captions) < 2 * longest + 1.0
-    assert (last_stamp - stamp_of(captions[-1])) / S < 2 * longest + 1.0
-    stamps = [stamp_of(m) for m in captions]
+    assert (last_stamp - stamp_ns(captions[-1])) / S < 2 * longest + 1.0
+    stamps = [stamp_ns(m) for m in captions]
     assert all(b - a >= S // 5 for a, b in zip(stamps, stamps[1:]))
 
 
@@ -335,7 +333,7 @@ def test_publisher_vanishing_leaves_the_node_running_and_warns(harness, scripted
 
     node, pub = camera()  # and comes back
     pub.publish(h.image_msg(np.zeros((48, 64, 3), np.uint8), t0 + S))
-    assert stamp_of(h.wait_captions(2)[1]) == t0 + S
+    assert stamp_ns(h.wait_captions(2)[1]) == t0 + S
     node.destroy_node()
 
 

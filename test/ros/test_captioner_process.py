@@ -4,7 +4,6 @@ cannot start. test_signals.py sweeps every signal at every moment of its life.""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -18,26 +17,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sharpeye_ros.ros.processes import installed_executable, installed_file, start_child
+
 rclpy = pytest.importorskip("rclpy")
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
-def installed(relative: str) -> Path:
-    """A file of the installed package, found through AMENT_PREFIX_PATH."""
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        path = Path(prefix) / relative
-        if prefix and path.exists():
-            return path
-    pytest.fail(f"{relative} not found under AMENT_PREFIX_PATH; run through scripts/test")
-
-
 def start(tmp_path: Path, *ros_args: str) -> tuple[subprocess.Popen, Path]:
     """Start the captioner; its output goes to the returned log file."""
-    log = tmp_path / "captioner.log"
-    with log.open("wb") as out:  # cwd outside the repository: the source tree must not shadow install/
-        process = subprocess.Popen([str(installed("lib/sharpeye_ros/captioner")), "--ros-args", *ros_args],
-                                   cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-    return process, log
+    # cwd outside the repository: the source tree must not shadow install/
+    child = start_child("captioner", [str(installed_executable("captioner")), "--ros-args", *ros_args],
+                        tmp_path, cwd=tmp_path)
+    return child.process, child.log
 
 
 @contextmanager
@@ -95,7 +86,7 @@ def test_sigint_while_captions_flow_exits_cleanly(rclpy_context, tiny_model_dir,
     from sharpeye_ros.msg import Caption
 
     namespace = "/sigint_test"
-    config = installed("share/sharpeye_ros/config/captioner.yaml")
+    config = installed_file("share", "config/captioner.yaml")
     process, log = start(tmp_path, "--params-file", str(config), "-p", f"model_path:={tiny_model_dir}",
                          "-p", "max_rate:=50.0", "-r", f"__ns:={namespace}")
     captioned = threading.Event()

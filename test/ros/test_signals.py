@@ -9,7 +9,6 @@ The 24 processes run a few at a time, so the sweep takes about a minute, not fou
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
@@ -21,6 +20,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import pytest
+
+from sharpeye_ros.ros.processes import installed_executable, start_child
 
 rclpy = pytest.importorskip("rclpy")
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -34,14 +35,6 @@ EXIT_WITHIN = 5.0  # seconds from the first signal; `ros2 launch` escalates to S
 DOUBLE_GAP = 0.1  # seconds between the two SIGINTs
 PARALLEL = 4
 BAD_OUTPUT = ("Traceback", "terminate called", "KeyboardInterrupt", "Aborted", "RCLError")
-
-
-def executable(name: str) -> str:
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        path = Path(prefix) / "lib" / "sharpeye_ros" / name
-        if prefix and path.is_file():
-            return str(path)
-    pytest.fail(f"installed executable {name} not found on AMENT_PREFIX_PATH; run through scripts/test")
 
 
 def documented_codes() -> dict[tuple[str, Any], int]:
@@ -88,9 +81,8 @@ def run_case(name: str, command: list[str], log: Path, kind: str, moment: Any,
 
 def _run_case(name: str, command: list[str], log: Path, kind: str, moment: Any,
               ready: Optional[Callable[[subprocess.Popen], bool]]) -> Outcome:
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    child = start_child(log.stem, command, log.parent, cwd=log.parent)  # writes to ``log``
+    process = child.process
     started = time.monotonic()
     try:
         if ready is None:
@@ -114,7 +106,7 @@ def _run_case(name: str, command: list[str], log: Path, kind: str, moment: Any,
         return Outcome(name, code, time.monotonic() - first, log.read_text())
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            child.signal(signal.SIGKILL)
             process.wait()
 
 
@@ -178,20 +170,16 @@ class Feeder:
         self.node.destroy_node()
 
 
-@pytest.fixture
-def endless_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model that always writes 2000 tokens: its captions take many seconds."""
-    torch = pytest.importorskip("torch")
-    from sharpeye_ros.model import SharpEyes, presets
-
-    torch.manual_seed(0)
-    config = presets.tiny()
+def _endless(config: Any) -> None:
     config.generation.max_new_tokens = 2000
     config.generation.stop = ()  # no early stop
     config.lm.config["max_position_embeddings"] = 2200
-    directory = tmp_path_factory.mktemp("endless") / "model"
-    SharpEyes.from_config(config).save_pretrained(directory)
-    return directory
+
+
+@pytest.fixture
+def endless_model_dir(save_tiny_model: Callable[..., Path]) -> Path:
+    """A tiny model that always writes 2000 tokens: its captions take many seconds."""
+    return save_tiny_model("endless", _endless)
 
 
 def test_captioner_exits_cleanly_on_every_signal_at_every_moment(rclpy_context, endless_model_dir, tmp_path):
@@ -202,7 +190,7 @@ def test_captioner_exits_cleanly_on_every_signal_at_every_moment(rclpy_context, 
         namespace = f"/signals_{i}"
         log = tmp_path / f"case_{i}" / "captioner.log"
         log.parent.mkdir()
-        command = [executable("captioner"), "--ros-args", "-r", f"__ns:={namespace}"]
+        command = [str(installed_executable("captioner")), "--ros-args", "-r", f"__ns:={namespace}"]
         ready = None
         if moment == "working":  # mid-caption: the endless model, fed frames
             command += ["-p", f"model_path:={endless_model_dir}", "-p", "diagnostics_period:=0.2"]
@@ -221,7 +209,7 @@ def test_synthetic_camera_exits_cleanly_on_every_signal_at_every_moment(tmp_path
         name = f"synthetic_camera {kind} at {moment}" + ("" if moment == "working" else " s")
         log = tmp_path / f"case_{i}" / "camera.log"
         log.parent.mkdir()
-        command = [executable("synthetic_camera"), "--ros-args", "-r", f"__ns:=/camera_signals_{i}",
+        command = [str(installed_executable("synthetic_camera")), "--ros-args", "-r", f"__ns:=/camera_signals_{i}",
                    "-p", "rate:=10.0", "-p", "width:=96", "-p", "height:=64"]
         ready = None
         if moment == "working":  # publishing: its first scene is announced with its first frame

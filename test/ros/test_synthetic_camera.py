@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,9 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 
 from sharpeye_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb  # noqa: E402
+from sharpeye_ros.ros.processes import installed_executable  # noqa: E402
 from sharpeye_ros.ros.scene_feed import parse_ground_truth, scene_number  # noqa: E402
+from sharpeye_ros.ros.stamps import stamp_ns  # noqa: E402
 from sharpeye_ros.world import generate_scene  # noqa: E402
 from sharpeye_ros.world.scene import SceneConfig  # noqa: E402
 
@@ -59,10 +60,6 @@ def _spin_until(executor: SingleThreadedExecutor, done: Callable[[], bool], time
         executor.spin_once(timeout_sec=0.05)
 
 
-def _stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-
-
 def test_publishes_scenes_with_headers_and_ground_truth(rclpy_context: Any) -> None:
     camera = _camera(rclpy_context, rate=20.0, scene_period=0.5, split="val", start_index=3,
                      encoding="bgr8", frame_id="cam", publish_compressed=True)
@@ -79,8 +76,8 @@ def test_publishes_scenes_with_headers_and_ground_truth(rclpy_context: Any) -> N
     scenes = {i: generate_scene("val", i, SceneConfig(**SIZE)) for i in (3, 4, 5, 6)}
     for doc, objects in docs[:3]:
         assert objects == scenes[doc["index"]].objects and doc["caption"] == scenes[doc["index"]].captions[0]
-    start = docs[0][0]["stamp"]["sec"] * 10**9 + docs[0][0]["stamp"]["nanosec"]
-    stamps = [_stamp_ns(m) for m in listener.images]
+    start = stamp_ns(docs[0][0]["stamp"])
+    stamps = [stamp_ns(m) for m in listener.images]
     assert all(b > a for a, b in zip(stamps, stamps[1:])), "stamps must increase"
     periods = np.diff(stamps) / 1e9
     assert 0.03 < float(np.median(periods)) < 0.08  # 20 Hz on a busy 2-core machine
@@ -92,7 +89,7 @@ def test_publishes_scenes_with_headers_and_ground_truth(rclpy_context: Any) -> N
     assert listener.compressed, "publish_compressed=true must publish image/compressed"
     jpeg = listener.compressed[0]
     assert "jpeg" in jpeg.format and jpeg.header.frame_id == "cam"
-    assert stamps[0] - 10**9 < _stamp_ns(jpeg) <= stamps[-1]
+    assert stamps[0] - 10**9 < stamp_ns(jpeg) <= stamps[-1]
     decoded = compressed_msg_to_rgb(jpeg).astype(int)
     assert min(np.abs(decoded - s.image).mean() for s in scenes.values()) < 6.0
 
@@ -154,7 +151,7 @@ def test_follows_sim_time(rclpy_context: Any) -> None:
         _spin_until(executor, lambda: len(listener.truths) >= 3, timeout=5.0)
     finally:
         executor.shutdown()
-    stamps = [_stamp_ns(m) for m in listener.images]
+    stamps = [stamp_ns(m) for m in listener.images]
     assert stamps and all(50 * 10**9 <= s <= sim_ns for s in stamps), "stamps come from /clock"
     # About one frame per 0.1 s of sim time (a few may be dropped on the best-effort topic).
     assert 15 <= len(stamps) <= 32
@@ -181,18 +178,18 @@ def test_bad_parameters_raise_clear_errors(rclpy_context: Any, params: dict, mes
     assert message in str(info.value)
 
 
-def _executable(name: str) -> str:
-    prefix = os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)
-    for root in prefix:
-        path = Path(root) / "lib" / "sharpeye_ros" / name
-        if path.is_file():
-            return str(path)
-    pytest.fail(f"installed executable {name} not found on AMENT_PREFIX_PATH; run through scripts/test")
+def test_rate_and_scene_period_take_integers(rclpy_context: Any) -> None:
+    camera = _camera(rclpy_context, rate=5, scene_period=2)  # as `-p rate:=5` gives them
+    try:
+        assert (camera.settings.rate, camera.settings.scene_period) == (5.0, 2.0)
+        assert type(camera.settings.rate) is float and type(camera.settings.scene_period) is float
+    finally:
+        camera.destroy_node()
 
 
 def test_executable_reports_bad_parameters(tmp_path: Path) -> None:
-    result = subprocess.run([_executable("synthetic_camera"), "--ros-args", "-p", "encoding:=jpeg"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    command = [str(installed_executable("synthetic_camera")), "--ros-args", "-p", "encoding:=jpeg"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "synthetic_camera: parameter 'encoding' = 'jpeg' rejected" in result.stderr
     assert "Traceback" not in result.stderr
