@@ -1,15 +1,15 @@
 """Precisions: how ``auto`` resolves, the int8 layer, quantizing at load without changing
-the API, and the int8 path's fidelity on paper-size random weights.
+the API, and the fidelity measure.
 
 The demo model's fidelity bars (evaluation scores within noise of float32) are in
-test/evaluation/test_precision_scores.py.
+test/evaluation/test_precision_scores.py; the paper-size random-weight bars are measured by
+the benchmark (sharpeye_ros.benchmark.fidelity), whose measure is tested here.
 """
 
 from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -18,17 +18,6 @@ from sharpeye_ros.model import SharpEyes, presets
 from sharpeye_ros.model import precision as P
 
 needs_int8 = pytest.mark.skipif(not P.int8_available(), reason="this CPU/torch has no x86 int8 kernels")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A saved tiny checkpoint (random weights, with DeepLens), loaded through the real path."""
-    torch.manual_seed(0)
-    config = presets.tiny()
-    config.generation.max_new_tokens = 8
-    directory = tmp_path_factory.mktemp("tiny_precision") / "model"
-    SharpEyes.from_config(config).save_pretrained(directory)
-    return directory
 
 
 def test_auto_resolves_as_documented(monkeypatch):
@@ -135,48 +124,24 @@ def test_float_dtypes_still_cast_every_weight(tiny_model_dir):
     assert P.int8_layers(model) == 0
 
 
-# ---- paper size, random weights ------------------------------------------------------------
-PAPER_IMAGES = 20  # half uniform noise, half synthetic scenes
-MIN_TOP1 = 0.98
-MIN_COSINE = 0.999
-
-
-def paper_images(count: int = PAPER_IMAGES) -> list[np.ndarray]:
-    """``count`` 640x480 images: the first half uniform noise, the rest synthetic scenes."""
-    from sharpeye_ros.world import SceneConfig, generate_scene
-
-    rng = np.random.default_rng(0)
-    noise = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(count // 2)]
-    return noise + [generate_scene("val", i, SceneConfig()).image for i in range(count - count // 2)]
-
-
+# ---- the fidelity measure (the benchmark runs it at paper size) --------------------------
 @torch.no_grad()
-def prompt_top1(model: SharpEyes, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(vision features (N, D), the LM's top-1 token at every glance-prompt position)."""
-    pixels, _ = model.preprocess([image])
-    encoded = model.encode(pixels)
-    prompt = model.lm.build_prompt(model.config.lm.prompt, encoded.embeds)
-    hidden = model.lm(prompt.embeds, prompt.attention_mask, prompt.position_ids)
-    return encoded.patches[0].float(), model.lm.model.lm_head(hidden[0]).argmax(-1)
+def test_fidelity_measure_passes_bfloat16_and_catches_a_changed_model():
+    from sharpeye_ros.benchmark import fidelity
 
-
-@needs_int8
-@pytest.mark.slow
-def test_int8_paper_model_agrees_with_float32():
-    """The weak proxy the docs name: random weights lack trained CLIP's and OPT's activation
-    outliers, which hurt int8 most."""
     torch.manual_seed(0)
-    model = SharpEyes.from_config(presets.paper().override({"deeplens": None, "refine": False})).eval()
-    images = paper_images()
-    reference = [prompt_top1(model, im) for im in images]
-    P.apply(model, P.resolve("int8", "cpu"))
-    assert P.int8_layers(model) == 24 * 6 + 4 + 12 * 6
-    agree, cosines = [], []
-    for im, (features, top1) in zip(images, reference):
-        f8, t8 = prompt_top1(model, im)
-        cosines.append(float(torch.nn.functional.cosine_similarity(f8, features, dim=-1).mean()))
-        agree.append((t8 == top1).float())
-    share = float(torch.cat(agree).mean())
-    per_image = [round(float(a.mean()), 3) for a in agree]
-    assert share >= MIN_TOP1, f"top-1 agreement {share:.3f} over {len(agree[0])} positions; per image {per_image}"
-    assert min(cosines) >= MIN_COSINE, f"vision-feature cosine per image {[round(c, 5) for c in cosines]}"
+    model = SharpEyes.from_config(presets.tiny().override({"deeplens": None, "refine": False})).eval()
+    images = fidelity.fidelity_images(4, size=(160, 120))
+    result = fidelity.measure(model, images, ["bfloat16"])["bfloat16"]
+    assert result["passes"] and result["images"] == 4 and result["cosine_min"] >= fidelity.MIN_COSINE
+    assert next(model.parameters()).dtype == torch.float32  # the reference is left in float32
+    reference = [fidelity.prompt_top1(model, im) for im in images]
+    same = fidelity.compare(reference, reference)
+    assert (same["top1"], same["passes"]) == (1.0, True)
+    changed = copy.deepcopy(model)
+    for p in changed.vision.parameters():
+        p.add_(0.05 * torch.randn_like(p))
+    with torch.no_grad():
+        changed.lm.model.lm_head.weight.mul_(-1)  # the tied head and embeddings: other tokens
+    worse = fidelity.compare(reference, [fidelity.prompt_top1(changed, im) for im in images])
+    assert not worse["passes"] and worse["cosine_min"] < fidelity.MIN_COSINE and worse["top1"] < fidelity.MIN_TOP1
