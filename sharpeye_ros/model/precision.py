@@ -9,7 +9,8 @@ DeepLens's two tiny projections of the attention heat and the crop boxes. The mo
 quantized when it loads (:func:`apply`); checkpoints stay float.
 
 ``auto`` (:func:`resolve`): float16 on CUDA; on a CPU, int8 where its int8 kernels run
-(an x86 CPU with AVX2 or AVX-512: the ``x86``/``fbgemm`` quantized engine), else float32.
+(an x86 CPU with AVX2 or AVX-512: the ``x86``/``fbgemm`` quantized engine), else float32;
+and float32 for a model too small for int8 to pay (:data:`MIN_INT8_WEIGHTS`, :func:`apply`).
 This is decided from the CPU's capability, not measured per machine: the benchmark
 measured int8 faster than float32 and than bfloat16 on both CPUs this project ran on
 (docs/benchmarks.md, "Precision"), and the fidelity bars hold for int8 (test/model/test_precision.py).
@@ -34,17 +35,24 @@ FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 # inputs (DeepLens's heat and box projections: 1 and 4) quantize badly.
 MIN_INT8_FEATURES = 16
 INT8_ENGINES = ("x86", "fbgemm")
+# ``auto`` keeps a model float32 when its int8-able Linear layers hold fewer weights than
+# this: quantizing each input costs about as much as a small layer's float matmul (the
+# 2.7 M-parameter demo model measured no faster in int8; the paper model, ~450 M, is the
+# case int8 is for: docs/benchmarks.md).
+MIN_INT8_WEIGHTS = 20_000_000
 
 
 @dataclass(frozen=True)
 class Precision:
     """A resolved precision: ``name`` (float32, float16, bfloat16 or int8), ``dtype``
     (the weights' dtype, or for int8 the float dtype of what stays float and of the
-    activations) and ``why`` (how it was chosen, for logs)."""
+    activations), ``why`` (how it was chosen, for logs) and ``auto`` (whether ``auto``
+    chose it)."""
 
     name: str
     dtype: torch.dtype
     why: str = ""
+    auto: bool = False  # chosen by ``auto``: :func:`apply` may still prefer float32 for a small model
 
     @property
     def quantized(self) -> bool:
@@ -85,11 +93,11 @@ def resolve(precision: Union[str, torch.dtype, Precision, None], device: Union[s
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
     if name == "auto":
         if device.type == "cuda":
-            return Precision("float16", torch.float16, "auto: float16 on CUDA")
+            return Precision("float16", torch.float16, "auto: float16 on CUDA", auto=True)
         if device.type == "cpu" and int8_available():
             return Precision("int8", torch.float32,
-                             f"auto: int8 on this {torch.backends.cpu.get_cpu_capability()} CPU")
-        return Precision("float32", torch.float32, f"auto: float32 ({device.type}, no int8 kernels)")
+                             f"auto: int8 on this {torch.backends.cpu.get_cpu_capability()} CPU", auto=True)
+        return Precision("float32", torch.float32, f"auto: float32 ({device.type}, no int8 kernels)", auto=True)
     if name == "int8":
         if device.type != "cpu":
             raise ValueError(f"precision int8 runs on the CPU only, not on {device} (use float16 there)")
@@ -136,26 +144,34 @@ def quantize_int8(module: nn.Module, keep: Iterable[nn.Module] = ()) -> nn.Modul
     """Replace, in place, every ``nn.Linear`` under ``module`` by an :class:`Int8Linear`,
     except those in ``keep``, those sharing their weight with another module (a tied LM
     head), and those with fewer than :data:`MIN_INT8_FEATURES` inputs. Returns ``module``."""
+    for parent, name, child in _int8_targets(module, keep):
+        setattr(parent, name, Int8Linear(child))
+    return module
+
+
+def _int8_targets(module: nn.Module, keep: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute name, Linear) of every layer :func:`quantize_int8` replaces."""
     keep_ids = {id(m) for m in keep}
     weights: dict[int, int] = {}
     for m in module.modules():
         for p in m.parameters(recurse=False):
             weights[id(p)] = weights.get(id(p), 0) + 1
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if (type(child) is nn.Linear and id(child) not in keep_ids and weights.get(id(child.weight), 0) == 1
-                    and child.in_features >= MIN_INT8_FEATURES):
-                setattr(parent, name, Int8Linear(child))
-    return module
+    return [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
+            if type(child) is nn.Linear and id(child) not in keep_ids and weights.get(id(child.weight), 0) == 1
+            and child.in_features >= MIN_INT8_FEATURES]
 
 
 def apply(model: nn.Module, precision: Precision) -> nn.Module:
     """``model`` (a SharpEyes, on its device) in ``precision``: float dtypes cast every
     weight; int8 quantizes as this module's docstring says (on the CPU)."""
+    keep = [model.lm.model.lm_head]
+    if precision.quantized and precision.auto:
+        weights = sum(m.weight.numel() for *_, m in _int8_targets(model, keep))
+        if weights < MIN_INT8_WEIGHTS:
+            precision = Precision("float32", torch.float32, f"auto: float32, as this model's Linear layers "
+                                  f"({weights / 1e6:.1f} M weights) are too small for int8 to pay", auto=True)
     model.to(precision.dtype)
     if precision.quantized:
-        lm = model.lm.model
-        keep = [lm.lm_head]
         quantize_int8(model, keep=keep)
     model.precision = precision
     return model

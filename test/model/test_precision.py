@@ -21,7 +21,7 @@ needs_int8 = pytest.mark.skipif(not P.int8_available(), reason="this CPU/torch h
 
 
 def test_auto_resolves_as_documented(monkeypatch):
-    assert P.resolve("auto", "cuda:0") == P.Precision("float16", torch.float16, "auto: float16 on CUDA")
+    assert P.resolve("auto", "cuda:0") == P.Precision("float16", torch.float16, "auto: float16 on CUDA", auto=True)
     monkeypatch.setattr(P, "int8_available", lambda: True)
     auto = P.resolve("auto", "cpu")
     assert (auto.name, auto.dtype, auto.quantized) == ("int8", torch.float32, True)
@@ -110,11 +110,24 @@ def test_int8_loads_from_a_float_checkpoint_with_the_same_api(tiny_model_dir, im
     assert not (tiny_model_dir.parent / "never").exists()
 
 
-def test_auto_on_the_cpu_loads_what_resolve_says(tiny_model_dir):
+def test_auto_keeps_a_small_model_float32(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(P, "int8_available", lambda: True)
     model = SharpEyes.from_pretrained(tiny_model_dir, dtype="auto")
-    expected = P.resolve("auto", "cpu")
-    assert model.precision == expected
-    assert (P.int8_layers(model) > 0) == expected.quantized
+    assert (model.precision.name, model.precision.auto, P.int8_layers(model)) == ("float32", True, 0)
+    assert "too small for int8 to pay" in model.precision.describe()
+    # the same resolved choice, handed in as the node hands it, gives the same model
+    assert SharpEyes.from_pretrained(tiny_model_dir, dtype=P.resolve("auto", "cpu")).precision == model.precision
+    monkeypatch.undo()
+    if P.int8_available():  # int8 asked for by name is what runs, whatever the model's size
+        assert SharpEyes.from_pretrained(tiny_model_dir, dtype="int8").precision.quantized
+
+
+@needs_int8
+def test_auto_quantizes_a_model_large_enough(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(P, "MIN_INT8_WEIGHTS", 0)  # the tiny model counts as large
+    model = SharpEyes.from_pretrained(tiny_model_dir, dtype="auto")
+    assert model.precision == P.resolve("auto", "cpu") and model.precision.quantized
+    assert P.int8_layers(model) > 0
 
 
 def test_float_dtypes_still_cast_every_weight(tiny_model_dir):

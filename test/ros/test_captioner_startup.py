@@ -25,7 +25,6 @@ def make(context, **params):
 
 @pytest.mark.parametrize("namespace", ["/", "/robot1/front"])
 def test_params_file_is_loaded_in_any_namespace(rclpy_context, tiny_model_dir, tmp_path, namespace):
-    from sharpeye_ros.model.precision import resolve
     from sharpeye_ros.ros.captioner_node import CaptionerNode
 
     config = yaml.safe_load(CONFIG.read_text())
@@ -41,9 +40,8 @@ def test_params_file_is_loaded_in_any_namespace(rclpy_context, tiny_model_dir, t
             assert getattr(node.settings, name) == value, name
         report = node.health_report()
         assert report.value("model_id") == str(tiny_model_dir)
-        # dtype auto: the CPU's fast path where this CPU has one (model.precision.resolve)
-        auto = resolve("auto", "cpu").name
-        assert (report.value("device"), report.value("dtype")) == ("cpu", auto)
+        # dtype auto keeps the tiny model in float32: too small for int8 to pay
+        assert (report.value("device"), report.value("dtype")) == ("cpu", "float32")
     finally:
         node.destroy_node()
 
