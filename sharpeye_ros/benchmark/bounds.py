@@ -8,49 +8,18 @@ weight to produce one token per row, so it is bound by memory, not by FLOPs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
 from typing import Mapping, Optional
 
-# Stages as the model library names them, then the naive reference path's own ones.
-MODEL_STAGES = (
-    "preprocess",
-    "vision",
-    "connector",
-    "prefill",
-    "decode",
-    "regions",
-    "zoom",
-    "deeplens",
-    "refine_prefill",
-    "refine_decode",
-    "refine_regions",
-)
-NAIVE_STAGES = ("generate", "attention", "refine_vision", "refine_connector", "refine_generate")
-GLANCE_STAGES = ("preprocess", "vision", "connector", "prefill", "decode", "regions", "generate", "attention")
+from sharpeye_ros.benchmark import naive
+from sharpeye_ros.benchmark.results import Geometry, Limits, ModelResult, ModeResult, Run, StageBound
+from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE
+from sharpeye_ros.model import timing
+
+# The stages of a caption's glance on either path, the library's and the naive one's.
+GLANCE_PART_STAGES = timing.GLANCE_STAGES + naive.NAIVE_GLANCE_STAGES
 # The modes whose stages the docs set against the limits (and profile by op class).
-LIMIT_MODES = ("glance", "deeplens")
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Sizes that set a caption's bytes: weight bytes per part, the LM's shape, the
-    prompts' lengths in tokens, the tokens generated and the beams."""
-
-    vision_bytes: int
-    connector_bytes: int
-    lm_bytes: int
-    deeplens_bytes: int
-    lm_layers: int
-    lm_hidden: int
-    element_size: int
-    prompt_len: int
-    refine_prompt_len: int
-    tokens: int
-    beams: int
-    refine_beams: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+LIMIT_MODES = (GLANCE, DEEPLENS)
 
 
 def decode_bytes(g: Geometry, prompt_len: int, rows: int, passes: Optional[int] = None) -> int:
@@ -70,23 +39,23 @@ def stage_bytes(g: Geometry, stage: str, passes: Optional[Mapping[str, int]] = N
     """The least bytes ``stage`` reads, or None for a stage that runs no model weights.
     ``passes``: the LM passes measured per stage (the decode stages' count is used)."""
     passes = passes or {}
-    glance_decode = decode_bytes(g, g.prompt_len, g.beams, passes.get("decode"))
-    refine_decode = decode_bytes(g, g.refine_prompt_len, g.refine_beams, passes.get("refine_decode"))
+    glance_decode = decode_bytes(g, g.prompt_len, g.beams, passes.get(timing.DECODE))
+    refine_decode = decode_bytes(g, g.refine_prompt_len, g.refine_beams, passes.get(timing.REFINE_DECODE))
     table = {
-        "vision": g.vision_bytes,
-        "zoom": g.vision_bytes,
-        "refine_vision": g.vision_bytes,
-        "connector": g.connector_bytes,
-        "refine_connector": g.connector_bytes,
-        "prefill": g.lm_bytes,
-        "refine_prefill": g.lm_bytes,
-        "attention": g.lm_bytes,
-        "decode": glance_decode,
-        "refine_decode": refine_decode,
-        "refine_regions": g.lm_bytes,  # one teacher-forced pass of the changed captions
-        "generate": g.lm_bytes + decode_bytes(g, g.prompt_len, g.beams),
-        "refine_generate": g.lm_bytes + decode_bytes(g, g.refine_prompt_len, g.refine_beams),
-        "deeplens": g.deeplens_bytes,
+        timing.VISION: g.vision_bytes,
+        timing.ZOOM: g.vision_bytes,
+        naive.REFINE_VISION: g.vision_bytes,
+        timing.CONNECTOR: g.connector_bytes,
+        naive.REFINE_CONNECTOR: g.connector_bytes,
+        timing.PREFILL: g.lm_bytes,
+        timing.REFINE_PREFILL: g.lm_bytes,
+        naive.ATTENTION: g.lm_bytes,
+        timing.DECODE: glance_decode,
+        timing.REFINE_DECODE: refine_decode,
+        timing.REFINE_REGIONS: g.lm_bytes,  # one teacher-forced pass of the changed captions
+        naive.GENERATE: g.lm_bytes + decode_bytes(g, g.prompt_len, g.beams),
+        naive.REFINE_GENERATE: g.lm_bytes + decode_bytes(g, g.refine_prompt_len, g.refine_beams),
+        timing.DEEPLENS: g.deeplens_bytes,
     }
     return table.get(stage)
 
@@ -98,7 +67,7 @@ def stage_bounds(
     flops_per_s: float,
     bytes_per_s: float,
     passes: Optional[Mapping[str, int]] = None,
-) -> dict[str, dict]:
+) -> dict[str, StageBound]:
     """Per stage: measured seconds, FLOPs, bytes, the time each would take at the
     machine's limit, and ``achieved`` = the larger bound / the measured time.
     ``passes``: LM passes per stage, as measured (see :func:`stage_bytes`)."""
@@ -111,16 +80,45 @@ def stage_bounds(
         flop_bound = f / flops_per_s
         byte_bound = b / bytes_per_s if b is not None else 0.0
         bound = max(flop_bound, byte_bound)
-        out[stage] = {
-            "seconds": measured,
-            "flops": f,
-            "bytes": b,
-            "flop_bound_s": flop_bound,
-            "byte_bound_s": byte_bound if b is not None else None,
-            "limit": "memory" if byte_bound > flop_bound else "compute",
-            "achieved": bound / measured if measured > 0 and bound > 0 else None,
-        }
+        out[stage] = StageBound(
+            seconds=measured,
+            flops=f,
+            bytes=b,
+            flop_bound_s=flop_bound,
+            byte_bound_s=byte_bound if b is not None else None,
+            limit="memory" if byte_bound > flop_bound else "compute",
+            achieved=bound / measured if measured > 0 and bound > 0 else None,
+        )
     return out
+
+
+def model_bounds(model: ModelResult, limits: Limits) -> dict[str, dict[str, StageBound]]:
+    """:func:`stage_bounds` of each measured mode of ``model`` (mean stage seconds, the
+    FLOPs and LM passes of its counted caption) at the machine's ``limits``."""
+    return {
+        name: stage_bounds(
+            {s: v.mean for s, v in m.stages.items()},
+            m.flops,
+            model.geometry,
+            limits.matmul_flops_per_s,
+            limits.read_bytes_per_s,
+            m.lm_passes,
+        )
+        for name, m in model.measured_modes.items()
+    }
+
+
+def with_bounds(run: Run) -> Run:
+    """``run`` with each model's ``bounds`` filled from its timings and the run's limits
+    (``run`` itself unchanged)."""
+    models = [dataclasses.replace(m, bounds=model_bounds(m, run.limits)) for m in run.models]
+    return dataclasses.replace(run, models=models)
+
+
+def glance_seconds(mode: ModeResult) -> float:
+    """Mean seconds of a mode's glance stages, on either path (:data:`GLANCE_PART_STAGES`):
+    its share of the whole caption's time."""
+    return sum(s.mean for name, s in mode.stages.items() if name in GLANCE_PART_STAGES)
 
 
 def total_flop_ratio(seconds: float, flops: int, flops_per_s: float) -> float:

@@ -15,6 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from sharpeye_ros.benchmark.results import Machine
 from sharpeye_ros.model.timing import Timer
 
 GB = 1e9
@@ -82,32 +83,32 @@ def load_average() -> Optional[float]:
         return None
 
 
-def machine_info(device: str) -> dict:
+def machine_info(device: str) -> Machine:
     """Machine, software versions and date of a measurement on ``device``."""
     import numpy
     import transformers
 
-    info = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "ram_bytes": total_ram_bytes(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": numpy.__version__,
-        "load_average_1min": load_average(),
-        "device": device,
-        "gpu": None,
-    }
+    gpu = props = None
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(torch.device(device))
-        info["gpu"] = props.name
-        info["gpu_memory_bytes"] = int(props.total_memory)
-        info["cuda"] = torch.version.cuda
-    return info
+        gpu = props.name
+    return Machine(
+        date_utc=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        cpu=cpu_model(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        ram_bytes=total_ram_bytes(),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        numpy=numpy.__version__,
+        load_average_1min=load_average(),
+        device=device,
+        gpu=gpu,
+        gpu_memory_bytes=None if props is None else int(props.total_memory),
+        cuda=None if props is None else torch.version.cuda,
+    )
 
 
 # ---- peak memory -----------------------------------------------------------------------

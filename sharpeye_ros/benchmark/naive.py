@@ -12,7 +12,9 @@ Defined as:
 - refinement: a second full vision-tower pass (no reuse of the glance's hidden states),
   the connector again, DeepLens, and ``generate`` again for the refined caption.
 
-Each step is timed under its own stage name (see :data:`~sharpeye_ros.benchmark.bounds.NAIVE_STAGES`).
+The steps the library shares are timed under the model's stage names
+(:mod:`~sharpeye_ros.model.timing`), the others under :data:`NAIVE_STAGES`: those of the
+glance (:data:`NAIVE_GLANCE_STAGES`), then those of the refinement (:data:`NAIVE_REFINE_STAGES`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ import torch
 
 from sharpeye_ros.model import Glance, SharpEyes
 from sharpeye_ros.model.language import LanguageModel, Prompt
-from sharpeye_ros.model.timing import Timer
+from sharpeye_ros.model.timing import CONNECTOR, PREPROCESS, REGIONS, VISION, Timer
+
+NAIVE_GLANCE_STAGES: tuple[str, ...] = ("generate", "attention")
+NAIVE_REFINE_STAGES: tuple[str, ...] = ("refine_vision", "refine_connector", "refine_generate")
+NAIVE_STAGES = NAIVE_GLANCE_STAGES + NAIVE_REFINE_STAGES
+GENERATE, ATTENTION = NAIVE_GLANCE_STAGES
+REFINE_VISION, REFINE_CONNECTOR, REFINE_GENERATE = NAIVE_REFINE_STAGES
 
 
 def hf_generate(
@@ -57,14 +65,14 @@ def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: boo
     """Caption one RGB uint8 image the naive way (module docstring); returns the caption."""
     cfg, lm = model.config, model.lm
     g = cfg.generation
-    with timer.stage("preprocess"):
+    with timer.stage(PREPROCESS):
         pixels, transforms = model.preprocess([image])
         pixels = pixels.to(model.device, model.dtype)
-    with timer.stage("vision"):
+    with timer.stage(VISION):
         selected, _ = model.vision(pixels, full=True)
-    with timer.stage("connector"):
+    with timer.stage(CONNECTOR):
         embeds = model.connector(selected)
-    with timer.stage("generate"):
+    with timer.stage(GENERATE):
         ids = hf_generate(
             lm,
             lm.build_prompt(cfg.lm.prompt, embeds),
@@ -74,23 +82,23 @@ def naive_caption(model: SharpEyes, image: np.ndarray, timer: Timer, refine: boo
             g.early_stopping,
         )
     caption = lm.decode(ids, g.stop, g.task)[0]
-    with timer.stage("attention"):
+    with timer.stage(ATTENTION):
         target = lm.build_prompt(cfg.lm.prompt, embeds, targets=[lm.caption_ids(caption)])
         maps = lm.target_attention(target, model.attention_layers)
-    with timer.stage("regions"):
+    with timer.stage(REGIONS):
         regions = model.caption_regions(maps, [caption], transforms, cfg.regions.num_regions)
     if not refine:
         return caption
     if model.deeplens is None:
         raise ValueError("naive_caption: refine=True but the model has no DeepLens")
-    with timer.stage("refine_vision"):
+    with timer.stage(REFINE_VISION):
         selected, features = model.vision(pixels, model.deeplens_layers, full=True)
-    with timer.stage("refine_connector"):
+    with timer.stage(REFINE_CONNECTOR):
         embeds = model.connector(selected)
     # DeepLens on the second pass's states (the library times it as "deeplens").
     second = Glance(transforms, embeds, features, [caption], maps, [[]], regions)
     refined = model.refined_embeddings([image], second, zoom=False, timer=timer)
-    with timer.stage("refine_generate"):
+    with timer.stage(REFINE_GENERATE):
         ids = hf_generate(
             lm,
             model.refine_prompt(second, refined),

@@ -18,6 +18,7 @@ the targets table says what passed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,19 +26,35 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 
 import sharpeye_ros
-from sharpeye_ros.benchmark import report
+from sharpeye_ros.benchmark import report, targets
 from sharpeye_ros.benchmark.measure import load_average, machine_info, matmul_throughput, read_bandwidth
+from sharpeye_ros.benchmark.bounds import with_bounds
+from sharpeye_ros.benchmark.results import (
+    CUDA,
+    MODES,
+    NAIVE,
+    NODRAFT,
+    RESULTS_FORMAT,
+    GpuCheck,
+    Limits,
+    ModelResult,
+    NodeResult,
+    Results,
+    ResultsError,
+    Run,
+    run_kind,
+)
 from sharpeye_ros.benchmark.worker import DTYPES, ModelSpec, spec_json
+from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, ZOOM
 
 RESULTS_NAME, DOC_NAME, PLOT_NAME = "benchmarks.json", "benchmarks.md", "benchmarks.png"
 MODEL_NAMES = ("paper", "demo")
 PAPER_TOKENS = 20  # a caption of about 15 words; the random paper-size LM never stops on its own
-RESULTS_FORMAT = 1
 
 
 class BenchmarkError(RuntimeError):
@@ -123,10 +140,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 # ---- results file ------------------------------------------------------------------------
-def load_results(path: Path) -> dict:
+def load_results(path: Path) -> Results:
     """A results file (``{"format": 1, "runs": {...}}``); empty results when it does not exist."""
     if not path.exists():
-        return {"format": RESULTS_FORMAT, "runs": {}}
+        return Results()
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -137,22 +154,16 @@ def load_results(path: Path) -> dict:
         or not isinstance(data.get("runs"), dict)
     ):
         raise BenchmarkError(f"{path}: not a benchmark results file (format {RESULTS_FORMAT} with 'runs')")
-    return data
+    try:
+        return Results.from_json(data, "results")
+    except ResultsError as err:
+        raise BenchmarkError(f"{path}: not a benchmark results file ({err})") from None
 
 
-def merge_results(base: dict, other: dict) -> dict:
-    """``base`` with each run of ``other`` replacing the run of the same device kind."""
-    merged = {**base, "runs": {**base.get("runs", {}), **other.get("runs", {})}}
-    for key in ("gpu_check", "gpu_note"):
-        if key in other:
-            merged[key] = other[key]
-    return merged
-
-
-def write_docs(results: dict, out_dir: Path) -> list[Path]:
+def write_docs(results: Results, out_dir: Path) -> list[Path]:
     """Write the results file, the markdown and the plot into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RESULTS_NAME).write_text(json.dumps(results, indent=1) + "\n")
+    (out_dir / RESULTS_NAME).write_text(json.dumps(results.to_json(), indent=1) + "\n")
     plot = report.write_plot(results, out_dir / PLOT_NAME)
     (out_dir / DOC_NAME).write_text(report.render_markdown(results, PLOT_NAME if plot else None))
     return [out_dir / RESULTS_NAME, out_dir / DOC_NAME] + ([plot] if plot else [])
@@ -187,7 +198,8 @@ def wait_for_low_load(max_load: float, wait: float) -> Optional[float]:
 
 def run_isolated(module: str, spec: str, what: str) -> dict:
     """``module.main([spec.json, out.json])`` in a fresh Python process (its own peak
-    memory, its own DDS participant); its result. BenchmarkError with its output on failure."""
+    memory, its own DDS participant); its result, as the JSON it wrote. BenchmarkError
+    with its output on failure."""
     package_parent = str(Path(sharpeye_ros.__file__).absolute().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
@@ -209,9 +221,10 @@ def run_isolated(module: str, spec: str, what: str) -> dict:
         return json.loads(out_path.read_text())
 
 
-def run_worker(spec: ModelSpec) -> dict:
+def run_worker(spec: ModelSpec) -> ModelResult:
     """Measure ``spec`` in a process of its own (see :func:`run_isolated`)."""
-    return run_isolated("sharpeye_ros.benchmark.worker", spec_json(spec), f"measuring {spec.name}")
+    result = run_isolated("sharpeye_ros.benchmark.worker", spec_json(spec), f"measuring {spec.name}")
+    return ModelResult.from_json(result, spec.name)
 
 
 def demo_source(model_path: str, tmp: Path) -> tuple[str, str]:
@@ -239,10 +252,10 @@ def model_specs(args: argparse.Namespace, demo: tuple[str, str]) -> list[ModelSp
     common = dict(
         device=args.device, dtype=args.dtype, warmup=args.warmup, repeats=args.repeats, threads=args.threads
     )
-    gpu = args.device.startswith("cuda")
+    gpu = run_kind(args.device) == CUDA
     if "paper" in args.models:
         # Zoom re-encodes two crops with ViT-L: measured on a GPU, left out of the CPU run's budget.
-        modes = ("glance", "deeplens", "deeplens_nodraft") + (("zoom",) if gpu else ()) + ("naive",)
+        modes = (GLANCE, DEEPLENS, NODRAFT) + ((ZOOM,) if gpu else ()) + (NAIVE,)
         specs.append(
             ModelSpec(
                 name="paper",
@@ -258,7 +271,7 @@ def model_specs(args: argparse.Namespace, demo: tuple[str, str]) -> list[ModelSp
             ModelSpec(
                 name=demo[0],
                 source=demo[1],
-                modes=("glance", "deeplens", "deeplens_nodraft", "zoom", "naive"),
+                modes=MODES,
                 tokens=None,
                 extras=not gpu,
                 random_weights=demo[0] == "tiny",
@@ -268,33 +281,33 @@ def model_specs(args: argparse.Namespace, demo: tuple[str, str]) -> list[ModelSp
     return specs
 
 
-def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> Run:
     """One run on ``args.device``: machine, limits, models and (unless model-only) the node."""
     if args.threads:
         torch.set_num_threads(args.threads)
     load = wait_for_low_load(args.max_load, args.wait_load)
     machine = machine_info(args.device)
-    machine["load_average_1min"] = load
-    gpu = args.device.startswith("cuda")
+    machine.load_average_1min = load
+    gpu = run_kind(args.device) == CUDA
     size, read_mib = matmul_size(args.device), 1024 if gpu else 512
-    limits = {"dtype": args.dtype, "matmul_size": size, "read_mib": read_mib, "matmul_samples": [], "read_samples": []}
 
-    def measure_limits() -> None:
+    def sample_limits() -> tuple[float, float]:
         # A shared machine's speed drifts: the limit is the best of samples taken before
         # and after the models (one sample once let a slow moment pass for the limit).
-        limits["matmul_samples"].append(matmul_throughput(args.device, DTYPES[args.dtype], size, reps=5))
-        limits["read_samples"].append(read_bandwidth(args.device, num_bytes=read_mib * 2**20))
-        limits["matmul_flops_per_s"] = max(limits["matmul_samples"])
-        limits["read_bytes_per_s"] = max(limits["read_samples"])
+        matmul = matmul_throughput(args.device, DTYPES[args.dtype], size, reps=5)
+        return matmul, read_bandwidth(args.device, num_bytes=read_mib * 2**20)
 
-    measure_limits()
-    run = {
-        "machine": machine,
-        "limits": limits,
-        "models": [],
-        "quick": args.quick,
-        "command": " ".join(["benchmark", *argv]),
-    }
+    matmul, read = sample_limits()
+    limits = Limits(
+        dtype=args.dtype,
+        matmul_size=size,
+        read_mib=read_mib,
+        matmul_samples=[matmul],
+        read_samples=[read],
+        matmul_flops_per_s=matmul,
+        read_bytes_per_s=read,
+    )
+    run = Run(machine=machine, limits=limits, models=[], quick=args.quick, command=" ".join(["benchmark", *argv]))
     with tempfile.TemporaryDirectory(prefix="sharpeye_benchmark_models_") as tmp:
         demo = demo_source(args.model_path, Path(tmp))
         for spec in model_specs(args, demo):
@@ -303,26 +316,26 @@ def measure_run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                 file=sys.stderr,
             )
             try:
-                run["models"].append(run_worker(spec))
-            except BenchmarkError as err:
+                run.models.append(run_worker(spec))
+            except (BenchmarkError, ResultsError) as err:
                 print(f"benchmark: {err}", file=sys.stderr)
-                run.setdefault("errors", []).append(str(err)[-2000:])
-        measure_limits()
+                run.errors.append(str(err)[-2000:])
+        limits.add_sample(*sample_limits())
         if not args.model_only:
-            run["node"] = measure_node(args, demo)
-    report.add_bounds(run)
-    machine["load_average_1min_end"] = load_average()
+            run.node = measure_node(args, demo)
+    run = with_bounds(run)
+    machine.load_average_1min_end = load_average()
     return run
 
 
-def measure_node(args: argparse.Namespace, demo: tuple[str, str]) -> dict:
+def measure_node(args: argparse.Namespace, demo: tuple[str, str]) -> dict[str, Union[NodeResult, str]]:
     """Node latency, each variant in a process of its own: best-effort image QoS (the
     default) and, unless quick, best-effort over a large shared-memory segment and reliable."""
     from sharpeye_ros.benchmark.node_bench import NODE_VARIANTS
     from sharpeye_ros.ros.processes import isolate_dds
 
     isolate_dds()
-    out: dict = {}
+    out: dict[str, Union[NodeResult, str]] = {}
     variants = list(NODE_VARIANTS)[:1] if args.quick else list(NODE_VARIANTS)
     for name in variants:
         print(f"benchmark: node latency, {name}, {demo[0]} model", file=sys.stderr)
@@ -334,9 +347,8 @@ def measure_node(args: argparse.Namespace, demo: tuple[str, str]) -> dict:
         }
         try:
             result = run_isolated("sharpeye_ros.benchmark.node_bench", json.dumps(spec), f"node run {name}")
-            result["model_name"] = demo[0]
-            out[name] = result
-        except BenchmarkError as err:
+            out[name] = NodeResult.from_json({**result, "model_name": demo[0]}, f"node run {name}")
+        except (BenchmarkError, ResultsError) as err:
             print(f"benchmark: {err}", file=sys.stderr)
             out[name] = str(err)[-1000:]
     return out
@@ -353,29 +365,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for path in args.merge or ():
                 if not Path(path).is_file():
                     raise BenchmarkError(f"{path}: no such results file")
-                results = merge_results(results, load_results(Path(path)))
+                results = results.merged(load_results(Path(path)))
             if args.gpu_note:
-                results["gpu_note"] = args.gpu_note
+                results.gpu_note = args.gpu_note
             if args.tests_log:
-                check = dict(results.get("gpu_check") or {})
-                check["model_tests"] = tests_summary(Path(args.tests_log))
-                results["gpu_check"] = check
+                check = dataclasses.replace(results.gpu_check or GpuCheck())
+                check.model_tests = tests_summary(Path(args.tests_log))
+                results.gpu_check = check
             for path in write_docs(results, out_dir):
                 print(path)
             return 0
-        key = "cuda" if args.device.startswith("cuda") else "cpu"
+        key = run_kind(args.device)
         run = measure_run(args, argv)
-        fresh = {"format": RESULTS_FORMAT, "runs": {key: run}}
-        if key == "cuda":
-            fresh["gpu_check"] = {"gpu": run["machine"]["gpu"], "date_utc": run["machine"]["date_utc"]}
+        fresh = Results(runs={key: run})
+        if key == CUDA:
+            fresh.gpu_check = GpuCheck(gpu=run.machine.gpu, date_utc=run.machine.date_utc)
         if args.json:
-            Path(args.json).write_text(json.dumps(fresh, indent=1) + "\n")
+            Path(args.json).write_text(json.dumps(fresh.to_json(), indent=1) + "\n")
             print(args.json)
         if not args.model_only:
-            for path in write_docs(merge_results(load_results(out_dir / RESULTS_NAME), fresh), out_dir):
+            for path in write_docs(load_results(out_dir / RESULTS_NAME).merged(fresh), out_dir):
                 print(path)
-        for t in report.targets(fresh):
-            print(f"{t['target']}: {report.format_value(t)} ({report.verdict(t['passed'])})")
+        for t in targets.targets(fresh):
+            print(f"{t.name}: {report.format_value(t)} ({report.verdict(t.passed)})")
         return 0
     except BenchmarkError as err:
         print(f"benchmark: {err}", file=sys.stderr)

@@ -20,12 +20,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from sharpeye_ros.benchmark.bounds import LIMIT_MODES, Geometry
+from sharpeye_ros.benchmark.bounds import LIMIT_MODES
 from sharpeye_ros.benchmark.measure import (
     CountingTimer,
     ProfilingTimer,
@@ -37,12 +37,21 @@ from sharpeye_ros.benchmark.measure import (
     synchronize,
 )
 from sharpeye_ros.benchmark.naive import naive_caption
-from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, SWITCHES, ZOOM
+from sharpeye_ros.benchmark.results import (
+    MODES,
+    NAIVE,
+    NODRAFT,
+    Geometry,
+    ModelResult,
+    ModeResult,
+    PerCaption,
+    Skipped,
+    Summary,
+)
+from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, SWITCHES
 from sharpeye_ros.model import SharpEyes, presets
 from sharpeye_ros.model.timing import Timer
 
-# The model's modes (evaluation.modes) and the benchmark's own two.
-MODES = (GLANCE, DEEPLENS, "deeplens_nodraft", ZOOM, "naive")
 PRESETS = ("paper", "tiny", "micro")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 IMAGE_SIZE = (640, 480)
@@ -61,7 +70,7 @@ class ModelSpec:
     source: str
     device: str = "cpu"
     dtype: str = "float32"
-    modes: Sequence[str] = ("glance", "deeplens", "naive")
+    modes: Sequence[str] = (GLANCE, DEEPLENS, NAIVE)
     warmup: int = 1
     repeats: int = 3
     tokens: Optional[int] = None
@@ -151,9 +160,9 @@ def _run(model: SharpEyes, mode: str, image: np.ndarray, timer: Optional[Timer])
     """One caption in ``mode``; returns its stage seconds (``timer``: one to time it
     with, e.g. a FLOP-counting one)."""
     timer = timer or Timer(model.device)
-    if mode == "naive":
+    if mode == NAIVE:
         naive_caption(model, image, timer, refine=True)
-    elif mode == "deeplens_nodraft":
+    elif mode == NODRAFT:
         model.caption([image], **SWITCHES[DEEPLENS], timer=timer, draft=False)
     else:
         model.caption([image], **SWITCHES[mode], timer=timer)
@@ -162,7 +171,7 @@ def _run(model: SharpEyes, mode: str, image: np.ndarray, timer: Optional[Timer])
 
 def measure_mode(
     model: SharpEyes, mode: str, images: Sequence[np.ndarray], warmup: int, matmul_size: int = 0
-) -> dict:
+) -> ModeResult:
     """Warm-up, timed runs and one FLOP-counting run of ``mode``, with its peak memory;
     on the CPU, for the modes set against the limits, also one profiled run that splits
     each stage's time by op class.
@@ -195,27 +204,32 @@ def measure_mode(
             limits.append(max(before, sample()))
         for stage, seconds in times.items():
             stages.setdefault(stage, []).append(seconds)
-    out = {
-        "stages": {s: summarize(v) for s, v in stages.items()},
-        "total": summarize(totals),
-        "captions_per_s": len(totals) / sum(totals),
-        "peak_rss_bytes": peak_rss_bytes(),
-    }
-    if limits:
-        out["per_caption"] = {"seconds": totals, "matmul_flops_per_s": limits}
+    # The peaks before the extra runs below, which are not the mode's own.
+    peak_rss = peak_rss_bytes()
+    cuda_allocated = cuda_reserved = None
     if device.type == "cuda":
-        out["cuda_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
-        out["cuda_peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
+        cuda_allocated = int(torch.cuda.max_memory_allocated(device))
+        cuda_reserved = int(torch.cuda.max_memory_reserved(device))
     counting = CountingTimer(device, watch=model.lm.model.model.decoder)
     _run(model, mode, images[-1], counting)
-    out["flops"] = counting.flops
-    out["op_flops"] = counting.class_flops
-    out["lm_passes"] = counting.calls
+    op_seconds = None
     if device.type == "cpu" and mode in LIMIT_MODES:  # the modes the docs set against the limits
         profiling = ProfilingTimer(device)
         _run(model, mode, images[-1], profiling)
-        out["op_seconds"] = profiling.ops
-    return out
+        op_seconds = profiling.ops
+    return ModeResult(
+        stages={s: Summary(**summarize(v)) for s, v in stages.items()},
+        total=Summary(**summarize(totals)),
+        captions_per_s=len(totals) / sum(totals),
+        peak_rss_bytes=peak_rss,
+        per_caption=PerCaption(seconds=totals, matmul_flops_per_s=limits) if limits else None,
+        cuda_peak_allocated_bytes=cuda_allocated,
+        cuda_peak_reserved_bytes=cuda_reserved,
+        flops=counting.flops,
+        op_flops=counting.class_flops,
+        lm_passes=counting.calls,
+        op_seconds=op_seconds,
+    )
 
 
 def geometry(model: SharpEyes, images: Sequence[np.ndarray]) -> Geometry:
@@ -248,7 +262,7 @@ def geometry(model: SharpEyes, images: Sequence[np.ndarray]) -> Geometry:
     )
 
 
-def node_side_stages(images: Sequence[np.ndarray], caption: str, reps: int = 20) -> dict:
+def node_side_stages(images: Sequence[np.ndarray], caption: str, reps: int = 20) -> dict[str, Summary]:
     """Seconds of the node's own per-frame work at 640x480: converting an rgb8 and a bgr8
     Image message to RGB, and drawing three regions and the caption."""
     from sharpeye_ros.model import Region
@@ -275,12 +289,12 @@ def node_side_stages(images: Sequence[np.ndarray], caption: str, reps: int = 20)
             start = time.perf_counter()
             job()
             times.append(time.perf_counter() - start)
-        out[name] = summarize(times)
+        out[name] = Summary(**summarize(times))
     return out
 
 
-def measure(spec: ModelSpec) -> dict:
-    """Everything this module measures for ``spec``, as a JSON-ready dict."""
+def measure(spec: ModelSpec) -> ModelResult:
+    """Everything this module measures for ``spec``."""
     spec.validate()
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
@@ -303,42 +317,41 @@ def measure(spec: ModelSpec) -> dict:
             tokens, source = natural_tokens(model, images[: max(2, spec.warmup)]), "natural"
         g.max_new_tokens, g.stop = int(tokens), ()
         geo = geometry(model, images)
-        modes = {}
+        modes: dict[str, Union[ModeResult, Skipped]] = {}
         for mode in spec.modes:
-            if mode != "glance" and model.deeplens is None:
-                modes[mode] = {"skipped": "the model has no DeepLens"}
+            if mode != GLANCE and model.deeplens is None:
+                modes[mode] = Skipped(skipped="the model has no DeepLens")
                 continue
-            if mode == "deeplens_nodraft" and not drafts(model):
-                modes[mode] = {"skipped": "the model does not decode its refinement with a draft"}
+            if mode == NODRAFT and not drafts(model):
+                modes[mode] = Skipped(skipped="the model does not decode its refinement with a draft")
                 continue
-            sampled = spec.matmul_size if mode == "glance" else 0
+            sampled = spec.matmul_size if mode == GLANCE else 0
             modes[mode] = measure_mode(model, mode, images, spec.warmup, sampled)
     params = {name: sum(p.numel() for p in group) for name, group in model.parameter_groups().items()}
-    result = {
-        "name": spec.name,
-        "source": docs_name(spec.source),
-        "random_weights": random_weights,
-        "device": spec.device,
-        "dtype": spec.dtype,
-        "threads": torch.get_num_threads(),
-        "model_id": docs_name(model.model_id),
-        "params": params,
-        "load_seconds": load_seconds,
-        "rss_before_model_bytes": rss_before,
-        "cuda_context_bytes": cuda_context,
-        "tokens": int(tokens),
-        "tokens_source": source,
-        "warmup": spec.warmup,
-        "repeats": spec.repeats,
-        "image_size": list(IMAGE_SIZE),
-        "geometry": geo.to_dict(),
-        "modes": modes,
-    }
+    node_side = None
     if spec.extras:
-        result["node_side"] = node_side_stages(
-            images, "a large red circle at the top left and a small blue star"
-        )
-    return result
+        node_side = node_side_stages(images, "a large red circle at the top left and a small blue star")
+    return ModelResult(
+        name=spec.name,
+        source=docs_name(spec.source),
+        random_weights=random_weights,
+        device=spec.device,
+        dtype=spec.dtype,
+        threads=torch.get_num_threads(),
+        model_id=docs_name(model.model_id),
+        params=params,
+        load_seconds=load_seconds,
+        rss_before_model_bytes=rss_before,
+        cuda_context_bytes=cuda_context,
+        tokens=int(tokens),
+        tokens_source=source,
+        warmup=spec.warmup,
+        repeats=spec.repeats,
+        image_size=list(IMAGE_SIZE),
+        geometry=geo,
+        modes=modes,
+        node_side=node_side,
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -349,7 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     spec = ModelSpec(**json.loads(Path(argv[0]).read_text()))
     result = measure(spec)
-    Path(argv[1]).write_text(json.dumps(result, indent=1))
+    Path(argv[1]).write_text(json.dumps(result.to_json(), indent=1))
     return 0
 
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sharpeye_ros.benchmark.results import ModelResult, Run
 
 ALL_MODES = ("glance", "deeplens", "deeplens_nodraft", "zoom", "naive")
 TOKENS = 4
 
 
 @pytest.fixture(scope="session")
-def tiny_measurement() -> dict:
+def tiny_measurement() -> ModelResult:
     """The worker's result for the micro preset: every mode, one timed caption each."""
     from sharpeye_ros.benchmark.worker import ModelSpec, measure
 
@@ -32,26 +36,21 @@ def tiny_measurement() -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tiny_measurement) -> dict:
+def tiny_run(tiny_measurement: ModelResult) -> Run:
     """A CPU run around the tiny measurement, with made-up machine limits and bounds filled."""
-    from sharpeye_ros.benchmark import report
+    from sharpeye_ros.benchmark.bounds import with_bounds
     from sharpeye_ros.benchmark.measure import machine_info
+    from sharpeye_ros.benchmark.results import Limits, Run
 
-    run = {
-        "machine": machine_info("cpu"),
-        "command": "benchmark --test",
-        "quick": True,
-        "models": [copy.deepcopy(tiny_measurement)],
-        "limits": {
-            "dtype": "float32",
-            "matmul_size": 256,
-            "matmul_flops_per_s": 1e11,
-            "read_mib": 256,
-            "read_bytes_per_s": 1e10,
-        },
-    }
-    report.add_bounds(run)
-    return run
+    run = Run(
+        machine=machine_info("cpu"),
+        command="benchmark --test",
+        quick=True,
+        models=[copy.deepcopy(tiny_measurement)],
+        limits=Limits(dtype="float32", matmul_size=256, matmul_flops_per_s=1e11,
+                      read_mib=256, read_bytes_per_s=1e10),
+    )
+    return with_bounds(run)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sharpeye_ros.benchmark.bounds import Geometry, decode_bytes, stage_bounds, stage_bytes, total_flop_ratio
+from sharpeye_ros.benchmark.bounds import decode_bytes, stage_bounds, stage_bytes, total_flop_ratio
+from sharpeye_ros.benchmark.results import Geometry
 
 GEO = Geometry(
     vision_bytes=1000,
@@ -26,7 +27,7 @@ def test_decode_bytes_reads_weights_and_kv_cache_per_step():
     # Steps 1 and 2 (the first token comes from the prefill); KV: rows*layers*2*(P+s)*hidden*bytes.
     expected = sum(500 + 2 * 2 * 2 * (10 + s) * 4 * 2 for s in (1, 2))
     assert decode_bytes(GEO, GEO.prompt_len, GEO.beams) == expected
-    assert decode_bytes(Geometry(**{**GEO.to_dict(), "tokens": 1}), 10, 2) == 0
+    assert decode_bytes(Geometry(**{**GEO.to_json(), "tokens": 1}), 10, 2) == 0
     assert decode_bytes(GEO, GEO.prompt_len, GEO.beams, passes=2) == expected  # one pass per token
     # Draft decoding: one pass that checked both tokens reads the weights once.
     assert decode_bytes(GEO, GEO.prompt_len, GEO.beams, passes=1) == 500 + 2 * 2 * 2 * 11 * 4 * 2
@@ -48,11 +49,11 @@ def test_stage_bounds_picks_the_larger_limit():
     seconds = {"vision": 2.0, "decode": 1.0, "regions": 0.01}
     flops = {"vision": 100, "decode": 1, "regions": 0}
     out = stage_bounds(seconds, flops, GEO, flops_per_s=100.0, bytes_per_s=1000.0)
-    assert out["vision"]["limit"] == "compute"
-    assert out["vision"]["achieved"] == pytest.approx(1.0 / 2.0)  # 100 FLOP at 100 FLOP/s in 2 s
-    assert out["decode"]["limit"] == "memory"
-    assert out["decode"]["achieved"] == pytest.approx(decode_bytes(GEO, 10, 2) / 1000.0 / 1.0)
-    assert out["regions"]["achieved"] is None and out["regions"]["bytes"] is None
+    assert out["vision"].limit == "compute"
+    assert out["vision"].achieved == pytest.approx(1.0 / 2.0)  # 100 FLOP at 100 FLOP/s in 2 s
+    assert out["decode"].limit == "memory"
+    assert out["decode"].achieved == pytest.approx(decode_bytes(GEO, 10, 2) / 1000.0 / 1.0)
+    assert out["regions"].achieved is None and out["regions"].bytes is None
     with pytest.raises(ValueError, match="positive"):
         stage_bounds(seconds, flops, GEO, 0.0, 1.0)
 

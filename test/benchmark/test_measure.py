@@ -136,6 +136,6 @@ def test_limits_are_plausible():
 
 def test_machine_info_names_the_machine_and_software():
     info = measure.machine_info("cpu")
-    assert info["cpu"] and info["cpu_count"] == os.cpu_count()
-    assert info["torch"] == torch.__version__ and info["transformers"]
-    assert info["gpu"] is None and info["date_utc"].endswith("UTC")
+    assert info.cpu and info.cpu_count == os.cpu_count()
+    assert info.torch == torch.__version__ and info.transformers
+    assert info.gpu is None and info.date_utc.endswith("UTC")

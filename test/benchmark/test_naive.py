@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharpeye_ros.benchmark.bounds import NAIVE_STAGES
-from sharpeye_ros.benchmark.naive import hf_generate, naive_caption
+from sharpeye_ros.benchmark.naive import NAIVE_STAGES, hf_generate, naive_caption
 from sharpeye_ros.benchmark.worker import benchmark_images
 from sharpeye_ros.model import SharpEyes
 from sharpeye_ros.model.timing import Timer

@@ -3,33 +3,41 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import shutil
+from pathlib import Path
 
 import pytest
 
-from sharpeye_ros.benchmark import report
+from sharpeye_ros.benchmark import report, run
+from sharpeye_ros.benchmark.bounds import with_bounds
+from sharpeye_ros.benchmark.results import GpuCheck, Limits, NodeResult, PerCaption, Results, Skipped
+from sharpeye_ros.benchmark.targets import targets
+
+REPO = Path(__file__).resolve().parents[2]
 
 
-def _paper(run: dict, glance_s: float, deeplens_s: float, flops: int) -> dict:
+def _paper(run, glance_s: float, deeplens_s: float, flops: int):
     """The tiny measurement renamed 'paper', with chosen totals and glance FLOPs."""
-    model = copy.deepcopy(run["models"][0])
-    model["name"] = "paper"
-    model["modes"]["glance"]["total"]["mean"] = glance_s
-    model["modes"]["glance"]["flops"] = {"vision": flops}
-    model["modes"]["glance"].pop("per_caption")  # judged against the run's best sample
-    model["modes"]["deeplens"]["total"]["mean"] = deeplens_s
+    model = copy.deepcopy(run.models[0])
+    model.name = "paper"
+    model.modes["glance"].total.mean = glance_s
+    model.modes["glance"].flops = {"vision": flops}
+    model.modes["glance"].per_caption = None  # judged against the run's best sample
+    model.modes["deeplens"].total.mean = deeplens_s
     # Its DeepLens captions: a glance as long as the glance alone, then the refinement.
-    stage = model["modes"]["deeplens"]["stages"]["vision"]
-    model["modes"]["deeplens"]["stages"] = {
-        "vision": {**stage, "mean": glance_s},
-        "deeplens": {**stage, "mean": deeplens_s - glance_s},
+    stage = model.modes["deeplens"].stages["vision"]
+    model.modes["deeplens"].stages = {
+        "vision": dataclasses.replace(stage, mean=glance_s),
+        "deeplens": dataclasses.replace(stage, mean=deeplens_s - glance_s),
     }
     return model
 
 
-def _node(p95: float, reliability: str = "best_effort", transport: str = "default") -> dict:
+def _node(p95: float, reliability: str = "best_effort", transport: str = "default") -> NodeResult:
     s = {"n": 30, "mean": p95 / 2, "p50": p95 / 2, "p95": p95, "min": 0.0, "max": p95}
     part = {k: s for k in ("latency", "message_latency", "model", "overhead", "message_overhead")}
-    return {
+    return NodeResult.from_json({
         "captions": 30,
         "frames_sent": 32,
         "frames_lost": 2,
@@ -40,78 +48,79 @@ def _node(p95: float, reliability: str = "best_effort", transport: str = "defaul
         "refine": True,
         "zoom": False,
         "reliability": reliability,
+        "rmw": "rmw_fastrtps_cpp",
+        "refined": True,
         "transport": transport,
         "model_name": "demo",
         "all": part,
         "rgb8": part,
         "bgr8": part,
-    }
+    })
 
 
 def test_targets_pass_and_fail_from_measurements(tiny_run):
     cpu = copy.deepcopy(tiny_run)
     # 1e11 FLOP/s: 2e11 FLOPs take 2 s at the bound; 2.5 s measured is 1.25x.
-    cpu["models"] = [_paper(tiny_run, 2.5, 3.5, int(2e11))]
-    cpu["node"] = {
+    cpu.models = [_paper(tiny_run, 2.5, 3.5, int(2e11))]
+    cpu.node = {
         "best_effort": _node(0.008),
         "best_effort_large_shm": _node(0.003, transport="large_shm"),
         "reliable": _node(0.012, "reliable"),
     }
-    results = {"format": 1, "runs": {"cpu": cpu}}
-    found = report.targets(results)
+    results = Results(runs={"cpu": cpu})
+    found = targets(results)
     deeplens_cpu = found[0]
-    assert deeplens_cpu["measured"] == pytest.approx(0.4) and deeplens_cpu["passed"] is False
+    assert deeplens_cpu.measured == pytest.approx(0.4) and deeplens_cpu.passed is False
     # The ratio is the refinement over the glance timed in the same captions, not the
     # difference of two runs: a glance run that happened to be slow changes nothing.
     slow_glance = copy.deepcopy(results)
-    slow_glance["runs"]["cpu"]["models"][0]["modes"]["glance"]["total"]["mean"] = 3.4
-    assert report.targets(slow_glance)[0]["measured"] == pytest.approx(0.4)
-    assert "in the same captions" in deeplens_cpu["detail"]
-    flop = next(t for t in found if "FLOP bound" in t["target"])
-    assert flop["measured"] == pytest.approx(1.25) and flop["passed"] is True
-    assert "vs the roofline" in flop["detail"]  # the bounds of the tiny run, per stage
-    node = {t["target"]: t["passed"] for t in found if t["target"].startswith("Node overhead")}
+    slow_glance.runs["cpu"].models[0].modes["glance"].total.mean = 3.4
+    assert targets(slow_glance)[0].measured == pytest.approx(0.4)
+    assert "in the same captions" in deeplens_cpu.detail
+    flop = next(t for t in found if "FLOP bound" in t.name)
+    assert flop.measured == pytest.approx(1.25) and flop.passed is True
+    assert "vs the roofline" in flop.detail  # the bounds of the tiny run, per stage
+    node = {t.name: t.passed for t in found if t.name.startswith("Node overhead")}
     assert node == {
         "Node overhead at p95, 640x480, best_effort image QoS": True,
         "Node overhead at p95, 640x480, best_effort image QoS, 16 MiB shared memory": True,
         "Node overhead at p95, 640x480, reliable image QoS": False,
     }
-    gpu = [t for t in found if t["passed"] is None]
-    assert {t["target"] for t in gpu} == {
+    gpu = [t for t in found if t.passed is None]
+    assert {t.name for t in gpu} == {
         "DeepLens adds <= 25% to the glance, paper size, GPU",
         "Paper size + DeepLens fits a GPU in fp16",
     }
-    assert all(t["machine"] is None and t["detail"].startswith("not measured") for t in gpu)
-    memory = next(t for t in gpu if "fits a GPU" in t["target"])
-    params = sum(cpu["models"][0]["params"].values())
-    assert f"{2 * params / 1e9:.2f} GB in fp16" in memory["detail"]  # the weights, from the CPU run
-    text = report.render_markdown({**results, "gpu_note": "the device time was used up"})
+    assert all(t.machine is None and t.detail.startswith("not measured") for t in gpu)
+    memory = next(t for t in gpu if "fits a GPU" in t.name)
+    params = sum(cpu.models[0].params.values())
+    assert f"{2 * params / 1e9:.2f} GB in fp16" in memory.detail  # the weights, from the CPU run
+    text = report.render_markdown(dataclasses.replace(results, gpu_note="the device time was used up"))
     assert "No GPU figures: the device time was used up." in text
 
 
 def test_gpu_memory_target_counts_the_cuda_context(tiny_run):
     gpu = copy.deepcopy(tiny_run)
-    gpu["machine"]["gpu"] = "Test GPU"
+    gpu.machine.gpu = "Test GPU"
     paper = _paper(tiny_run, 0.1, 0.12, int(1e9))
-    paper["device"], paper["cuda_context_bytes"] = "cuda", int(0.5e9)
-    paper["modes"]["deeplens"].update(
-        cuda_peak_reserved_bytes=int(2.0e9), cuda_peak_allocated_bytes=int(1.5e9)
-    )
-    gpu["models"] = [paper]
-    found = {t["target"]: t for t in report.targets({"runs": {"cuda": gpu}})}
+    paper.device, paper.cuda_context_bytes = "cuda", int(0.5e9)
+    paper.modes["deeplens"].cuda_peak_reserved_bytes = int(2.0e9)
+    paper.modes["deeplens"].cuda_peak_allocated_bytes = int(1.5e9)
+    gpu.models = [paper]
+    found = {t.name: t for t in targets(Results(runs={"cuda": gpu}))}
     memory = found["Paper size + DeepLens fits a GPU in fp16"]
-    assert memory["measured"] == int(2.5e9) and memory["passed"] is True
-    assert memory["machine"].startswith("Test GPU")
-    assert found["DeepLens adds <= 25% to the glance, paper size, GPU"]["measured"] == pytest.approx(0.2)
+    assert memory.measured == int(2.5e9) and memory.passed is True
+    assert memory.machine.startswith("Test GPU")
+    assert found["DeepLens adds <= 25% to the glance, paper size, GPU"].measured == pytest.approx(0.2)
 
 
 def test_markdown_reports_every_run_with_machine_and_date(tiny_run):
     cpu = copy.deepcopy(tiny_run)
-    cpu["models"].append(_paper(tiny_run, 2.5, 3.0, int(2e11)))
-    cpu["node"] = {"best_effort": _node(0.004), "reliable": "the captioner gave 0 of 3 warm-up captions"}
-    text = report.render_markdown({"format": 1, "runs": {"cpu": cpu}}, "benchmarks.png")
-    m = cpu["machine"]
-    assert m["date_utc"] in text and m["cpu"] in text and m["torch"] in text
+    cpu.models.append(_paper(tiny_run, 2.5, 3.0, int(2e11)))
+    cpu.node = {"best_effort": _node(0.004), "reliable": "the captioner gave 0 of 3 warm-up captions"}
+    text = report.render_markdown(Results(runs={"cpu": cpu}), "benchmarks.png")
+    m = cpu.machine
+    assert m.date_utc in text and m.cpu in text and m.torch in text
     assert "## Targets" in text and "**pass**" in text and "not measured" in text
     assert "![" in text and "benchmarks.png" in text
     assert "naive" in text and "GFLOP" in text and "rgb8" in text and "bgr8" in text
@@ -122,28 +131,32 @@ def test_markdown_reports_every_run_with_machine_and_date(tiny_run):
 
 def test_plot_is_written(tiny_run, tmp_path):
     cpu = copy.deepcopy(tiny_run)
-    cpu["models"].append(_paper(tiny_run, 2.5, 3.0, int(2e11)))
-    report.add_bounds(cpu)
-    path = report.write_plot({"runs": {"cpu": cpu}}, tmp_path / "plot.png")
+    cpu.models.append(_paper(tiny_run, 2.5, 3.0, int(2e11)))
+    cpu = with_bounds(cpu)
+    path = report.write_plot(Results(runs={"cpu": cpu}), tmp_path / "plot.png")
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert report.write_plot({"runs": {}}, tmp_path / "empty.png") is None
+    assert report.write_plot(Results(runs={}), tmp_path / "empty.png") is None
 
 
 def test_bounds_are_added_per_mode(tiny_run):
-    model = tiny_run["models"][0]
-    assert set(model["bounds"]) == set(model["modes"])
-    vision = model["bounds"]["glance"]["vision"]
-    assert vision["flops"] == model["modes"]["glance"]["flops"]["vision"]
-    assert vision["flop_bound_s"] == pytest.approx(vision["flops"] / 1e11)
-    steps = model["geometry"]["tokens"] - 1
-    assert model["bounds"]["glance"]["decode"]["bytes"] > steps * model["geometry"]["lm_bytes"]  # + KV cache
-    assert model["bounds"]["glance"]["regions"]["achieved"] is None
+    model = tiny_run.models[0]
+    assert set(model.bounds) == set(model.modes)
+    vision = model.bounds["glance"]["vision"]
+    assert vision.flops == model.modes["glance"].flops["vision"]
+    assert vision.flop_bound_s == pytest.approx(vision.flops / 1e11)
+    steps = model.geometry.tokens - 1
+    assert model.bounds["glance"]["decode"].bytes > steps * model.geometry.lm_bytes  # + KV cache
+    assert model.bounds["glance"]["regions"].achieved is None
 
 
 def test_the_limits_say_which_samples_they_are_the_best_of():
-    note = report._samples_note({"matmul_samples": [1.6e11, 3.2e11], "read_samples": [1.8e10, 1.2e10]})
+    def limits(matmul, read):
+        return Limits(dtype="float32", matmul_size=64, read_mib=1, matmul_samples=matmul, read_samples=read,
+                      matmul_flops_per_s=max(matmul), read_bytes_per_s=max(read))
+
+    note = report._samples_note(limits([1.6e11, 3.2e11], [1.8e10, 1.2e10]))
     assert "160, 320 GFLOP/s" in note and "18.0, 12.0 GB/s" in note
-    assert report._samples_note({"matmul_samples": [1e11], "read_samples": [1e10]}) == ""
+    assert report._samples_note(limits([1e11], [1e10])) == ""
 
 
 def test_flop_bound_verdict_takes_each_caption_against_the_throughput_around_it(tiny_run):
@@ -151,35 +164,82 @@ def test_flop_bound_verdict_takes_each_caption_against_the_throughput_around_it(
     paper = _paper(tiny_run, 2.5, 3.0, int(2e11))
     # The run's best sample is 1e11 FLOP/s (2 s bound, 1.25x), but the machine was slower
     # while these captions ran: 2.4 s at 1e11, 3.0 s at 0.8e11, 2.8 s at 0.9e11 FLOP/s.
-    paper["modes"]["glance"]["per_caption"] = {"seconds": [2.4, 3.0, 2.8], "matmul_flops_per_s": [1e11, 0.8e11, 0.9e11]}
-    cpu["models"] = [paper]
-    flop = next(t for t in report.targets({"runs": {"cpu": cpu}}) if "FLOP bound" in t["target"])
-    assert flop["measured"] == pytest.approx(1.2)  # median of 1.2, 1.2, 1.26
-    assert "1.25x" in flop["detail"] and "sampled around it" in flop["detail"]
-    paper["modes"]["glance"]["per_caption"]["seconds"] = [3.2, 3.2, 3.2]
-    flop = next(t for t in report.targets({"runs": {"cpu": cpu}}) if "FLOP bound" in t["target"])
-    assert flop["measured"] == pytest.approx(1.44) and flop["passed"] is True
+    paper.modes["glance"].per_caption = PerCaption(seconds=[2.4, 3.0, 2.8], matmul_flops_per_s=[1e11, 0.8e11, 0.9e11])
+    cpu.models = [paper]
+    flop = next(t for t in targets(Results(runs={"cpu": cpu})) if "FLOP bound" in t.name)
+    assert flop.measured == pytest.approx(1.2)  # median of 1.2, 1.2, 1.26
+    assert "1.25x" in flop.detail and "sampled around it" in flop.detail
+    paper.modes["glance"].per_caption.seconds = [3.2, 3.2, 3.2]
+    flop = next(t for t in targets(Results(runs={"cpu": cpu})) if "FLOP bound" in t.name)
+    assert flop.measured == pytest.approx(1.44) and flop.passed is True
 
 
-def test_the_limit_section_shows_where_each_stage_s_time_goes():
-    mode = {
-        "op_seconds": {"vision": {"matmul": 1.0, "attention": 0.2, "other": 0.3, "outside": 0.1}},
-        "op_flops": {"vision": {"matmul": int(2.5e11), "attention": int(2e10), "other": 0}},
-    }
+def test_the_limit_section_shows_where_each_stage_s_time_goes(tiny_run):
+    mode = dataclasses.replace(
+        tiny_run.models[0].modes["glance"],
+        op_seconds={"vision": {"matmul": 1.0, "attention": 0.2, "other": 0.3, "outside": 0.1}},
+        op_flops={"vision": {"matmul": int(2.5e11), "attention": int(2e10), "other": 0}},
+    )
     table = report._ops_table(mode, peak_flops_per_s=2.5e11)
     assert table[0].startswith("| stage | profiled | matmul")
     row = table[2]
     assert row.startswith(
         "| vision | 1.60 s | 1.00 s | 250 (100%) | 200.0 ms | 100 (40%) | 300.0 ms | 100.0 ms |"
     )
-    assert report._ops_table({}, 2.5e11) == []  # a GPU run has no profile
+    no_profile = dataclasses.replace(mode, op_seconds=None, op_flops={})
+    assert report._ops_table(no_profile, 2.5e11) == []  # a GPU run has no profile
 
 
 def test_the_markdown_has_the_op_profile_and_the_roofline_floor(tiny_run):
     cpu = copy.deepcopy(tiny_run)
-    cpu["models"].append(_paper(tiny_run, 2.5, 3.0, int(2e11)))
-    report.add_bounds(cpu)
-    text = report.render_markdown({"format": 1, "runs": {"cpu": cpu}})
+    cpu.models.append(_paper(tiny_run, 2.5, 3.0, int(2e11)))
+    cpu = with_bounds(cpu)
+    text = report.render_markdown(Results(runs={"cpu": cpu}))
     assert "Where its time goes, in one profiled caption" in text and "outside ops" in text
-    flop = next(t for t in report.targets({"runs": {"cpu": cpu}}) if "FLOP bound" in t["target"])
-    assert "at its roofline would itself be" in flop["detail"]
+    flop = next(t for t in targets(Results(runs={"cpu": cpu})) if "FLOP bound" in t.name)
+    assert "at its roofline would itself be" in flop.detail
+
+
+def test_the_docs_render_again_from_their_results_byte_for_byte(tmp_path):
+    """``benchmark --render`` on the committed docs/benchmarks.json writes the committed
+    docs/benchmarks.md: the report (its template, tables and number formats) renders what
+    the measured run rendered."""
+    shutil.copy(REPO / "docs" / run.RESULTS_NAME, tmp_path / run.RESULTS_NAME)
+    assert run.main(["--render", "--out-dir", str(tmp_path)]) == 0
+    rendered = (tmp_path / run.DOC_NAME).read_text()
+    assert rendered == (REPO / "docs" / run.DOC_NAME).read_text()
+
+
+def test_the_installed_template_has_every_block_the_report_renders(tiny_run, monkeypatch):
+    """The template is package data beside the installed module (CMakeLists.txt installs
+    the folder; setup.cfg's package_data ships it in the wheel), and its blocks are the
+    ones the report asks for, each rendered with the values it gives: none missing, none
+    left over."""
+    shipped = Path(report.__file__).with_name(report.TEMPLATE)
+    assert shipped.is_file() and "<!-- block: header -->" in shipped.read_text()
+    used: list[str] = []
+    real = report.prose
+    monkeypatch.setattr(report, "prose", lambda block, /, **values: used.append(block) or real(block, **values))
+    cpu = copy.deepcopy(tiny_run)
+    cpu.models[0].modes["zoom"] = Skipped(skipped="the model has no DeepLens")
+    cpu.node = {"best_effort": _node(0.004), "reliable": "the captioner gave 0 of 3 warm-up captions"}
+    cpu.models[0].node_side = None
+    cpu.limits = dataclasses.replace(cpu.limits, matmul_samples=[1e11, 0.9e11], read_samples=[1e10, 1.1e10])
+    check = GpuCheck(gpu="Test GPU", date_utc="2026-12-01", model_tests="7 passed")
+    text = report.render_markdown(Results(runs={"cpu": cpu}, gpu_note="no device", gpu_check=check), "plot.png")
+    text += report.render_markdown(run.load_results(REPO / "docs" / run.RESULTS_NAME))
+    text += report.render_markdown(Results())  # nothing measured
+    assert set(used) == set(report.template_blocks())
+    assert "$" not in text  # every value filled in
+    assert "Not measured: zoom: the model has no DeepLens." in text
+    assert "- reliable: not measured: the captioner gave 0 of 3 warm-up captions" in text
+    assert "No naive reference was measured." in text
+    assert "On Test GPU, 2026-12-01: model tests: 7 passed." in text
+
+
+def test_a_block_the_template_lacks_or_a_value_not_given_is_a_clear_error():
+    with pytest.raises(report.TemplateError, match="has no block 'summary'"):
+        report.prose("summary")
+    with pytest.raises(report.TemplateError, match="block 'stages': no value for 'machine'"):
+        report.prose("stages", run="CPU")
+    assert report.prose("stages", run="CPU", machine="m") == ["", "## CPU: time per stage", "", "Measured on m.", ""]

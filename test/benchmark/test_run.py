@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from sharpeye_ros.benchmark import run
+from sharpeye_ros.benchmark.results import GpuCheck, Results
 
 
 @pytest.mark.parametrize(
@@ -34,7 +36,7 @@ def test_defaults_and_quick():
 
 
 def test_load_results_refuses_what_is_not_a_results_file(tmp_path):
-    assert run.load_results(tmp_path / "missing.json")["runs"] == {}
+    assert run.load_results(tmp_path / "missing.json").runs == {}
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(run.BenchmarkError, match="bad.json"):
@@ -44,12 +46,15 @@ def test_load_results_refuses_what_is_not_a_results_file(tmp_path):
         run.load_results(bad)
 
 
-def test_merge_replaces_runs_of_the_same_kind_only():
-    base = {"format": 1, "runs": {"cpu": {"id": "old cpu"}, "cuda": {"id": "old gpu"}}}
-    other = {"format": 1, "runs": {"cuda": {"id": "new gpu"}}, "gpu_check": {"gpu": "X"}}
-    merged = run.merge_results(base, other)
-    assert merged["runs"] == {"cpu": {"id": "old cpu"}, "cuda": {"id": "new gpu"}}
-    assert merged["gpu_check"] == {"gpu": "X"} and base["runs"]["cuda"] == {"id": "old gpu"}
+def test_merge_replaces_runs_of_the_same_kind_only(tiny_run):
+    def a_run(name):
+        return dataclasses.replace(tiny_run, command=name)
+
+    base = Results(runs={"cpu": a_run("old cpu"), "cuda": a_run("old gpu")})
+    other = Results(runs={"cuda": a_run("new gpu")}, gpu_check=GpuCheck(gpu="X"))
+    merged = base.merged(other)
+    assert merged.runs == {"cpu": a_run("old cpu"), "cuda": a_run("new gpu")}
+    assert merged.gpu_check == GpuCheck(gpu="X") and base.runs["cuda"] == a_run("old gpu")
 
 
 def test_tests_summary(tmp_path):
@@ -62,7 +67,7 @@ def test_tests_summary(tmp_path):
 
 def test_render_and_merge_write_the_docs(tiny_run, tmp_path, capsys):
     gpu_file = tmp_path / "gpu.json"
-    gpu_run = json.loads(json.dumps(tiny_run))
+    gpu_run = tiny_run.to_json()
     gpu_run["machine"]["gpu"] = "Test GPU"
     gpu_run["machine"]["gpu_memory_bytes"] = 2**34
     gpu_file.write_text(json.dumps({"format": 1, "runs": {"cuda": gpu_run}}))

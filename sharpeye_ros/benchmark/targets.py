@@ -1,0 +1,230 @@
+"""The benchmark's targets and their verdicts, from the results.
+
+A target is a limit (a module constant below) and a function of the
+:class:`~sharpeye_ros.benchmark.results.Results` that returns its :class:`Target` rows:
+one per device kind or node variant, or one saying why it was not measured.
+:data:`TARGETS` lists them in the order of the docs' table.
+
+Adding a target: write such a function, with ``detail`` saying what the value was
+computed from (a reader checks it there), and add it to :data:`TARGETS`; the docs' table
+(:mod:`~sharpeye_ros.benchmark.report`) and the command's summary pick it up. Nothing
+here measures or renders.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from sharpeye_ros.benchmark.bounds import glance_seconds, total_flop_ratio
+from sharpeye_ros.benchmark.results import CPU, CUDA, RUN_KINDS, RUN_TITLES, ModeResult, NodeResult, Results, Run
+from sharpeye_ros.benchmark.units import gb, ms, one_line
+from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE
+
+DEEPLENS_MAX_OVERHEAD = 0.25  # DeepLens adds at most 25% to the glance at paper size
+GLANCE_MAX_FLOP_RATIO = 1.5  # the paper-size CPU glance within 1.5x of its FLOP bound
+NODE_MAX_OVERHEAD_S = 0.010  # node overhead at p95, 640x480
+GPU_MAX_BYTES = 2.7e9  # paper size + DeepLens in fp16 on a GPU
+UNITS = ("fraction", "x", "s", "bytes")  # what a target's value and limit are in
+
+
+@dataclass
+class Target:
+    """One target: the value measured (None: not measured), its limit, both in ``unit``
+    (one of :data:`UNITS`), the machine that measured it and how (``detail``; when not
+    measured, why)."""
+
+    name: str
+    measured: Optional[float]
+    limit: float
+    unit: str
+    machine: Optional[str]
+    detail: str
+
+    @property
+    def passed(self) -> Optional[bool]:
+        """Whether the measured value is within the limit; None when not measured."""
+        return None if self.measured is None else self.measured <= self.limit
+
+
+def _target(
+    name: str,
+    measured: Optional[float],
+    limit: float,
+    unit: str,
+    run: Optional[Run],
+    detail: str,
+    missing: str = "not measured",
+) -> Target:
+    return Target(
+        name=name,
+        measured=measured,
+        limit=limit,
+        unit=unit,
+        machine=run.machine.label if run and measured is not None else None,
+        detail=detail if measured is not None else missing,
+    )
+
+
+def find_mode(run: Optional[Run], model: str, mode: str) -> Optional[ModeResult]:
+    """Mode ``mode`` of the model called ``model`` in ``run``, or None where it was not measured."""
+    found = run.model(model) if run else None
+    return found.mode(mode) if found else None
+
+
+def mode_seconds(mode: Optional[ModeResult]) -> Optional[float]:
+    """Mean seconds per caption of ``mode``, or None when it was not measured."""
+    return None if mode is None else float(mode.total.mean)
+
+
+# ---- the targets -------------------------------------------------------------------------
+def deeplens_overhead(results: Results) -> list[Target]:
+    """DeepLens's refinement over the glance, paper size, on each device kind."""
+    out = []
+    for key in RUN_KINDS:
+        run = results.runs.get(key)
+        glance = mode_seconds(find_mode(run, "paper", GLANCE))
+        refined = find_mode(run, "paper", DEEPLENS)
+        deeplens = mode_seconds(refined)
+        ratio, detail = None, ""
+        if refined is not None:
+            # Refinement over the glance of the same captions: the two totals come from runs
+            # a minute apart, and this machine's speed drifts by more than DeepLens costs.
+            own_glance = glance_seconds(refined)
+            ratio = (deeplens - own_glance) / own_glance
+            detail = (
+                f"refinement {ms(deeplens - own_glance)} after a {ms(own_glance)} glance, in the same "
+                f"captions (timed apart: glance {ms(glance)}, glance + DeepLens {ms(deeplens)})"
+            )
+        out.append(
+            _target(
+                f"DeepLens adds <= 25% to the glance, paper size, {RUN_TITLES[key]}",
+                ratio,
+                DEEPLENS_MAX_OVERHEAD,
+                "fraction",
+                run,
+                detail,
+            )
+        )
+    return out
+
+
+def glance_flop_ratio(results: Results) -> list[Target]:
+    """The paper-size glance on the CPU against its FLOP bound: the median over its
+    captions of each one's time against the matmul throughput sampled around it."""
+    run = results.runs.get(CPU)
+    paper = run.model("paper") if run else None
+    mode = paper.mode(GLANCE) if paper else None
+    ratio, detail = None, ""
+    if mode is not None:
+        flops, peak = sum(mode.flops.values()), run.limits.matmul_flops_per_s
+        bound = flops / peak
+        ratio = total_flop_ratio(mode.total.mean, flops, peak)
+        detail = (
+            f"{ms(mode.total.mean)} measured vs {ms(bound)} = {flops / 1e9:.0f} GFLOP at "
+            f"{peak / 1e9:.0f} GFLOP/s (the run's best sample): {ratio:.2f}x"
+        )
+        per_caption = mode.per_caption
+        if per_caption:
+            # The verdict: each caption against the matmul throughput sampled around it.
+            ratios = [
+                total_flop_ratio(t, flops, p)
+                for t, p in zip(per_caption.seconds, per_caption.matmul_flops_per_s)
+            ]
+            ratio = statistics.median(ratios)
+            peaks = ", ".join(f"{p / 1e9:.0f}" for p in per_caption.matmul_flops_per_s)
+            detail = (
+                f"median of {len(ratios)} captions, each against the matmul throughput sampled around it "
+                f"({peaks} GFLOP/s): {', '.join(f'{r:.2f}x' for r in ratios)}; " + detail
+            )
+        stages = (paper.bounds or {}).get(GLANCE, {})
+        roofline = sum(max(b.flop_bound_s, b.byte_bound_s or 0.0) for b in stages.values())
+        if roofline > 0:  # decoding is bound by memory, which a FLOP bound leaves out
+            detail += (
+                f"; vs the roofline (per stage the slower of FLOPs and bytes read) {ms(roofline)}: "
+                f"{mode.total.mean / roofline:.2f}x; a glance at its roofline would itself be "
+                f"{roofline / bound:.2f}x its FLOP bound"
+            )
+    return [
+        _target(
+            "Paper-size glance on the CPU within 1.5x of its FLOP bound",
+            ratio,
+            GLANCE_MAX_FLOP_RATIO,
+            "x",
+            run,
+            detail,
+        )
+    ]
+
+
+def node_overhead(results: Results) -> list[Target]:
+    """What the node adds to the model's time at p95, per node variant of the CPU run."""
+    run = results.runs.get(CPU)
+    node = (run.node if run else None) or {}
+    out = []
+    for result in node.values():
+        if not isinstance(result, NodeResult):
+            continue
+        detail = (
+            f"{result.captions} captions ({result.model_name}), p50 "
+            f"{ms(result.all.overhead.p50)}; {result.frames_lost} of {result.frames_sent} "
+            "frames got no caption"
+        )
+        size = "x".join(str(v) for v in result.image_size)
+        out.append(
+            _target(
+                f"Node overhead at p95, {size}, {result.variant}",
+                result.all.overhead.p95,
+                NODE_MAX_OVERHEAD_S,
+                "s",
+                run,
+                detail,
+            )
+        )
+    if not out:
+        errors = [v for v in node.values() if isinstance(v, str)]
+        missing = "not measured: " + (one_line(errors[0]) if errors else "no node run")
+        out.append(_target("Node overhead at p95, 640x480", None, NODE_MAX_OVERHEAD_S, "s", None, "", missing))
+    return out
+
+
+def gpu_memory(results: Results) -> list[Target]:
+    """The paper-size model with DeepLens in fp16 on a GPU: torch's reserved peak plus
+    the CUDA context; without a GPU run, what the CPU run's weights alone would take."""
+    run = results.runs.get(CUDA)
+    paper = run.model("paper") if run else None
+    used, detail = None, ""
+    mode = paper.mode(DEEPLENS) if paper else None
+    if mode and mode.cuda_peak_reserved_bytes is not None:
+        context = paper.cuda_context_bytes or 0
+        used = mode.cuda_peak_reserved_bytes + context
+        detail = (
+            f"torch reserved peak {gb(mode.cuda_peak_reserved_bytes)} (allocated "
+            f"{gb(mode.cuda_peak_allocated_bytes)}) + CUDA context {gb(context)}, {paper.dtype}"
+        )
+    missing = one_line(results.gpu_note or "not measured: no GPU run")
+    cpu_paper = results.runs[CPU].model("paper") if CPU in results.runs else None
+    if cpu_paper:  # what can be said without a GPU: the weights alone, in fp16
+        params = sum(cpu_paper.params.values())
+        missing += (
+            f"; its weights alone take {gb(2 * params)} in fp16 ({params / 1e6:.0f}M parameters, "
+            "CPU run), activations and the CUDA context come on top"
+        )
+    return [
+        _target("Paper size + DeepLens fits a GPU in fp16", used, GPU_MAX_BYTES, "bytes", run, detail, missing)
+    ]
+
+
+TARGETS: tuple[Callable[[Results], list[Target]], ...] = (
+    deeplens_overhead,
+    glance_flop_ratio,
+    node_overhead,
+    gpu_memory,
+)
+
+
+def targets(results: Results) -> list[Target]:
+    """Every target of :data:`TARGETS`, each with its measured value, limit, pass/fail
+    (None: not measured) and the machine that measured it."""
+    return [t for target in TARGETS for t in target(results)]
