@@ -152,7 +152,7 @@ def measure(rounds: int = 3, peers: Sequence[str] = tuple(PEERS), precisions: Se
             tokens: int = TOKENS, log=None) -> dict:
     """The peer table's measurements: per entry the median seconds of ``rounds``
     round-robin rounds after one warm-up round, and its times."""
-    from sharpeye_ros.benchmark.measure import load_average
+    from sharpeye_ros.benchmark.measure import load_average, machine_info
     from sharpeye_ros.benchmark.worker import benchmark_images
 
     image = benchmark_images(1)[0]
@@ -167,7 +167,7 @@ def measure(rounds: int = 3, peers: Sequence[str] = tuple(PEERS), precisions: Se
             e.run()
             if r > 0:  # round 0 warms every entry up
                 e.times.append(time.perf_counter() - start)
-    return {"tokens": tokens, "rounds": rounds, "load_before": load, "load_after": load_average(), "notes": notes,
+    return {"machine": machine_info("cpu"), "tokens": tokens, "rounds": rounds, "load_before": load, "load_after": load_average(), "notes": notes,
             "entries": [{"model": e.model, "precision": e.precision, "beams": e.beams, "seconds": e.median,
                          "times": e.times} for e in entries]}
 
