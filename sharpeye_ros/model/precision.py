@@ -11,9 +11,10 @@ quantized when it loads (:func:`apply`); checkpoints stay float.
 ``auto`` (:func:`resolve`): float16 on CUDA; on a CPU, int8 where its int8 kernels run
 (an x86 CPU with AVX2 or AVX-512: the ``x86``/``fbgemm`` quantized engine), else float32;
 and float32 for a model too small for int8 to pay (:data:`MIN_INT8_WEIGHTS`, :func:`apply`).
-This is decided from the CPU's capability, not measured per machine: the benchmark
-measured int8 faster than float32 and than bfloat16 on both CPUs this project ran on
-(docs/benchmarks.md, "Precision"), and the fidelity bars hold for int8 (test/model/test_precision.py).
+This is decided from the CPU's flags and the model's size, not measured per machine:
+docs/benchmarks.md ("CPU fast path") has the measurements it rests on (int8 against
+float32, bfloat16 and the other libraries, and its fidelity), and the demo model's scores in
+int8 stay within noise of float32's (test/evaluation/test_precision_scores.py).
 
 The int8 kernel is fbgemm's dynamic-quantized linear (``torch.ops.quantized``), with
 activations quantized to 7 bits (``reduce_range``): without VNNI, AVX2's int8 multiply

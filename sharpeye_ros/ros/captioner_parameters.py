@@ -28,7 +28,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               accept=lambda device: DEVICE_PATTERN.match(device) is not None),
     ParamSpec("dtype", "auto", "Model precision: float32, float16, bfloat16, or int8 (the CPU's fast "
               "path: int8 Linear layers, quantized at load); auto: float16 on CUDA, int8 on an x86 "
-              "CPU with AVX2 or newer, float32 elsewhere. The log says at start-up which one runs.",
+              "CPU with AVX2 or newer for a model of at least 20 M int8-able weights, float32 "
+              "otherwise. The log says at start-up which one runs.",
               read_only=True, choices=DTYPES),
     ParamSpec("image_transport", "raw", "raw: subscribe to sensor_msgs/Image on 'image'; "
               "compressed: sensor_msgs/CompressedImage on '<image>/compressed', as image_transport "
