@@ -9,7 +9,9 @@ slower of its FLOPs (the Linear layers' at the int8 matmul throughput measured h
 rest at the float32 one) and the bytes it must read (int8 weights at 1 byte, the KV cache
 in float32) at the measured read bandwidth.
 
-``python -m sharpeye_ros.benchmark.fast_path OUT.json [--rounds 3] [--threads 2]``
+``python -m sharpeye_ros.benchmark.fast_path OUT.json [--rounds 3] [--threads 2] [--node]
+[--peers P.json] [--libraries L.json] [--fidelity F.json]``, then ``benchmark --merge OUT.json``
+puts it into docs/benchmarks.md (section "CPU fast path" and its targets).
 """
 
 from __future__ import annotations
@@ -213,28 +215,42 @@ def render(result: dict) -> list[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Measure (or reuse, ``--speed``) the speed run, add the pieces given, and write
+    OUT.json as a benchmark results file (``Results.fast_path``) for ``benchmark --merge``."""
+    from sharpeye_ros.benchmark.results import FastPath, Results
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", help="results JSON")
+    parser.add_argument("out", help="results JSON (a benchmark results file)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--no-demo", action="store_true")
+    parser.add_argument("--speed", default="", help="reuse this speed run (an earlier OUT.json) instead of measuring")
     parser.add_argument("--node", action="store_true",
-                        help="only the node's captions/s with dtype auto and float32 (paper model + DeepLens)")
+                        help="also measure the node's captions/s with dtype auto and float32 (paper model + DeepLens)")
+    for piece in ("peers", "libraries", "fidelity"):
+        parser.add_argument(f"--{piece}", default="", help=f"include this {piece}.py results file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.speed:
+        data = json.loads(Path(args.speed).read_text())
+        fast = dict(data.get("fast_path", data))
+    else:
+        fast = measure(args.rounds, args.precisions.split(","), not args.no_demo,
+                       log=lambda t: print(t, file=sys.stderr, flush=True))
     if args.node:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="sharpeye_fast_path_") as tmp:
             paper_model().save_pretrained(Path(tmp) / "paper")
-            result = {"machine": machine_info("cpu"), "node": node_rates(str(Path(tmp) / "paper"))}
-    else:
-        result = measure(args.rounds, args.precisions.split(","), not args.no_demo,
-                         log=lambda t: print(t, file=sys.stderr, flush=True))
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print("\n".join(render(result)))
+            fast["node"] = node_rates(str(Path(tmp) / "paper"))
+    for piece in ("peers", "libraries", "fidelity"):
+        if getattr(args, piece):
+            fast[piece] = json.loads(Path(getattr(args, piece)).read_text())
+    results = Results(fast_path=FastPath.from_json(fast, "fast_path"))
+    Path(args.out).write_text(json.dumps(results.to_json(), indent=1) + "\n")
+    print("\n".join(render(fast)))
     return 0
 
 
