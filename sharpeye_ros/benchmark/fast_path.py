@@ -157,7 +157,7 @@ def measure(rounds: int = 3, precisions: Sequence[str] = PRECISIONS, demo: bool 
         base = {(r["model"], r["mode"]): r["seconds"] for r in rows if r["precision"] == "float32"}
         for r in rows:
             r["speedup"] = base[(r["model"], r["mode"])] / r["seconds"]
-        result = {"machine": machine_info("cpu"), "rounds": rounds, "tokens": TOKENS, "beams": BEAMS,
+        result = {"machine": machine_info("cpu").to_json(), "rounds": rounds, "tokens": TOKENS, "beams": BEAMS,
                   "load_before": load, "load_after": after, "rows": rows}
         if "int8" in precisions:
             glance = next(r for r in rows if (r["model"], r["precision"], r["mode"]) == ("paper", "int8", GLANCE))

@@ -111,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SharpEyes.from_config(getattr(presets, args.preset)().override({"deeplens": None, "refine": False}))
-    result = {"machine": machine_info("cpu"), "preset": args.preset,
+    result = {"machine": machine_info("cpu").to_json(), "preset": args.preset,
               "precisions": measure(model, fidelity_images(args.images), args.precisions.split(","))}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print("\n".join(render(result)))

@@ -303,7 +303,7 @@ def measure(pieces: Sequence[str] = PIECES, rounds: int = 3, seed: int = 0) -> d
 
     torch.manual_seed(seed)
     model, _ = build_model(ModelSpec(name="paper", source="paper", overrides={"deeplens": None, "refine": False}))
-    results: dict = {"machine": machine_info("cpu"), "rounds": rounds, "pieces": {}}
+    results: dict = {"machine": machine_info("cpu").to_json(), "rounds": rounds, "pieces": {}}
     with tempfile.TemporaryDirectory(prefix="sharpeye_libraries_") as tmp:
         for piece in pieces:
             print(f"libraries: {piece}", file=sys.stderr, flush=True)

@@ -167,7 +167,7 @@ def measure(rounds: int = 3, peers: Sequence[str] = tuple(PEERS), precisions: Se
             e.run()
             if r > 0:  # round 0 warms every entry up
                 e.times.append(time.perf_counter() - start)
-    return {"machine": machine_info("cpu"), "tokens": tokens, "rounds": rounds, "load_before": load, "load_after": load_average(), "notes": notes,
+    return {"machine": machine_info("cpu").to_json(), "tokens": tokens, "rounds": rounds, "load_before": load, "load_after": load_average(), "notes": notes,
             "entries": [{"model": e.model, "precision": e.precision, "beams": e.beams, "seconds": e.median,
                          "times": e.times} for e in entries]}
 
