@@ -229,6 +229,7 @@ def test_the_installed_template_has_every_block_the_report_renders(tiny_run, mon
     text = report.render_markdown(Results(runs={"cpu": cpu}, gpu_note="no device", gpu_check=check), "plot.png")
     text += report.render_markdown(run.load_results(REPO / "docs" / run.RESULTS_NAME))
     text += report.render_markdown(Results())  # nothing measured
+    text += report.render_markdown(Results(fast_path=_fast_path_with_side_by_sides(cpu.machine.to_json())))
     assert set(used) == set(report.template_blocks())
     assert "$" not in text  # every value filled in
     assert "Not measured: zoom: the model has no DeepLens." in text
@@ -290,3 +291,31 @@ def test_fast_path_section_renders_and_round_trips(tiny_run):
     text = report.render_markdown(again)
     assert "## CPU fast path" in text and "| paper | int8 | 0.90 s | **3.33x** | 1.60 s | **2.50x** |" in text
     assert "int8 paper glance against its roofline" in text and "| auto | int8 weights; auto: int8 | 0.500 |" in text
+
+
+def _fast_path_with_side_by_sides(machine: dict):
+    """A fast-path record with a fidelity, library and peer side-by-side, as their modules write them."""
+    from sharpeye_ros.benchmark.results import Machine
+
+    fast = _fast_path(0.9, Machine.from_json(machine))
+    fast.fidelity = {"machine": machine, "preset": "paper", "precisions": {"int8": {
+        "runs": "int8", "int8_layers": 220, "top1": 0.99, "top1_min_image": 0.97, "positions": 100, "images": 2,
+        "cosine_min": 0.9995, "cosine_mean": 0.9997, "passes": True}}}
+    rows = [{"name": n, "seconds": s, "times": [s], "rel_error": 0.01, "setup_seconds": 1.0, "note": "",
+             "speedup": 1.0 / s} for n, s in (("torch-fp32", 1.0), ("torch-int8", 0.5))]
+    fast.libraries = {"machine": machine, "rounds": 2,
+                      "pieces": {"prefill": {"rows": rows, "load_before": 0.5, "load_after": 0.6}}}
+    fast.peers = {"machine": machine, "tokens": 20, "rounds": 2, "load_before": 0.5, "load_after": 0.6,
+                  "notes": {"Florence-2-base": "skipped: ImportError: no class"},
+                  "entries": [{"model": m, "precision": p, "beams": b, "seconds": s, "times": [s]}
+                              for m, s in (("ours (paper glance)", 2.0), ("GIT-base", 1.0))
+                              for p in ("float32", "int8") for b in (1, 3)]}
+    return fast
+
+
+def test_fast_path_side_by_sides_render(tiny_run):
+    text = report.render_markdown(Results(fast_path=_fast_path_with_side_by_sides(tiny_run.machine.to_json())))
+    assert "| int8 | 99.0% | 97.0% | 0.99950 | pass |" in text
+    assert "| torch-int8 | 500.0 ms | 2.00x |" in text
+    assert "| GIT-base | 1.00 s (0.50x ours) |" in text and "Florence-2-base: skipped" in text
+    assert "**The choice.**" in text
