@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -84,6 +85,12 @@ def latency_summary(records: Sequence[dict]) -> dict:
     }
 
 
+def _precision_logged(log: str) -> str:
+    """The precision the captioner says at start-up it runs ('... on cpu (PRECISION)'), or ''."""
+    match = re.search(r"captioning '.*'.* on \S+ \((.*)\)\s*$", log, re.MULTILINE)
+    return match.group(1) if match else ""
+
+
 def _count(received: dict, sent: dict, lock: threading.Condition) -> int:
     with lock:
         return sum(1 for stamp in sent if stamp in received)
@@ -99,10 +106,12 @@ def run_node_benchmark(
     reliability: str = "best_effort",
     image_size: tuple[int, int] = (640, 480),
     max_seconds: float = 300.0,
+    dtype: str = "auto",
 ) -> dict:
     """Latency of ``captions`` captions (frames of ``image_size`` alternate rgb8 and bgr8)
     through the node, whose image subscription has QoS ``reliability`` (the publisher here
-    matches it). Publishing stops after ``max_seconds`` even with fewer captions.
+    matches it). Publishing stops after ``max_seconds`` even with fewer captions. ``dtype``:
+    the node's precision parameter (auto: the CPU fast path where it pays).
     Raises :class:`NodeBenchmarkError` when rclpy, the messages or the executable are missing."""
     try:
         import rclpy
@@ -138,7 +147,7 @@ def run_node_benchmark(
     # Scene gating off: the same four images come round again, and a republished caption
     # would time the gate instead of the model (still_bench measures the gate).
     values = {"model_path": model_path, "max_rate": 100.0, "refine": refine, "zoom": zoom, "device": device,
-              "reliability": reliability, "min_scene_change": 0.0}
+              "reliability": reliability, "min_scene_change": 0.0, "dtype": dtype}
     args = [str(executable), "--ros-args", *ros_arguments(SPECS, values), "-r", f"__ns:={NAMESPACE}"]
     # cwd outside the source tree, which would shadow the installed package.
     captioner = start_child("captioner", args, workdir, cwd=workdir)
@@ -229,6 +238,8 @@ def run_node_benchmark(
         "frame_timeout_s": timeout,
         "image_size": list(image_size),
         "device": device,
+        "dtype": dtype,
+        "runs": _precision_logged(captioner.output()),
         "refine": refine,
         "zoom": zoom,
         "reliability": reliability,

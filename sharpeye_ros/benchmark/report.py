@@ -17,12 +17,14 @@ import string
 from pathlib import Path
 from typing import Optional
 
-from sharpeye_ros.benchmark import naive
+from sharpeye_ros.benchmark import fast_path, fidelity, libraries, naive, peers
 from sharpeye_ros.benchmark.bounds import LIMIT_MODES, glance_seconds
 from sharpeye_ros.benchmark.results import (
     CPU,
     CUDA,
     NAIVE,
+    FastPath,
+    Machine,
     NODRAFT,
     RUN_TITLES,
     Limits,
@@ -503,6 +505,8 @@ def render_markdown(results: Results, plot_name: Optional[str] = None) -> str:
             out += prose("node_side")
             out += _node_side(run)
             out += _still_section(run)
+    if results.fast_path is not None:
+        out += _fast_path_section(results.fast_path)
     if CUDA not in runs:
         out += prose("no_gpu", note=one_line(results.gpu_note or "no GPU run has been merged", 600))
     check = results.gpu_check
@@ -515,6 +519,27 @@ def render_markdown(results: Results, plot_name: Optional[str] = None) -> str:
         )
     out += prose("definitions")
     return "\n".join(out) + "\n"
+
+
+def _fast_path_section(fast: FastPath) -> list[str]:
+    """The CPU fast path: its speed run, roofline and node rates, then the side-by-sides
+    it was chosen by, each table as its own module renders it."""
+    m = fast.machine
+    out = prose("fast_path", machine=m.label, rounds=fast.rounds, tokens=fast.tokens, beams=fast.beams,
+                load=f"{fast.load_before or 0:.1f} -> {fast.load_after or 0:.1f}")
+    out += fast_path.render(fast.to_json()) + [""]
+    if fast.fidelity:
+        out += prose("fast_path_fidelity", machine=Machine.from_json(fast.fidelity["machine"]).label)
+        out += fidelity.render(fast.fidelity) + [""]
+    if fast.libraries:
+        out += prose("fast_path_libraries", machine=Machine.from_json(fast.libraries["machine"]).label)
+        out += libraries.render(fast.libraries).rstrip("\n").split("\n")[1:] + [""]
+    if fast.peers:
+        out += prose("fast_path_peers", machine=Machine.from_json(fast.peers["machine"]).label,
+                     tokens=fast.peers["tokens"], rounds=fast.peers["rounds"])
+        out += peers.render(fast.peers) + [""]
+    out += prose("fast_path_choice")
+    return out
 
 
 # ---- plot ----------------------------------------------------------------------------------

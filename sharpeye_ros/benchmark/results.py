@@ -16,6 +16,7 @@ as it has always been (a GPU machine's ``--json`` file is the same format, folde
         bounds {mode: {stage: StageBound}}   filled by bounds.with_bounds
       node {variant: NodeResult | error text}   node_bench.py's runs through the node
       still: StillResult         still_bench.py: the scene gate's rates, CPU on a still scene, a changing view
+    FastPath                     the CPU fast path (fast_path.py): rows, roofline, node rates, side-by-sides
 
 Adding a field: give it a default (``optional()`` when the key is left out of the file
 while unset), so that files written before it still load, then fill it where it is
@@ -506,14 +507,94 @@ class GpuCheck(Record):
 
 
 @dataclass(kw_only=True)
+class FastPathRow(Record):
+    """One (model, precision, mode) of the CPU fast path's speed run: the median seconds
+    per caption, the times it is taken from, the median stage seconds, and the speed-up
+    over float32 in the same model and mode, in the same run."""
+
+    model: str
+    precision: str
+    mode: str
+    seconds: float
+    times: list[float]
+    stages: dict[str, float]
+    speedup: float
+
+
+@dataclass(kw_only=True)
+class RooflineStage(Record):
+    """A stage of the int8 glance against its limits (:func:`~sharpeye_ros.benchmark.fast_path.roofline`)."""
+
+    seconds: float
+    flop_bound_s: float
+    byte_bound_s: float
+    limit: str
+
+
+@dataclass(kw_only=True)
+class Roofline(Record):
+    """The int8 paper glance against the time at the machine's int8/float32 matmul
+    throughput and read bandwidth: ``ratio`` = measured / ``bound_s``."""
+
+    int8_flops_per_s: float
+    float32_flops_per_s: float
+    bytes_per_s: float
+    weight_bytes: int
+    stages: dict[str, RooflineStage]
+    bound_s: float
+    seconds: float
+    ratio: Optional[float]
+
+
+@dataclass(kw_only=True)
+class NodeRate(Record):
+    """The running node's captions per second with one ``dtype`` parameter, and what its
+    start-up log said it runs."""
+
+    runs: str
+    captions: int
+    latency_mean_s: float
+    model_mean_s: float
+    captions_per_s: float
+
+
+@dataclass(kw_only=True)
+class FastPath(Record):
+    """The CPU fast path (:mod:`~sharpeye_ros.benchmark.fast_path`): its speed run, the
+    int8 glance's roofline, the node by dtype, and the side-by-sides it was chosen by:
+    ``peers`` (:mod:`~sharpeye_ros.benchmark.peers`), ``libraries``
+    (:mod:`~sharpeye_ros.benchmark.libraries`) and ``fidelity``
+    (:mod:`~sharpeye_ros.benchmark.fidelity`), each as its own module writes and renders it."""
+
+    machine: Machine
+    rounds: int
+    tokens: int
+    beams: int
+    load_before: Optional[float]
+    load_after: Optional[float]
+    rows: list[FastPathRow]
+    roofline: Optional[Roofline] = optional()
+    node: Optional[dict[str, NodeRate]] = optional()
+    peers: Optional[dict[str, Any]] = optional()
+    libraries: Optional[dict[str, Any]] = optional()
+    fidelity: Optional[dict[str, Any]] = optional()
+
+    def row(self, model: str, precision: str, mode: str) -> Optional[FastPathRow]:
+        """The row of (``model``, ``precision``, ``mode``), or None."""
+        return next((r for r in self.rows if (r.model, r.precision, r.mode) == (model, precision, mode)), None)
+
+
+@dataclass(kw_only=True)
 class Results(Record):
     """A results file: one run per device kind (:data:`RUN_KINDS`). ``gpu_note``: why
-    there are no GPU figures, when there are none."""
+    there are no GPU figures, when there are none. ``fast_path``: the CPU fast path's
+    measurements (``python -m sharpeye_ros.benchmark.fast_path``, folded in by ``--merge``)."""
 
     format: int = RESULTS_FORMAT
     runs: dict[str, Run] = field(default_factory=dict)
     gpu_check: Optional[GpuCheck] = optional()
     gpu_note: Optional[str] = optional()
+    fast_path: Optional[FastPath] = optional()
 
     def merged(self, other: Results) -> Results:
         """These results with each run of ``other`` replacing the run of the same kind
@@ -523,4 +604,5 @@ class Results(Record):
             runs={**self.runs, **other.runs},
             gpu_check=other.gpu_check if other.gpu_check is not None else self.gpu_check,
             gpu_note=other.gpu_note if other.gpu_note is not None else self.gpu_note,
+            fast_path=other.fast_path if other.fast_path is not None else self.fast_path,
         )

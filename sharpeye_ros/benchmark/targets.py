@@ -32,6 +32,9 @@ MAX_LATE_CHANGES = 0.0  # the share of a changing view's changes not captioned w
 SMALL_OBJECT_MAX_FALSE_SKIPS = 0.0  # a small object appearing is never taken for a still view
 UNITS = ("fraction", "share", "x", "s", "bytes")  # what a target's value and limit are in (fraction: an
 # increase, "+25%"; share: a part of a whole, "4.2%")
+FAST_PATH_MAX_TIME = 1 / 3  # the CPU fast path: at least 3x faster than float32 (paper size, 3 beams)
+FAST_PATH_MAX_ROOFLINE = 1.3  # the fast path's glance within 1.3x of its own roofline
+FAST_PATH = "int8"  # the CPU fast path measured (opt-in: dtype auto stays float32 on a CPU, model/precision.py)
 
 
 @dataclass
@@ -289,6 +292,45 @@ def small_object_false_skips(results: Results) -> list[Target]:
                     SMALL_OBJECT_MAX_FALSE_SKIPS, "share", run, detail, _still_missing(still))]
 
 
+def fast_path_speed(results: Results) -> list[Target]:
+    """The CPU fast path's paper-size caption time over float32's, glance and glance +
+    DeepLens: medians of captions interleaved round-robin in one run."""
+    fast = results.fast_path
+    out = []
+    for mode, title in ((GLANCE, "glance"), (DEEPLENS, "glance + DeepLens")):
+        ratio, detail, machine = None, "", None
+        ref = fast.row("paper", "float32", mode) if fast else None
+        row = fast.row("paper", FAST_PATH, mode) if fast else None
+        if ref is not None and row is not None:
+            ratio = row.seconds / ref.seconds
+            machine = fast.machine.label
+            detail = (f"{FAST_PATH} {ms(row.seconds)} vs float32 {ms(ref.seconds)}: **{1 / ratio:.2f}x faster**; "
+                      f"{fast.beams} beams, {fast.tokens} new tokens, medians of {fast.rounds} round-robin rounds")
+        t = _target(f"CPU fast path ({FAST_PATH}) takes <= 1/3 of float32's time, paper {title}, 3 beams",
+                    ratio, FAST_PATH_MAX_TIME, "x", None, detail, "not measured: no fast-path run")
+        t.machine = machine
+        out.append(t)
+    return out
+
+
+def fast_path_roofline(results: Results) -> list[Target]:
+    """The fast path's paper glance against its own roofline (int8 matmuls, int8 bytes)."""
+    fast = results.fast_path
+    roof = fast.roofline if fast else None
+    ratio, detail, machine = None, "", None
+    if roof is not None and roof.ratio is not None:
+        ratio = roof.ratio
+        machine = fast.machine.label
+        detail = (f"{ms(roof.seconds)} measured vs {ms(roof.bound_s)}: per stage the slower of its FLOPs (Linear "
+                  f"layers at the int8 kernel's {roof.int8_flops_per_s / 1e9:.0f} GFLOP/s, the rest at float32's "
+                  f"{roof.float32_flops_per_s / 1e9:.0f}) and its bytes ({gb(roof.weight_bytes)} of weights) at "
+                  f"{roof.bytes_per_s / 1e9:.1f} GB/s")
+    t = _target(f"CPU fast path's paper glance within 1.3x of its roofline ({FAST_PATH})", ratio,
+                FAST_PATH_MAX_ROOFLINE, "x", None, detail, "not measured: no fast-path run")
+    t.machine = machine
+    return [t]
+
+
 TARGETS: tuple[Callable[[Results], list[Target]], ...] = (
     deeplens_overhead,
     glance_flop_ratio,
@@ -297,6 +339,8 @@ TARGETS: tuple[Callable[[Results], list[Target]], ...] = (
     still_cpu,
     changes_in_time,
     small_object_false_skips,
+    fast_path_speed,
+    fast_path_roofline,
 )
 
 

@@ -32,6 +32,7 @@ import torch
 
 from sharpeye_ros.evaluation import metrics
 from sharpeye_ros.evaluation.modes import GLANCE, MODES, SWITCHES, ZOOM
+from sharpeye_ros.evaluation.precision import check_precisions
 from sharpeye_ros.model import CheckpointError, SharpEyes, default_model_path
 from sharpeye_ros.data import open_dataset
 
@@ -127,6 +128,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-caption-metrics", action="store_true", help="skip BLEU/CIDEr (they need Java)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32",
+                   help="precision to evaluate in: float32, float16, bfloat16, int8 or auto (default float32)")
+    p.add_argument("--compare-dtypes", default="",
+                   help="comma-separated precisions (e.g. int8,bfloat16) to evaluate again on the same scenes, "
+                        "each score checked against two bootstrap standard errors of --dtype's")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--title", default="Evaluation", help="the report's heading")
     p.add_argument("--notes", default="", help="markdown appended under the heading (e.g. how the model was trained)")
@@ -162,12 +168,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model_dir = args.model or default_model_path()
     try:
         modes = [m for m in args.modes.split(",") if m]
-        model = SharpEyes.from_pretrained(model_dir, device=args.device)
+        model = SharpEyes.from_pretrained(model_dir, device=args.device, dtype=args.dtype)
         dataset = open_dataset(args.data, workers=max(1, os.cpu_count() or 1))
         began = time.perf_counter()
         outputs, truth = caption_modes(model, dataset, modes, args.batch_size, log=lambda t: print(t, flush=True))
         seconds = time.perf_counter() - began
         scores = score_modes(outputs, truth, with_captions=not args.no_caption_metrics)
+        compared = None
+        if args.compare_dtypes:
+            compared = check_precisions(model_dir, dataset, modes, args.batch_size,
+                                        [d for d in args.compare_dtypes.split(",") if d], outputs, truth, scores,
+                                        not args.no_caption_metrics, args.device, log=lambda t: print(t, flush=True))
+            compared["reference"] = model.precision.describe()
     except (ValueError, CheckpointError) as error:
         print(f"sharpeye-evaluate: error: {error}", file=sys.stderr)
         return 2
@@ -180,6 +192,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "model_info": model_info(model, model_dir), "training": training_info(model_dir),
         "captions": {m: {str(k): v for k, v in o.captions.items()} for m, o in outputs.items()},
     }
+    if compared is not None:
+        result["precision"] = compared
     args.output.parent.mkdir(parents=True, exist_ok=True)
     figure = None
     if args.examples > 0 and truth.has_objects:

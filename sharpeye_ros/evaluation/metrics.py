@@ -64,6 +64,18 @@ def _ptb_tokenize(captions: list[str]) -> list[str]:
     """
     from pycocoevalcap.tokenizer import ptbtokenizer
 
+    todo = sorted({c for c in captions if c not in _TOKENS})
+    if todo:
+        _TOKENS.update(zip(todo, _ptb_run(todo, ptbtokenizer)))
+    return [_TOKENS[c] for c in captions]
+
+
+# Each text's PTB tokens, once per process: the bootstrap of the scores' standard errors
+# (evaluation.precision) rescores the same captions a hundred times.
+_TOKENS: dict[str, str] = {}
+
+
+def _ptb_run(captions: list[str], ptbtokenizer) -> list[str]:
     if shutil.which("java") is None:
         raise RuntimeError("BLEU/CIDEr need Java for the PTB tokenizer; install a Java runtime "
                            "(e.g. apt-get install default-jre-headless)")

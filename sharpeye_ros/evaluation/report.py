@@ -92,6 +92,7 @@ def write_report(path: Path, result: dict, figure: Optional[Path], title: str, n
         lines += [f"| {name} | {_fmt(v, signed='gain' in name)} | {target} | {'yes' if ok else 'NO'} |"
                   for name, v, target, ok in checks]
         lines += [""]
+    lines += _precision_lines(result.get("precision"))
     if figure is not None:
         lines += ["## Examples", "",
                   f"![example scenes]({figure.name})", "",
@@ -100,6 +101,40 @@ def write_report(path: Path, result: dict, figure: Optional[Path], title: str, n
                   "thin white: ground-truth boxes.", ""]
     lines += _training_lines(result.get("training"))
     path.write_text("\n".join(lines))
+
+
+def _precision_lines(precision: Optional[dict]) -> list[str]:
+    """The CPU fast paths' fidelity bar: each precision's scores against the reference's."""
+    if not precision or not precision.get("precisions"):
+        return []
+    k = precision["noise_se"]
+    lines = ["## Precision", "",
+             f"The same scenes in other precisions (reference: {precision['reference']}). A score is within "
+             f"noise when it differs from the reference's by at most {k:g} standard errors of the reference "
+             f"(bootstrap over scenes, {precision['resamples']} draws, every score recomputed).", "",
+             "| precision | runs as | scores within noise | identical captions | demo bars met | "
+             "largest difference (in standard errors) |", "| --- | --- | ---: | --- | --- | --- |"]
+    for name, p in precision["precisions"].items():
+        worst = max(p["rows"], key=lambda r: abs(r["diff"]) / max(r["bound"] / k, 1e-9)
+                    if r["within"] is not None else -1, default=None)
+        worst_text = "-" if worst is None else (
+            f"{TITLES[worst['mode']]} {COLUMNS[worst['score']]}: {_fmt(worst['diff'], signed=True)} "
+            f"({abs(worst['diff']) / max(worst['bound'] / k, 1e-9):.1f})")
+        same = ", ".join(f"{TITLES[m]} {100 * v:.0f}%" for m, v in p["identical_captions"].items())
+        met = sum(bool(b[3]) for b in p["bars"])
+        lines.append(f"| {name} | {p['runs']} | {p['within'][0]} of {p['within'][1]} | {same} | "
+                     f"{met} of {len(p['bars'])} | {worst_text} |")
+    lines.append("")
+    for name, p in precision["precisions"].items():
+        rows = {TITLES[m]: {COLUMNS[c]: v for c, v in s.items() if c in COLUMNS} for m, s in p["scores"].items()}
+        columns = [c for key, c in COLUMNS.items() if any(key in s for s in p["scores"].values())]
+        lines += [f"Scores in {name}:", "", markdown_table(rows, columns)]
+        outside = [r for r in p["rows"] if r["within"] is False]
+        if outside:
+            lines += ["Outside noise: " + "; ".join(
+                f"{TITLES[r['mode']]} {COLUMNS[r['score']]} {_fmt(r['diff'], signed=True)} (bound {r['bound']:.1f})"
+                for r in outside), ""]
+    return lines
 
 
 def _about(glance: int) -> str:

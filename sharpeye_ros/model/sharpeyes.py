@@ -27,6 +27,7 @@ from sharpeye_ros.model.decoding import generate
 from sharpeye_ros.model.deeplens import DeepLens, ZoomTokens, attention_heat
 from sharpeye_ros.model.language import LanguageModel, Prompt
 from sharpeye_ros.model.outputs import CaptionResult, Encoded, Glance
+from sharpeye_ros.model.precision import Precision, apply as apply_precision, resolve as resolve_precision
 from sharpeye_ros.model.teacher_forcing import TeacherForcing
 from sharpeye_ros.model.preprocess import ImageProcessor, ImageTransform, check_image, square_crop
 from sharpeye_ros.model.regions import Region, find_regions, zoom_boxes
@@ -56,6 +57,7 @@ class SharpEyes(TeacherForcing, nn.Module):
         super().__init__()
         self.config, self.vision, self.connector, self.lm = config, vision, connector, lm
         self.deeplens, self.model_id = deeplens, model_id
+        self.precision = Precision("float32", torch.float32)  # set by precision.apply
         v = config.vision
         self.processor = ImageProcessor(
             vision.image_size, tuple(v.pad_color), tuple(v.image_mean), tuple(v.image_std)
@@ -85,12 +87,19 @@ class SharpEyes(TeacherForcing, nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
-                        dtype: Optional[torch.dtype] = torch.float32) -> "SharpEyes":
-        """Load a model directory in our format (see :mod:`sharpeye_ros.model.checkpoint`)."""
+                        dtype: Union[torch.dtype, str, None] = torch.float32) -> "SharpEyes":
+        """Load a model directory in our format (see :mod:`sharpeye_ros.model.checkpoint`).
+
+        ``dtype``: a float ``torch.dtype``; None: the widest stored; or a precision name
+        of :mod:`sharpeye_ros.model.precision`: "float32", "float16", "bfloat16", "int8"
+        (the CPU's int8 path, quantized here at load) or "auto" (float16 on CUDA, float32
+        on a CPU: :func:`sharpeye_ros.model.precision.resolve`). ``model.precision`` says which one runs."""
+        chosen = None if dtype is None else resolve_precision(dtype, device)
         config, state, tokenizer, source = read_checkpoint(path)
-        model = cls.from_state(config, state, source, tokenizer, dtype)
+        model = cls.from_state(config, state, source, tokenizer, None if chosen is None else chosen.dtype)
         model.model_id = str(Path(path))
-        return model.to(device=device).eval()
+        model = model.to(device=device).eval()
+        return apply_precision(model, chosen or resolve_precision(model.dtype, device))
 
     @classmethod
     def from_state(cls, config: SharpEyesConfig, state: dict[str, torch.Tensor], source: str, tokenizer,
@@ -100,7 +109,11 @@ class SharpEyes(TeacherForcing, nn.Module):
         return build_from_state(lambda: cls.from_config(config, tokenizer=tokenizer), state, source, dtype)
 
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> None:
-        """Write config.json, model.safetensors and the tokenizer files to ``directory``."""
+        """Write config.json, model.safetensors and the tokenizer files to ``directory``
+        (a float model: an int8 one is quantized at load, from its float checkpoint)."""
+        if self.precision.quantized:
+            raise ValueError("save_pretrained: this model runs in int8, quantized at load; save the "
+                             "float model it was loaded from (load it with dtype=torch.float32)")
         save_checkpoint(self, directory)
 
     def tied_keys(self) -> list[str]:

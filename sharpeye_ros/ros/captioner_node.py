@@ -86,7 +86,6 @@ WORKER_JOIN_TIMEOUT = 3.0  # seconds shutdown and cleanup wait for a caption in 
 FINALIZED_EXIT_DELAY = 0.2  # seconds between reaching 'finalized' and the executable's exit
 _LEVELS = {diagnostics.OK: DiagnosticStatus.OK, diagnostics.WARN: DiagnosticStatus.WARN,
            diagnostics.ERROR: DiagnosticStatus.ERROR}
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 UNCONFIGURED, INACTIVE, ACTIVE, FINALIZED = "unconfigured", "inactive", "active", "finalized"
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
@@ -110,11 +109,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``auto`` -> float16 on CUDA, float32 elsewhere; else the named dtype."""
-    if dtype == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return _DTYPES[dtype]
+def resolve_dtype(dtype: str, device: str):
+    """The parameter ``dtype`` on ``device`` as a :class:`~sharpeye_ros.model.precision.Precision`
+    (``auto``: see there); StartupError when it cannot run there (int8 off an x86 CPU)."""
+    from sharpeye_ros.model.precision import resolve
+
+    try:
+        return resolve(dtype, device)
+    except ValueError as err:
+        raise StartupError(f"parameter 'dtype': {err}") from None
 
 
 def release_model(device: str) -> bool:
@@ -145,7 +148,7 @@ class CaptionerNode(LifecycleNode):
         self._state = UNCONFIGURED
         self._active = False  # the worker publishes only while True (set last by activate, first by deactivate)
         self._model: Any = None
-        self._model_id = self._device = self._dtype = ""
+        self._model_id = self._device = self._dtype = self._precision_text = ""
         self._can_refine = True
         self._gate: Optional[FrameGate[Any]] = None
         self._scene = SceneGate(self._settings.min_scene_change, self._settings.on_still,
@@ -174,8 +177,10 @@ class CaptionerNode(LifecycleNode):
         path = s.model_path or str(default_model_path())
         try:
             device = resolve_device(s.device)
-            dtype = resolve_dtype(s.dtype, device)
-            model = SharpEyes.from_pretrained(path, device=device, dtype=dtype)
+            precision = resolve_dtype(s.dtype, device)
+            model = SharpEyes.from_pretrained(path, device=device, dtype=precision)
+        except StartupError:
+            raise
         except Exception as err:  # any failure to load is one clear message, never a traceback
             raise StartupError(f"cannot load model '{path}': {err}") from None
         if not s.model_path:
@@ -234,7 +239,10 @@ class CaptionerNode(LifecycleNode):
         model = self._given_model if self._given_model is not None else self._load_model(s)
         self._model = model
         self._device = str(getattr(model, "device", "unknown"))
-        self._dtype = str(getattr(model, "dtype", "unknown")).replace("torch.", "")
+        precision = getattr(model, "precision", None)  # the path it runs (model.precision)
+        self._dtype = (precision.name if precision is not None
+                       else str(getattr(model, "dtype", "unknown")).replace("torch.", ""))
+        self._precision_text = precision.describe() if precision is not None else self._dtype
         self._model_id = str(getattr(model, "model_id", "") or s.model_path)
         self._can_refine = getattr(model, "deeplens", True) is not None
         if s.refine and not self._can_refine:
@@ -259,7 +267,7 @@ class CaptionerNode(LifecycleNode):
         self._worker = threading.Thread(target=self._run_worker, args=(self._gate,), name="captioner-worker",
                                         daemon=True)
         self._worker.start()
-        self.get_logger().info(f"model {self._model_id} loaded on {self._device} ({self._dtype})")
+        self.get_logger().info(f"model {self._model_id} loaded on {self._device} ({self._precision_text})")
         return None
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -298,7 +306,7 @@ class CaptionerNode(LifecycleNode):
         self._health.resume(time.monotonic())
         self.get_logger().info(
             f"captioning '{self._sub.topic_name}' ({s.image_transport}, {self.image_qos}) at up to "
-            f"{s.max_rate:g} Hz with {self._model_id} on {self._device} ({self._dtype})")
+            f"{s.max_rate:g} Hz with {self._model_id} on {self._device} ({self._precision_text})")
         return None
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:

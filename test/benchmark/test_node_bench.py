@@ -48,9 +48,9 @@ def test_latency_through_the_running_node(short_model_dir):
     # Reliable QoS and small frames: no frame lost on a busy test machine. The domain is
     # the test session's own (test/conftest.py).
     result = node_bench.run_node_benchmark(
-        str(short_model_dir), captions=4, warmup=1, reliability="reliable", image_size=(320, 240)
+        str(short_model_dir), captions=4, warmup=1, reliability="reliable", image_size=(320, 240), dtype="bfloat16"
     )
-    assert result["captions"] >= 4 and result["refined"]
+    assert result["captions"] >= 4 and result["refined"] and result["runs"].startswith("bfloat16")
     assert result["frames_sent"] >= result["captions"] and result["reliability"] == "reliable"
     a = result["all"]
     assert a["latency"]["n"] == result["captions"]

@@ -87,7 +87,7 @@ def test_targets_pass_and_fail_from_measurements(tiny_run):
         "Node overhead at p95, 640x480, reliable image QoS": False,
     }
     gpu = [t for t in found if t.passed is None and "GPU" in t.name]
-    assert {t.name for t in found if t.passed is None} == {
+    assert {t.name for t in found if t.passed is None and "fast path" not in t.name} == {  # no fast-path run here
         "DeepLens adds <= 25% to the glance, paper size, GPU",
         "Paper size + DeepLens fits a GPU in fp16",
         "Still view: CPU <= 5% of gating off",  # no still-view run in these results
@@ -233,6 +233,7 @@ def test_the_installed_template_has_every_block_the_report_renders(tiny_run, mon
     text = report.render_markdown(Results(runs={"cpu": cpu}, gpu_note="no device", gpu_check=check), "plot.png")
     text += report.render_markdown(run.load_results(REPO / "docs" / run.RESULTS_NAME))
     text += report.render_markdown(Results())  # nothing measured
+    text += report.render_markdown(Results(fast_path=_fast_path_with_side_by_sides(cpu.machine.to_json())))
     assert set(used) == set(report.template_blocks())
     assert "$" not in text  # every value filled in
     assert "Not measured: zoom: the model has no DeepLens." in text
@@ -273,3 +274,78 @@ def test_a_block_the_template_lacks_or_a_value_not_given_is_a_clear_error():
     with pytest.raises(report.TemplateError, match="block 'stages': no value for 'machine'"):
         report.prose("stages", run="CPU")
     assert report.prose("stages", run="CPU", machine="m") == ["", "## CPU: time per stage", "", "Measured on m.", ""]
+
+
+def _fast_path(int8_glance: float, machine: dict):
+    """A fast-path record: paper float32 3.0 s glance, 4.0 s with DeepLens, int8 as given."""
+    from sharpeye_ros.benchmark.results import FastPath, FastPathRow, NodeRate, Roofline, RooflineStage
+
+    def row(precision: str, mode: str, seconds: float, base: float) -> FastPathRow:
+        return FastPathRow(model="paper", precision=precision, mode=mode, seconds=seconds, times=[seconds],
+                           stages={"vision": seconds / 2}, speedup=base / seconds)
+
+    rows = [row("float32", "glance", 3.0, 3.0), row("int8", "glance", int8_glance, 3.0),
+            row("float32", "deeplens", 4.0, 4.0), row("int8", "deeplens", 1.6, 4.0)]
+    roof = Roofline(int8_flops_per_s=2e11, float32_flops_per_s=1e11, bytes_per_s=1e10, weight_bytes=600_000_000,
+                    stages={"vision": RooflineStage(seconds=0.5, flop_bound_s=0.4, byte_bound_s=0.01, limit="compute")},
+                    bound_s=0.8, seconds=int8_glance, ratio=int8_glance / 0.8)
+    node = {"auto": NodeRate(runs="int8 weights; auto: int8", captions=6, latency_mean_s=2.0, model_mean_s=1.9,
+                             captions_per_s=0.5)}
+    return FastPath(machine=machine, rounds=3, tokens=20, beams=3, load_before=0.5, load_after=0.6, rows=rows,
+                    roofline=roof, node=node)
+
+
+def test_fast_path_targets_take_the_ratio_to_float32_in_the_same_run(tiny_run):
+    from sharpeye_ros.benchmark.results import Machine
+
+    machine = Machine.from_json(tiny_run.machine.to_json())
+    found = {t.name: t for t in targets(Results(fast_path=_fast_path(0.9, machine)))}
+    glance = next(t for name, t in found.items() if "fast path (int8) takes" in name and "paper glance," in name)
+    refined = next(t for name, t in found.items() if "glance + DeepLens" in name)
+    roof = next(t for name, t in found.items() if "roofline (int8)" in name)
+    assert (glance.measured, glance.passed) == (pytest.approx(0.3), True) and "3.33x faster" in glance.detail
+    assert (refined.measured, refined.passed) == (pytest.approx(0.4), False)  # 2.5x: short of 3x
+    assert (roof.measured, roof.passed) == (pytest.approx(1.125), True) and roof.machine == machine.label
+    slow = {t.name: t for t in targets(Results(fast_path=_fast_path(1.2, machine)))}
+    assert [t.passed for n, t in slow.items() if "roofline (int8)" in n] == [False]  # 1.5x its roofline
+    missing = [t for t in targets(Results()) if "fast path" in t.name]
+    assert len(missing) == 3 and all(t.passed is None and "no fast-path run" in t.detail for t in missing)
+
+
+def test_fast_path_section_renders_and_round_trips(tiny_run):
+    from sharpeye_ros.benchmark.results import Machine
+
+    results = Results(fast_path=_fast_path(0.9, Machine.from_json(tiny_run.machine.to_json())))
+    again = Results.from_json(results.to_json())
+    assert again == results
+    text = report.render_markdown(again)
+    assert "## CPU fast path" in text and "| paper | int8 | 0.90 s | **3.33x** | 1.60 s | **2.50x** |" in text
+    assert "int8 paper glance against its roofline" in text and "| auto | int8 weights; auto: int8 | 0.500 |" in text
+
+
+def _fast_path_with_side_by_sides(machine: dict):
+    """A fast-path record with a fidelity, library and peer side-by-side, as their modules write them."""
+    from sharpeye_ros.benchmark.results import Machine
+
+    fast = _fast_path(0.9, Machine.from_json(machine))
+    fast.fidelity = {"machine": machine, "preset": "paper", "precisions": {"int8": {
+        "runs": "int8", "int8_layers": 220, "top1": 0.99, "top1_min_image": 0.97, "positions": 100, "images": 2,
+        "cosine_min": 0.9995, "cosine_mean": 0.9997, "passes": True}}}
+    rows = [{"name": n, "seconds": s, "times": [s], "rel_error": 0.01, "setup_seconds": 1.0, "note": "",
+             "speedup": 1.0 / s} for n, s in (("torch-fp32", 1.0), ("torch-int8", 0.5))]
+    fast.libraries = {"machine": machine, "rounds": 2,
+                      "pieces": {"prefill": {"rows": rows, "load_before": 0.5, "load_after": 0.6}}}
+    fast.peers = {"machine": machine, "tokens": 20, "rounds": 2, "load_before": 0.5, "load_after": 0.6,
+                  "notes": {"Florence-2-base": "skipped: ImportError: no class"},
+                  "entries": [{"model": m, "precision": p, "beams": b, "seconds": s, "times": [s]}
+                              for m, s in (("ours (paper glance)", 2.0), ("GIT-base", 1.0))
+                              for p in ("float32", "int8") for b in (1, 3)]}
+    return fast
+
+
+def test_fast_path_side_by_sides_render(tiny_run):
+    text = report.render_markdown(Results(fast_path=_fast_path_with_side_by_sides(tiny_run.machine.to_json())))
+    assert "| int8 | 99.0% | 97.0% | 0.99950 | pass |" in text
+    assert "| torch-int8 | 500.0 ms | 2.00x |" in text
+    assert "| GIT-base | 1.00 s (0.50x ours) |" in text and "Florence-2-base: skipped" in text
+    assert "**The choice.**" in text

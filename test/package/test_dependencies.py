@@ -71,6 +71,12 @@ ROSDEP: dict[str, Dep] = {
     "matplotlib": Dep("python3-matplotlib", OPTIONAL, "evaluate/benchmark reports only"),
     "pycocoevalcap": Dep(None, OPTIONAL, "no rosdep key; the evaluate tool only"),
     "setuptools": Dep(None, OPTIONAL, "setup.py, for `pip install .` without ROS"),
+    # The CPU fast path's candidate libraries (setup.cfg's cpu-bench extra), measured side by
+    # side by sharpeye_ros/benchmark/libraries.py only: the shipped int8 path is torch's own.
+    "torchao": Dep(None, OPTIONAL, "benchmark/libraries.py only"),
+    "openvino": Dep(None, OPTIONAL, "benchmark/libraries.py only"),
+    "nncf": Dep(None, OPTIONAL, "benchmark/libraries.py only (OpenVINO's quantizer)"),
+    "onnxruntime": Dep(None, OPTIONAL, "benchmark/libraries.py only"),
 }
 # Declared although no module imports them, each for a reason.
 DECLARED_UNIMPORTED = {

@@ -46,7 +46,7 @@ def test_defaults_are_valid():
     ("refine", 1, r"'refine' must be a bool, got integer"),
     ("device", "gpu", r"'device' must be auto, cpu, cuda or cuda:N; got 'gpu'"),
     ("device", "cuda:x", r"'device' must be"),
-    ("dtype", "int8", r"'dtype' must be one of auto, float32, float16, bfloat16; got 'int8'"),
+    ("dtype", "int4", r"'dtype' must be one of auto, float32, float16, bfloat16, int8; got 'int4'"),
     ("image_transport", "theora", r"'image_transport' must be one of raw, compressed"),
     ("reliability", "sometimes", r"'reliability' must be one of best_effort, reliable"),
     ("task", "long", r"'task' must be one of auto, coco, detailed; got 'long'"),
@@ -60,7 +60,7 @@ def test_bad_values_get_a_reason(name, value, reason):
 @pytest.mark.parametrize("name, value", [
     ("max_rate", 0.01), ("max_rate", 100.0), ("num_regions", 0), ("num_regions", 16),
     ("min_region_score", 0.0), ("min_region_score", 1.0), ("device", "cuda:1"), ("device", "cpu"),
-    ("dtype", "bfloat16"), ("image_transport", "compressed"), ("reliability", "reliable"),
+    ("dtype", "bfloat16"), ("dtype", "int8"), ("image_transport", "compressed"), ("reliability", "reliable"),
     ("task", "detailed"), ("task", "coco"),
 ])
 def test_good_values_pass(name, value):

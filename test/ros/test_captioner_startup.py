@@ -40,6 +40,7 @@ def test_params_file_is_loaded_in_any_namespace(rclpy_context, tiny_model_dir, t
             assert getattr(node.settings, name) == value, name
         report = node.health_report()
         assert report.value("model_id") == str(tiny_model_dir)
+        # dtype auto is float32 on a CPU (int8 is opt-in)
         assert (report.value("device"), report.value("dtype")) == ("cpu", "float32")
     finally:
         node.destroy_node()
@@ -95,9 +96,11 @@ def test_cuda_without_cuda_is_refused(rclpy_context, tiny_model_dir):
     torch = pytest.importorskip("torch")
     from sharpeye_ros.ros.captioner_node import StartupError, resolve_device, resolve_dtype
 
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype("auto", "cuda:0") == torch.float16
-    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert resolve_dtype("auto", "cpu").name == "float32"
+    assert resolve_dtype("auto", "cuda:0").dtype == torch.float16
+    assert resolve_dtype("bfloat16", "cpu").dtype == torch.bfloat16
+    with pytest.raises(StartupError, match="parameter 'dtype': precision int8 runs on the CPU only"):
+        resolve_dtype("int8", "cuda:0")
     assert resolve_device("cpu") == "cpu"
     if torch.cuda.is_available():
         assert resolve_device("auto") == "cuda"

@@ -1,0 +1,258 @@
+"""The CPU fast path's speed: the same model in each precision, in one run, as ratios.
+
+Every (model, precision, mode) entry makes one caption per round, round-robin (round 0
+warms up), so that the machine's drift hits them alike: the paper model (random weights,
+20 new tokens, the paper's 3 beams) and the demo model, in float32, int8 and bfloat16,
+glance alone and glance + DeepLens. For the paper glance in int8 it also gives the
+roofline ratio: the measured time over the time at the machine's limits, per stage the
+slower of its FLOPs (the Linear layers' at the int8 matmul throughput measured here, the
+rest at the float32 one) and the bytes it must read (int8 weights at 1 byte, the KV cache
+in float32) at the measured read bandwidth.
+
+``python -m sharpeye_ros.benchmark.fast_path OUT.json [--rounds 3] [--threads 2] [--node]
+[--peers P.json] [--libraries L.json] [--fidelity F.json]``, then ``benchmark --merge OUT.json``
+puts it into docs/benchmarks.md (section "CPU fast path" and its targets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from sharpeye_ros.benchmark.bounds import Geometry, stage_bytes
+from sharpeye_ros.benchmark.measure import CountingTimer, load_average, machine_info, matmul_throughput, read_bandwidth
+from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, SWITCHES
+from sharpeye_ros.model import SharpEyes, default_model_path
+from sharpeye_ros.model import precision as P
+from sharpeye_ros.model.timing import GLANCE_STAGES, Timer
+
+TOKENS = 20
+BEAMS = 3
+PRECISIONS = ("float32", "int8", "bfloat16")
+MODES = (GLANCE, DEEPLENS)
+MIN_SPEEDUP = 3.0  # the fast path's target against float32, paper size, 3 beams
+
+
+@dataclass
+class Entry:
+    """One (model, precision, mode): its model and the seconds of each timed caption."""
+
+    model: str
+    precision: str
+    mode: str
+    net: SharpEyes
+    times: list[float] = field(default_factory=list)
+    stages: list[dict[str, float]] = field(default_factory=list)
+
+    def caption(self, image: np.ndarray) -> tuple[float, dict[str, float]]:
+        timer = Timer(self.net.device)
+        start = time.perf_counter()
+        self.net.caption([image], timer=timer, **SWITCHES[self.mode])
+        return time.perf_counter() - start, dict(timer.times)
+
+
+def paper_model(seed: int = 0) -> SharpEyes:
+    """The paper-size model with random weights, as the benchmark builds it."""
+    from sharpeye_ros.benchmark.worker import ModelSpec, build_model
+
+    return build_model(ModelSpec(name="paper", source="paper", seed=seed))[0]
+
+
+def in_precisions(base: SharpEyes, precisions: Sequence[str]) -> dict[str, SharpEyes]:
+    """``base`` (float32) and copies of it in each other precision, each set to decode
+    exactly :data:`TOKENS` tokens with :data:`BEAMS` beams."""
+    g = base.config.generation
+    g.max_new_tokens, g.stop, g.num_beams = TOKENS, (), BEAMS
+    return {name: base if name == "float32" else P.apply(copy.deepcopy(base), P.resolve(name, "cpu"))
+            for name in precisions}
+
+
+def int8_matmul_throughput(size: int = 2048, reps: int = 3) -> float:
+    """FLOP/s of the int8 path's Linear (:class:`~sharpeye_ros.model.precision.Int8Linear`)
+    on a square ``size`` problem, its input quantized per call as in the model, best of ``reps``."""
+    layer = P.Int8Linear(torch.nn.Linear(size, size, bias=False))
+    x = torch.randn(size, size)
+    layer(x)
+    best = math.inf
+    for _ in range(reps):
+        start = time.perf_counter()
+        layer(x)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
+def int8_geometry(model: SharpEyes, prompt_len: int) -> Geometry:
+    """The bytes a caption of the int8 ``model`` reads (int8 weights at 1 byte)."""
+    opt = model.lm.model.config
+    return Geometry(vision_bytes=P.weight_bytes(model.vision), connector_bytes=P.weight_bytes(model.connector),
+                    lm_bytes=P.weight_bytes(model.lm),
+                    deeplens_bytes=P.weight_bytes(model.deeplens) if model.deeplens is not None else 0,
+                    lm_layers=int(opt.num_hidden_layers), lm_hidden=int(opt.hidden_size), element_size=4,
+                    prompt_len=prompt_len, refine_prompt_len=prompt_len, tokens=TOKENS, beams=BEAMS,
+                    refine_beams=BEAMS)
+
+
+def roofline(reference: SharpEyes, quantized: SharpEyes, image: np.ndarray, seconds: dict[str, float]) -> dict:
+    """The int8 glance's stages against the machine's limits (see the module docstring).
+    ``reference``: the same model in float32, whose FLOPs the int8 one runs (the FLOP
+    counter does not see quantized kernels); ``seconds``: the int8 glance's median stage seconds."""
+    counting = CountingTimer(reference.device, watch=reference.lm.model.model.decoder)
+    reference.caption([image], timer=counting, **SWITCHES[GLANCE])
+    int8_flops, float_flops = int8_matmul_throughput(), matmul_throughput("cpu", torch.float32)
+    bandwidth = read_bandwidth("cpu")
+    visual = torch.zeros(1, reference.vision.grid**2, reference.lm.hidden_size)
+    prompt_len = reference.lm.build_prompt(reference.config.lm.prompt, visual).embeds.shape[1]
+    geo = int8_geometry(quantized, int(prompt_len))
+    stages, bound = {}, 0.0
+    for stage in GLANCE_STAGES:
+        by_class = counting.class_flops.get(stage, {})
+        flop_s = by_class.get("matmul", 0) / int8_flops + (by_class.get("attention", 0) + by_class.get("other", 0)) / float_flops
+        read = stage_bytes(geo, stage, counting.calls)
+        byte_s = (read or 0) / bandwidth
+        stages[stage] = {"seconds": seconds.get(stage, 0.0), "flop_bound_s": flop_s, "byte_bound_s": byte_s,
+                         "limit": "memory" if byte_s > flop_s else "compute"}
+        bound += max(flop_s, byte_s)
+    measured = sum(seconds.get(s, 0.0) for s in GLANCE_STAGES)
+    return {"int8_flops_per_s": int8_flops, "float32_flops_per_s": float_flops, "bytes_per_s": bandwidth,
+            "weight_bytes": P.weight_bytes(quantized), "stages": stages, "bound_s": bound, "seconds": measured,
+            "ratio": measured / bound if bound > 0 else None}
+
+
+def measure(rounds: int = 3, precisions: Sequence[str] = PRECISIONS, demo: bool = True, log=None) -> dict:
+    """Every entry's median seconds over ``rounds`` round-robin rounds after a warm-up round,
+    each paper entry's speed-up over float32 in the same mode, and the int8 glance's roofline."""
+    from sharpeye_ros.benchmark.worker import benchmark_images
+
+    images = benchmark_images(rounds + 1)
+    models = {"paper": in_precisions(paper_model(), precisions)}
+    if demo:
+        models["demo"] = in_precisions(SharpEyes.from_pretrained(default_model_path(), dtype="float32"), precisions)
+    entries = [Entry(m, p, mode, net) for m, nets in models.items() for p, net in nets.items() for mode in MODES]
+    load = load_average()
+    with torch.no_grad():
+        for r in range(rounds + 1):
+            if log is not None:
+                log(f"fast path: round {r}/{rounds}")
+            for e in entries:
+                seconds, stages = e.caption(images[r])
+                if r > 0:
+                    e.times.append(seconds)
+                    e.stages.append(stages)
+        after = load_average()
+        rows = []
+        for e in entries:
+            rows.append({"model": e.model, "precision": e.precision, "mode": e.mode,
+                         "seconds": float(np.median(e.times)), "times": e.times,
+                         "stages": {s: float(np.median([t.get(s, 0.0) for t in e.stages])) for s in e.stages[0]}})
+        base = {(r["model"], r["mode"]): r["seconds"] for r in rows if r["precision"] == "float32"}
+        for r in rows:
+            r["speedup"] = base[(r["model"], r["mode"])] / r["seconds"]
+        result = {"machine": machine_info("cpu").to_json(), "rounds": rounds, "tokens": TOKENS, "beams": BEAMS,
+                  "load_before": load, "load_after": after, "rows": rows}
+        if "int8" in precisions:
+            glance = next(r for r in rows if (r["model"], r["precision"], r["mode"]) == ("paper", "int8", GLANCE))
+            result["roofline"] = roofline(models["paper"]["float32"], models["paper"]["int8"], images[0],
+                                          glance["stages"])
+    return result
+
+
+def node_rates(model_dir: str, dtypes: Sequence[str] = ("auto", "float32"), captions: int = 6) -> dict:
+    """The running node's captions per second with each of ``dtypes`` (its ``dtype``
+    parameter), each in a process of its own on a DDS domain of its own: frames go out
+    one at a time, each once the previous caption came back, so 1 / mean latency."""
+    from sharpeye_ros.benchmark.run import run_isolated
+    from sharpeye_ros.ros.processes import isolate_dds
+
+    isolate_dds()
+    out = {}
+    for dtype in dtypes:
+        spec = {"model_path": model_dir, "captions": captions, "warmup": 1, "dtype": dtype,
+                "reliability": "reliable", "transport": "large_shm", "max_seconds": 900.0}
+        result = run_isolated("sharpeye_ros.benchmark.node_bench", json.dumps(spec), f"node run, dtype {dtype}")
+        latency = result["all"]["latency"]
+        out[dtype] = {"runs": result["runs"], "captions": result["captions"], "latency_mean_s": latency["mean"],
+                      "model_mean_s": result["all"]["model"]["mean"], "captions_per_s": 1.0 / latency["mean"]}
+    return out
+
+
+def render(result: dict) -> list[str]:
+    """The speed table (seconds per caption and the speed-up over float32) and the roofline line."""
+    lines = ["| model | precision | glance | speed-up | glance + DeepLens | speed-up |", "|---|---|---|---|---|---|"]
+    rows = {(r["model"], r["precision"], r["mode"]): r for r in result["rows"]}
+    for model, precision in dict.fromkeys((r["model"], r["precision"]) for r in result["rows"]):
+        cells = [model, precision]
+        for mode in MODES:
+            r = rows.get((model, precision, mode))
+            cells += ["-", "-"] if r is None else [f"{r['seconds']:.2f} s", f"**{r['speedup']:.2f}x**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    node = result.get("node")
+    if node:
+        lines += ["", "| node (paper + DeepLens, random weights), dtype | runs as | captions/s | mean latency |",
+                  "|---|---|---|---|"]
+        lines += [f"| {d} | {n['runs']} | {n['captions_per_s']:.3f} | {n['latency_mean_s']:.2f} s |"
+                  for d, n in node.items()]
+    roof = result.get("roofline")
+    if roof:
+        lines += ["", f"int8 paper glance against its roofline: {roof['seconds']:.2f} s measured vs {roof['bound_s']:.2f} s "
+                  f"at the limits = **{roof['ratio']:.2f}x** (int8 matmul {roof['int8_flops_per_s'] / 1e9:.0f} GFLOP/s, "
+                  f"float32 {roof['float32_flops_per_s'] / 1e9:.0f} GFLOP/s, read bandwidth "
+                  f"{roof['bytes_per_s'] / 1e9:.1f} GB/s, weights {roof['weight_bytes'] / 1e6:.0f} MB)", "",
+                  "| stage | measured | FLOP bound | byte bound | limit |", "|---|---|---|---|---|"]
+        for stage, s in roof["stages"].items():
+            lines.append(f"| {stage} | {s['seconds'] * 1e3:.1f} ms | {s['flop_bound_s'] * 1e3:.1f} ms | "
+                         f"{s['byte_bound_s'] * 1e3:.1f} ms | {s['limit']} |")
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Measure (or reuse, ``--speed``) the speed run, add the pieces given, and write
+    OUT.json as a benchmark results file (``Results.fast_path``) for ``benchmark --merge``."""
+    from sharpeye_ros.benchmark.results import FastPath, Results
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="results JSON (a benchmark results file)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--precisions", default=",".join(PRECISIONS))
+    parser.add_argument("--no-demo", action="store_true")
+    parser.add_argument("--speed", default="", help="reuse this speed run (an earlier OUT.json) instead of measuring")
+    parser.add_argument("--node", action="store_true",
+                        help="also measure the node's captions/s with dtype auto and float32 (paper model + DeepLens)")
+    for piece in ("peers", "libraries", "fidelity"):
+        parser.add_argument(f"--{piece}", default="", help=f"include this {piece}.py results file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.speed:
+        data = json.loads(Path(args.speed).read_text())
+        fast = dict(data.get("fast_path", data))
+    else:
+        fast = measure(args.rounds, args.precisions.split(","), not args.no_demo,
+                       log=lambda t: print(t, file=sys.stderr, flush=True))
+    if args.node:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="sharpeye_fast_path_") as tmp:
+            paper_model().save_pretrained(Path(tmp) / "paper")
+            fast["node"] = node_rates(str(Path(tmp) / "paper"))
+    for piece in ("peers", "libraries", "fidelity"):
+        if getattr(args, piece):
+            fast[piece] = json.loads(Path(getattr(args, piece)).read_text())
+    results = Results(fast_path=FastPath.from_json(fast, "fast_path"))
+    Path(args.out).write_text(json.dumps(results.to_json(), indent=1) + "\n")
+    print("\n".join(render(fast)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Precisions: how ``auto`` resolves, the int8 layer, quantizing at load without changing
+the API, and the fidelity measure.
+
+The demo model's fidelity bars (evaluation scores within noise of float32) are in
+test/evaluation/test_precision_scores.py; the paper-size random-weight bars are measured by
+the benchmark (sharpeye_ros.benchmark.fidelity), whose measure is tested here.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from sharpeye_ros.model import SharpEyes, presets
+from sharpeye_ros.model import precision as P
+
+needs_int8 = pytest.mark.skipif(not P.int8_available(), reason="this CPU/torch has no x86 int8 kernels")
+
+
+def test_auto_resolves_as_documented(monkeypatch):
+    assert P.resolve("auto", "cuda:0") == P.Precision("float16", torch.float16, "auto: float16 on CUDA", auto=True)
+    # int8 misses the paper-size fidelity bar: auto stays float32 on a CPU even where it runs
+    for available in (True, False):
+        monkeypatch.setattr(P, "int8_available", lambda: available)
+        auto = P.resolve("auto", "cpu")
+        assert (auto.name, auto.dtype, auto.quantized, auto.auto) == ("float32", torch.float32, False, True)
+        assert "int8 is opt-in" in auto.why
+    with pytest.raises(ValueError, match="needs torch's x86 int8 kernels"):
+        P.resolve("int8", "cpu")
+
+
+def test_int8_availability_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert not P.int8_available()  # no AVX2: fbgemm has no kernels there
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert P.int8_available() == any(e in torch.backends.quantized.supported_engines for e in P.INT8_ENGINES)
+
+
+def test_names_and_dtypes_resolve_and_bad_ones_are_refused():
+    assert P.resolve(torch.bfloat16, "cpu") == P.Precision("bfloat16", torch.bfloat16)
+    assert P.resolve(None, "cpu").name == "float32"
+    assert P.resolve("float16", "cpu").dtype == torch.float16
+    resolved = P.Precision("float32", torch.float32, "why")
+    assert P.resolve(resolved, "cpu") is resolved
+    with pytest.raises(ValueError, match="one of auto, float32, float16, bfloat16, int8; got 'int4'"):
+        P.resolve("int4", "cpu")
+    with pytest.raises(ValueError, match="not a floating dtype"):
+        P.resolve(torch.int8, "cpu")
+    with pytest.raises(ValueError, match="int8 runs on the CPU only"):
+        P.resolve("int8", "cuda")
+
+
+@needs_int8
+@torch.no_grad()
+def test_int8_linear_is_close_to_the_float_one_for_any_input_shape():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    q = P.Int8Linear(linear)
+    for shape in ((5, 64), (2, 7, 64), (1, 1, 64)):
+        x = torch.randn(*shape)
+        ref, out = linear(x), q(x)
+        assert out.shape == ref.shape and out.dtype == torch.float32
+        assert float((out - ref).norm() / ref.norm()) < 0.03
+    # a zero-initialised layer (DeepLens's last one, untrained) gives exactly its bias
+    zero = nn.Linear(32, 8)
+    nn.init.zeros_(zero.weight)
+    assert torch.equal(P.Int8Linear(zero)(torch.randn(3, 32)), zero.bias.expand(3, 8))
+    assert copy.deepcopy(q)(x).shape == ref.shape  # models that quantize can still be copied
+
+
+@needs_int8
+def test_quantize_keeps_tied_kept_and_tiny_layers_float():
+    torch.manual_seed(0)
+    emb = nn.Embedding(10, 32)
+    head = nn.Linear(32, 10, bias=False)
+    head.weight = emb.weight
+    net = nn.ModuleDict({"emb": emb, "head": head, "body": nn.Linear(32, 32), "kept": nn.Linear(32, 32),
+                         "tiny": nn.Linear(4, 32)})
+    P.quantize_int8(net, keep=[net["kept"]])
+    kinds = {name: type(m).__name__ for name, m in net.items()}
+    assert kinds == {"emb": "Embedding", "head": "Linear", "body": "Int8Linear", "kept": "Linear",
+                     "tiny": "Linear"}
+
+
+@needs_int8
+def test_int8_loads_from_a_float_checkpoint_with_the_same_api(tiny_model_dir, images):
+    f = SharpEyes.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    q = SharpEyes.from_pretrained(tiny_model_dir, dtype="int8")
+    assert q.precision.quantized and f.precision.name == "float32"
+    assert q.dtype == torch.float32  # activations and the layers kept float
+    lm = q.lm.model
+    assert type(lm.lm_head) is nn.Linear and lm.lm_head.weight is lm.get_input_embeddings().weight
+    assert P.int8_layers(q) == sum(type(m) is nn.Linear and m.in_features >= P.MIN_INT8_FEATURES
+                                   for m in f.modules()) - 1  # all but the head
+    assert P.weight_bytes(q) < 0.7 * P.weight_bytes(f)
+    a = f.glance(images, num_regions=3, refine=True, zoom=True)
+    b = q.glance(images, num_regions=3, refine=True, zoom=True)
+    assert [m.shape[1:] for m in b.token_maps] == [m.shape[1:] for m in a.token_maps]
+    assert b.embeds.shape == a.embeds.shape and b.features.shape == a.features.shape
+    results = q.finish(images, b, refine=True, zoom=True, num_regions=3)
+    for image, r in zip(images, results):
+        assert isinstance(r.caption, str) and len(r.regions) <= 3
+        h, w = image.shape[:2]
+        assert all(0 <= g.x_min <= g.x_max <= w and 0 <= g.y_min <= g.y_max <= h for g in r.regions)
+    with pytest.raises(ValueError, match="runs in int8, quantized at load"):
+        q.save_pretrained(tiny_model_dir.parent / "never")
+    assert not (tiny_model_dir.parent / "never").exists()
+
+
+def test_auto_loads_float32_on_the_cpu_and_int8_by_name(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(P, "int8_available", lambda: True)
+    model = SharpEyes.from_pretrained(tiny_model_dir, dtype="auto")
+    assert (model.precision.name, model.precision.auto, P.int8_layers(model)) == ("float32", True, 0)
+    # the same resolved choice, handed in as the node hands it, gives the same model
+    assert SharpEyes.from_pretrained(tiny_model_dir, dtype=P.resolve("auto", "cpu")).precision == model.precision
+    monkeypatch.undo()
+    if P.int8_available():  # int8 asked for by name is what runs
+        named = SharpEyes.from_pretrained(tiny_model_dir, dtype="int8")
+        assert named.precision.quantized and P.int8_layers(named) > 0
+
+
+def test_float_dtypes_still_cast_every_weight(tiny_model_dir):
+    model = SharpEyes.from_pretrained(tiny_model_dir, dtype="bfloat16")
+    assert model.precision.name == "bfloat16"
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert P.int8_layers(model) == 0
+
+
+# ---- the fidelity measure (the benchmark runs it at paper size) --------------------------
+@torch.no_grad()
+def test_fidelity_measure_passes_bfloat16_and_catches_a_changed_model():
+    from sharpeye_ros.benchmark import fidelity
+
+    torch.manual_seed(0)
+    model = SharpEyes.from_config(presets.tiny().override({"deeplens": None, "refine": False})).eval()
+    images = fidelity.fidelity_images(4, size=(160, 120))
+    result = fidelity.measure(model, images, ["bfloat16"])["bfloat16"]
+    assert result["passes"] and result["images"] == 4 and result["cosine_min"] >= fidelity.MIN_COSINE
+    assert next(model.parameters()).dtype == torch.float32  # the reference is left in float32
+    reference = [fidelity.prompt_top1(model, im) for im in images]
+    same = fidelity.compare(reference, reference)
+    assert (same["top1"], same["passes"]) == (1.0, True)
+    changed = copy.deepcopy(model)
+    for p in changed.vision.parameters():
+        p.add_(0.05 * torch.randn_like(p))
+    with torch.no_grad():
+        changed.lm.model.lm_head.weight.mul_(-1)  # the tied head and embeddings: other tokens
+    worse = fidelity.compare(reference, [fidelity.prompt_top1(changed, im) for im in images])
+    assert not worse["passes"] and worse["cosine_min"] < fidelity.MIN_COSINE and worse["top1"] < fidelity.MIN_TOP1
