@@ -54,7 +54,7 @@ class Precision:
         return self.name == "int8"
 
     def describe(self) -> str:
-        """One line for logs, e.g. ``int8 (dynamic, fbgemm; auto: ...)``."""
+        """One line for logs, e.g. ``float32; auto: float32 on cpu (int8 is opt-in)``."""
         what = "int8 weights, dynamic int8 activations (fbgemm)" if self.quantized else self.name
         return f"{what}; {self.why}" if self.why else what
 
