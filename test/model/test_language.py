@@ -298,3 +298,28 @@ def test_kv_buffer_matches_a_concatenating_cache():
     # The prompt's kept views were never written over by decoding.
     torch.testing.assert_close(kept[0], kept_copy[0], rtol=0, atol=0)
     torch.testing.assert_close(kept[1], kept_copy[1], rtol=0, atol=0)
+
+
+def test_kv_buffer_crop_rewinds_where_the_next_update_writes():
+    """A crop (either convention) leaves the buffer as if the dropped positions never came,
+    its length and the exposed views alike: a step over the same position again (what
+    benchmark.libraries' decode piece does) sees the same keys as a fresh cache."""
+    from transformers.cache_utils import DynamicLayer
+
+    from sharpeye_ros.model.kv_cache import KVBuffer
+
+    torch.manual_seed(0)
+    prompt = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    step = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
+    ours = KVBuffer(capacity=8)
+    ours.update(*prompt)
+    for crop in (-1, 5):  # remove the last one; keep the first five
+        ours.update(torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
+        ours.crop(crop)
+        assert ours.get_seq_length() == 5 and ours.get_mask_sizes(1)[0] == 6
+        ref = DynamicLayer()
+        ref.update(*prompt)
+        got, want = ours.update(*step), ref.update(*step)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+        ours.crop(-1)
