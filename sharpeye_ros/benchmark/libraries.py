@@ -51,6 +51,9 @@ PIECES = ("vision", "prefill", "decode")
 PROMPT_TOKENS = 587  # BOS + 10 + 576 visual tokens: the paper glance's prompt
 BEAMS = 3
 VISION_LAYERS = 4
+PIECE_WHAT = {"vision": f"CLIP ViT-L/14-336, embeddings + {VISION_LAYERS} of the 23 layers the glance runs, one 336 px image",
+              "prefill": f"OPT-125M over a {PROMPT_TOKENS}-token prompt",
+              "decode": f"one {BEAMS}-beam OPT-125M step over a {PROMPT_TOKENS}-token KV cache, LM head included"}
 
 
 @dataclass
@@ -340,7 +343,8 @@ def measure(pieces: Sequence[str] = PIECES, rounds: int = 3, seed: int = 0) -> d
                              "setup_seconds": c.setup_seconds, "note": c.note})
             for r in rows:
                 r["speedup"] = base / r["seconds"] if base and r["seconds"] else None
-            results["pieces"][piece] = {"rows": rows, "load_before": load, "load_after": load_average()}
+            results["pieces"][piece] = {"rows": rows, "load_before": load, "load_after": load_average(),
+                                        "what": PIECE_WHAT[piece]}
             del candidates
     return results
 
@@ -350,7 +354,8 @@ def render(results: dict) -> str:
     m = results["machine"]
     lines = [f"{m['cpu']}, {m['torch_threads']} threads, {m['date_utc']}, {results['rounds']} interleaved rounds"]
     for piece, data in results["pieces"].items():
-        lines += ["", f"**{piece}** (load {data['load_before']:.2f} -> {data['load_after']:.2f})", "",
+        what = f": {data['what']}" if data.get("what") else ""
+        lines += ["", f"**{piece}**{what} (load {data['load_before']:.2f} -> {data['load_after']:.2f})", "",
                   "| candidate | median | vs torch fp32 | output rel. error | set-up | note |",
                   "|---|---|---|---|---|---|"]
         for r in data["rows"]:
