@@ -8,12 +8,13 @@ patch embedding, and DeepLens's two tiny projections of the attention heat and t
 boxes. ``int8-vision``: only the vision tower's Linear layers in int8, everything else
 float32. The model is quantized when it loads (:func:`apply`); checkpoints stay float.
 
-Why two int8 paths: measured per group at paper size (random weights, top-1 agreement
-with float32 over the glance prompt, docs/benchmarks.md "CPU fast path"), int8 in the LM
-costs the most fidelity (its value/output projections and fc1/fc2, which write into the
-residual stream: about 93-94% each, q/k 99.7%), the connector 97.6%, the vision tower
-least (98.4%) while it is the largest share of a glance's time. So ``int8`` is the
-fastest path and ``int8-vision`` the one that meets the fidelity bars.
+Why two int8 paths: measured one group at a time at paper size (random weights, top-1
+agreement with float32 over the glance prompt, 6 images; ``benchmark.fidelity --groups``),
+int8 in the LM costs the most fidelity (its value/output projections and fc1/fc2, which
+write into the residual stream: 93-94% each; q/k 99.7%), the connector 97.6%, the vision
+tower least (98.4%) while it is the largest share of a glance's time. So ``int8`` is the
+fastest path and ``int8-vision`` the one that meets the fidelity bars (98.4% over 20
+images, vision cosine 0.99983: docs/benchmarks.md, "CPU fast path").
 
 ``auto`` (:func:`resolve`) decides from the device and the CPU, not from a measurement at
 start-up: float16 on CUDA; on a CPU, ``int8-vision`` where torch's x86 int8 kernels run
