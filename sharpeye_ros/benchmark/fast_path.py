@@ -2,8 +2,8 @@
 
 Every (model, precision, mode) entry makes one caption per round, round-robin (round 0
 warms up), so that the machine's drift hits them alike: the paper model (random weights,
-20 new tokens, the paper's 3 beams) and the demo model, in float32, int8 and bfloat16,
-glance alone and glance + DeepLens. For the paper glance in int8 it also gives the
+20 new tokens, the paper's 3 beams) and the demo model, in float32, int8-vision, int8 and bfloat16,
+glance alone and glance + DeepLens (int8-vision: what ``auto`` runs on an x86 CPU). For the paper glance in int8 it also gives the
 roofline ratio: the measured time over the time at the machine's limits, per stage the
 slower of its FLOPs (the Linear layers' at the int8 matmul throughput measured here, the
 rest at the float32 one) and the bytes it must read (int8 weights at 1 byte, the KV cache
@@ -38,7 +38,7 @@ from sharpeye_ros.model.timing import GLANCE_STAGES, Timer
 
 TOKENS = 20
 BEAMS = 3
-PRECISIONS = ("float32", "int8", "bfloat16")
+PRECISIONS = ("float32", "int8-vision", "int8", "bfloat16")
 MODES = (GLANCE, DEEPLENS)
 MIN_SPEEDUP = 3.0  # the fast path's target against float32, paper size, 3 beams
 
@@ -166,9 +166,9 @@ def measure(rounds: int = 3, precisions: Sequence[str] = PRECISIONS, demo: bool 
     return result
 
 
-def node_rates(model_dir: str, dtypes: Sequence[str] = ("int8", "float32"), captions: int = 6) -> dict:
+def node_rates(model_dir: str, dtypes: Sequence[str] = ("auto", "float32"), captions: int = 6) -> dict:
     """The running node's captions per second with each of ``dtypes`` (its ``dtype``
-    parameter; int8, the opt-in fast path, as ``auto`` is float32 on a CPU), each in a process of its own on a DDS domain of its own: frames go out
+    parameter; ``auto`` is int8-vision on an x86 CPU with AVX2), each in a process of its own on a DDS domain of its own: frames go out
     one at a time, each once the previous caption came back, so 1 / mean latency."""
     from sharpeye_ros.benchmark.run import run_isolated
     from sharpeye_ros.ros.processes import isolate_dds
@@ -227,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-demo", action="store_true")
     parser.add_argument("--speed", default="", help="reuse this speed run (an earlier OUT.json) instead of measuring")
     parser.add_argument("--node", action="store_true",
-                        help="also measure the node's captions/s with dtype int8 and float32 (paper model + DeepLens)")
+                        help="also measure the node's captions/s with dtype auto and float32 (paper model + DeepLens)")
     for piece in ("peers", "libraries", "fidelity"):
         parser.add_argument(f"--{piece}", default="", help=f"include this {piece}.py results file")
     args = parser.parse_args(argv)

@@ -11,7 +11,10 @@ A weak proxy: random weights lack the activation outliers of trained CLIP and OP
 usually hurt int8 most. The demo model's evaluation scores (docs/evaluation.md,
 "Precision") are the trained check.
 
-``python -m sharpeye_ros.benchmark.fidelity OUT.json [--preset paper] [--images 20] [--precisions int8,bfloat16]``
+With ``--groups``, also int8 on one group of layers at a time (the rest float32), to find
+which layers cost the fidelity: :data:`GROUPS`.
+
+``python -m sharpeye_ros.benchmark.fidelity OUT.json [--preset paper] [--images 20] [--precisions int8-vision,int8,bfloat16] [--groups]``
 """
 
 from __future__ import annotations
@@ -30,6 +33,24 @@ from sharpeye_ros.model import SharpEyes, presets
 from sharpeye_ros.model import precision as P
 
 IMAGES = 20  # half uniform noise, half synthetic scenes
+
+
+def _decoder_layers(model: SharpEyes, names: Sequence[str]) -> list[torch.nn.Module]:
+    layers = model.lm.model.model.decoder.layers
+    return [getattr(layer if not n.startswith("self_attn.") else layer.self_attn, n.split(".")[-1])
+            for layer in layers for n in names]
+
+
+# int8 on one group at a time (each a function of the model: the modules whose Linear
+# layers are quantized). The LM's value/output projections and fc1/fc2 write into the
+# residual stream; q/k only shape the attention weights.
+GROUPS = {
+    "vision tower": lambda m: [m.vision],
+    "connector": lambda m: [m.connector],
+    "LM q/k projections": lambda m: _decoder_layers(m, ("self_attn.q_proj", "self_attn.k_proj")),
+    "LM v/out projections": lambda m: _decoder_layers(m, ("self_attn.v_proj", "self_attn.out_proj")),
+    "LM fc1/fc2": lambda m: _decoder_layers(m, ("fc1", "fc2")),
+}
 MIN_TOP1 = 0.98
 MIN_COSINE = 0.999
 
@@ -86,6 +107,31 @@ def measure(model: SharpEyes, images: Sequence[np.ndarray], precisions: Sequence
     return out
 
 
+def measure_groups(model: SharpEyes, images: Sequence[np.ndarray]) -> dict:
+    """:func:`compare` against float32 of int8 on each of :data:`GROUPS` alone."""
+    model = model.float().eval()
+    reference = [prompt_top1(model, im) for im in images]
+    out = {}
+    for name, select in GROUPS.items():
+        other = copy.deepcopy(model)
+        for part in select(other):
+            if isinstance(part, torch.nn.Linear):  # a layer itself: replace it in its parent
+                _replace(other, part)
+            else:
+                P.quantize_int8(part)
+        out[name] = {"int8_layers": P.int8_layers(other), **compare(reference, [prompt_top1(other, im) for im in images])}
+        del other
+    return out
+
+
+def _replace(model: torch.nn.Module, linear: torch.nn.Linear) -> None:
+    for parent in model.modules():
+        for attr, child in parent.named_children():
+            if child is linear:
+                setattr(parent, attr, P.Int8Linear(linear))
+                return
+
+
 def render(result: dict) -> list[str]:
     """The fidelity table's markdown lines."""
     lines = [f"| precision | top-1 agreement (all {next(iter(result['precisions'].values()))['positions']} "
@@ -94,6 +140,13 @@ def render(result: dict) -> list[str]:
     for name, r in result["precisions"].items():
         lines.append(f"| {name} | {100 * r['top1']:.1f}% | {100 * r['top1_min_image']:.1f}% | "
                      f"{r['cosine_min']:.5f} | {'pass' if r['passes'] else 'FAIL'} |")
+    if result.get("groups"):
+        lines += ["", "int8 on one group of layers at a time, the rest float32 (same images):", "",
+                  "| int8 group | Linear layers | top-1 agreement | lowest per image | vision cosine, lowest |",
+                  "|---|---|---|---|---|"]
+        for name, r in result["groups"].items():
+            lines.append(f"| {name} | {r['int8_layers']} | {100 * r['top1']:.1f}% | {100 * r['top1_min_image']:.1f}% | "
+                         f"{r['cosine_min']:.5f} |")
     return lines
 
 
@@ -104,15 +157,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("out", help="results JSON")
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--images", type=int, default=IMAGES)
-    parser.add_argument("--precisions", default="int8,bfloat16")
+    parser.add_argument("--precisions", default="int8-vision,int8,bfloat16")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--groups", action="store_true", help="also int8 on one group of layers at a time")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SharpEyes.from_config(getattr(presets, args.preset)().override({"deeplens": None, "refine": False}))
+    images = fidelity_images(args.images)
     result = {"machine": machine_info("cpu").to_json(), "preset": args.preset,
-              "precisions": measure(model, fidelity_images(args.images), args.precisions.split(","))}
+              "precisions": measure(model, images, args.precisions.split(","))}
+    if args.groups:
+        result["groups"] = measure_groups(model, images)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print("\n".join(render(result)))
     return 0

@@ -4,8 +4,11 @@ Two fixed-shape pieces of the paper-size model, random weights, batch 1, each ru
 candidate that is installed (a missing one is skipped with a note), timed in interleaved
 rounds (round r runs every candidate once, so the machine's drift hits them alike):
 
-- ``vision``: the CLIP ViT-L/14-336 tower up to the layer the glance reads (-2), one
-  336 px image: compute-bound, like the connector, the prefills and DeepLens;
+- ``vision``: the CLIP ViT-L/14-336 tower's embeddings and its first :data:`VISION_LAYERS`
+  layers (of the 23 the glance runs: every layer has the same shape and cost, so the
+  ratios are the whole tower's, and exporting and calibrating 4 layers keeps the run
+  within minutes), one 336 px image: compute-bound, like the connector, the prefills and
+  DeepLens;
 - ``prefill``: OPT-125M over a 587-token glance prompt (input embeddings in, last hidden
   states out): compute-bound;
 - ``decode`` (torch candidates only): one 3-beam decode step of OPT-125M over a 587-token
@@ -47,6 +50,10 @@ from sharpeye_ros.benchmark.measure import load_average, machine_info
 PIECES = ("vision", "prefill", "decode")
 PROMPT_TOKENS = 587  # BOS + 10 + 576 visual tokens: the paper glance's prompt
 BEAMS = 3
+VISION_LAYERS = 4
+PIECE_WHAT = {"vision": f"CLIP ViT-L/14-336, embeddings + {VISION_LAYERS} of the 23 layers the glance runs, one 336 px image",
+              "prefill": f"OPT-125M over a {PROMPT_TOKENS}-token prompt",
+              "decode": f"one {BEAMS}-beam OPT-125M step over a {PROMPT_TOKENS}-token KV cache, LM head included"}
 
 
 @dataclass
@@ -70,11 +77,11 @@ class VisionPiece(nn.Module):
     """The tower's pass as :class:`~sharpeye_ros.model.vision.VisionTower` runs it: the
     embeddings, the pre-norm and the layers up to the selected one."""
 
-    def __init__(self, tower) -> None:
+    def __init__(self, tower, layers: Optional[int] = None) -> None:
         super().__init__()
         model = getattr(tower.model, "vision_model", tower.model)
         self.embeddings, self.pre = model.embeddings, model.pre_layrnorm
-        self.layers = nn.ModuleList(model.encoder.layers[: tower.select_layer])
+        self.layers = nn.ModuleList(model.encoder.layers[: tower.select_layer][:layers])
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         hidden = self.pre(self.embeddings(pixels))
@@ -236,7 +243,7 @@ def _decode_candidates(model) -> list[Candidate]:
 
         def run() -> torch.Tensor:
             for layer in cache.layers:  # step over the same position every time
-                layer.length = PROMPT_TOKENS
+                layer.crop(PROMPT_TOKENS)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 hidden = variant(variant.embed(tokens).to(dtype), mask, pos, cache)
                 return variant.model.lm_head(hidden[:, -1]).float()
@@ -308,14 +315,14 @@ def measure(pieces: Sequence[str] = PIECES, rounds: int = 3, seed: int = 0) -> d
         for piece in pieces:
             print(f"libraries: {piece}", file=sys.stderr, flush=True)
             if piece == "vision":
-                module = VisionPiece(model.vision).eval()
+                module = VisionPiece(model.vision, VISION_LAYERS).eval()
                 size = model.vision.image_size
                 inputs = (torch.randn(1, 3, size, size),)
-                calibration = [(torch.randn(1, 3, size, size),) for _ in range(4)]
+                calibration = [(torch.randn(1, 3, size, size),) for _ in range(2)]
             elif piece == "prefill":
                 module = PrefillPiece(model.lm).eval()
                 inputs = (torch.randn(1, PROMPT_TOKENS, model.lm.hidden_size) * 0.1,)
-                calibration = [(torch.randn(1, PROMPT_TOKENS, model.lm.hidden_size) * 0.1,) for _ in range(4)]
+                calibration = [(torch.randn(1, PROMPT_TOKENS, model.lm.hidden_size) * 0.1,) for _ in range(2)]
             elif piece == "decode":
                 candidates = _decode_candidates(model)
             else:
@@ -336,7 +343,8 @@ def measure(pieces: Sequence[str] = PIECES, rounds: int = 3, seed: int = 0) -> d
                              "setup_seconds": c.setup_seconds, "note": c.note})
             for r in rows:
                 r["speedup"] = base / r["seconds"] if base and r["seconds"] else None
-            results["pieces"][piece] = {"rows": rows, "load_before": load, "load_after": load_average()}
+            results["pieces"][piece] = {"rows": rows, "load_before": load, "load_after": load_average(),
+                                        "what": PIECE_WHAT[piece]}
             del candidates
     return results
 
@@ -346,7 +354,8 @@ def render(results: dict) -> str:
     m = results["machine"]
     lines = [f"{m['cpu']}, {m['torch_threads']} threads, {m['date_utc']}, {results['rounds']} interleaved rounds"]
     for piece, data in results["pieces"].items():
-        lines += ["", f"**{piece}** (load {data['load_before']:.2f} -> {data['load_after']:.2f})", "",
+        what = f": {data['what']}" if data.get("what") else ""
+        lines += ["", f"**{piece}**{what} (load {data['load_before']:.2f} -> {data['load_after']:.2f})", "",
                   "| candidate | median | vs torch fp32 | output rel. error | set-up | note |",
                   "|---|---|---|---|---|---|"]
         for r in data["rows"]:

@@ -34,7 +34,7 @@ UNITS = ("fraction", "share", "x", "s", "bytes")  # what a target's value and li
 # increase, "+25%"; share: a part of a whole, "4.2%")
 FAST_PATH_MAX_TIME = 1 / 3  # the CPU fast path: at least 3x faster than float32 (paper size, 3 beams)
 FAST_PATH_MAX_ROOFLINE = 1.3  # the fast path's glance within 1.3x of its own roofline
-FAST_PATH = "int8"  # the CPU fast path measured (opt-in: dtype auto stays float32 on a CPU, model/precision.py)
+FAST_PATH = "int8"  # the CPU's fastest path measured (opt-in; auto runs int8-vision, model/precision.py)
 
 
 @dataclass

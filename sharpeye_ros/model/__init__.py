@@ -7,6 +7,10 @@ results = model.caption([rgb_uint8_image])       # list[CaptionResult]: glance()
 Where each piece lives: docs/model.md.
 """
 
+from sharpeye_ros.model.imports import import_transformers
+
+import_transformers()  # first: quiet the optional libraries transformers imports (model/imports.py)
+
 from sharpeye_ros.model.config import SharpEyesConfig
 from sharpeye_ros.model.loading import CheckpointError, default_model_path
 from sharpeye_ros.model.outputs import CaptionResult, Encoded, Glance, TeacherForced

@@ -58,6 +58,17 @@ class KVBuffer(DynamicLayer):
             self._k[:, :, part] = self._k[beam_idx, :, part]
             self._v[:, :, part] = self._v[beam_idx, :, part]
 
+    def crop(self, tokens: int) -> None:
+        """Drop positions: ``tokens`` < 0 removes that many from the end, ``tokens`` >= 0
+        keeps the first ``tokens`` (transformers' older convention). The buffer keeps its
+        room; the next update writes where the kept positions end. (``DynamicLayer.crop``
+        would slice the exposed views only, so the next update would write past the crop.)"""
+        keep = self.length + tokens if tokens < 0 else min(tokens, self.length)
+        self.length = max(keep, 0)
+        self.shared = min(self.shared, self.length)
+        if self._k is not None:
+            self._expose()
+
     def _expose(self) -> None:
         self.keys = self._k[:, :, : self.length]
         self.values = self._v[:, :, : self.length]

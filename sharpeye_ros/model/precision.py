@@ -1,23 +1,32 @@
-"""Precision: the dtype a model runs in, and the CPU's int8 fast path.
+"""Precision: the dtype a model runs in, and the CPU's int8 fast paths.
 
 ``float32``, ``float16``, ``bfloat16``: every weight in that dtype. ``int8``: the Linear
 layers of the vision tower, the connector, the LM's decoder layers and DeepLens hold int8
 weights (per output channel) and quantize their input per call (dynamic quantization);
-everything else stays in float32: the embeddings and the tied LM head (the head decides
-every token: int8 there costs the most fidelity), layer norms, the patch embedding, and
-DeepLens's two tiny projections of the attention heat and the crop boxes. The model is
-quantized when it loads (:func:`apply`); checkpoints stay float.
+everything else stays in float32: the embeddings and the tied LM head, layer norms, the
+patch embedding, and DeepLens's two tiny projections of the attention heat and the crop
+boxes. ``int8-vision``: only the vision tower's Linear layers in int8, everything else
+float32. The model is quantized when it loads (:func:`apply`); checkpoints stay float.
 
-``auto`` (:func:`resolve`): float16 on CUDA, float32 on a CPU. int8 runs only when asked
-for by name (an x86 CPU with AVX2 or AVX-512: the ``x86``/``fbgemm`` quantized engine):
-``auto`` may pick only a path that meets the fidelity bars, and int8 misses the paper-size
-one (91.4% top-1 agreement with float32 against a bar of 98%; docs/benchmarks.md, "CPU
-fast path"), although the demo model's scores in int8 stay within noise of float32's
-(test/evaluation/test_precision_scores.py).
+Why two int8 paths: measured one group at a time at paper size (random weights, top-1
+agreement with float32 over the glance prompt, 6 images; ``benchmark.fidelity --groups``),
+int8 in the LM costs the most fidelity (its value/output projections and fc1/fc2, which
+write into the residual stream: 93-94% each; q/k 99.7%), the connector 97.6%, the vision
+tower least (98.4%) while it is the largest share of a glance's time. So ``int8`` is the
+fastest path and ``int8-vision`` the one that meets the fidelity bars (98.4% over 20
+images, vision cosine 0.99983: docs/benchmarks.md, "CPU fast path").
+
+``auto`` (:func:`resolve`) decides from the device and the CPU, not from a measurement at
+start-up: float16 on CUDA; on a CPU, ``int8-vision`` where torch's x86 int8 kernels run
+(:func:`int8_available`: the ``x86``/``fbgemm`` engine and an AVX2 or AVX-512 CPU), as it
+meets both paper-size fidelity bars and measures faster than float32 there; else float32.
+``auto`` never picks ``int8`` (it misses the top-1 bar, 91.4% against 98%) nor bfloat16
+(slower than float32 without native bf16 instructions; not worth a per-machine probe).
 
 The int8 kernel is fbgemm's dynamic-quantized linear (``torch.ops.quantized``), with
 activations quantized to 7 bits (``reduce_range``): without VNNI, AVX2's int8 multiply
-adds pairs into 16 bits and would saturate on full-range activations.
+adds pairs into 16 bits and would saturate on full-range activations (measured: full
+range drops the top-1 agreement to 78%).
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from typing import Iterable, Optional, Union
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "float32", "float16", "bfloat16", "int8")
+PRECISIONS = ("auto", "float32", "float16", "bfloat16", "int8", "int8-vision")
+INT8_PRECISIONS = ("int8", "int8-vision")
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Linear layers with fewer inputs than this stay float: they cost nothing and their few
 # inputs (DeepLens's heat and box projections: 1 and 4) quantize badly.
@@ -51,11 +61,13 @@ class Precision:
 
     @property
     def quantized(self) -> bool:
-        return self.name == "int8"
+        return self.name in INT8_PRECISIONS
 
     def describe(self) -> str:
-        """One line for logs, e.g. ``float32; auto: float32 on cpu (int8 is opt-in)``."""
-        what = "int8 weights, dynamic int8 activations (fbgemm)" if self.quantized else self.name
+        """One line for logs, e.g. ``int8-vision: ...; auto: ...``."""
+        what = {"int8": "int8 weights, dynamic int8 activations (fbgemm)",
+                "int8-vision": "int8-vision: the vision tower in int8 (fbgemm, dynamic activations), the rest float32",
+                }.get(self.name, self.name)
         return f"{what}; {self.why}" if self.why else what
 
 
@@ -89,15 +101,18 @@ def resolve(precision: Union[str, torch.dtype, Precision, None], device: Union[s
     if name == "auto":
         if device.type == "cuda":
             return Precision("float16", torch.float16, "auto: float16 on CUDA", auto=True)
-        # int8 is faster on a CPU but misses the paper-size fidelity bar: opt-in only.
-        return Precision("float32", torch.float32, f"auto: float32 on {device.type} (int8 is opt-in)", auto=True)
-    if name == "int8":
+        if device.type == "cpu" and int8_available():
+            return Precision("int8-vision", torch.float32, "auto: int8-vision on a CPU with x86 int8 kernels "
+                             "(faster than float32, within the fidelity bars; int8 is opt-in)", auto=True)
+        return Precision("float32", torch.float32, f"auto: float32 on {device.type} (no x86 int8 kernels here)",
+                         auto=True)
+    if name in INT8_PRECISIONS:
         if device.type != "cpu":
-            raise ValueError(f"precision int8 runs on the CPU only, not on {device} (use float16 there)")
+            raise ValueError(f"precision {name} runs on the CPU only, not on {device} (use float16 there)")
         if not int8_available():
-            raise ValueError("precision int8 needs torch's x86 int8 kernels (an x86 CPU with AVX2), "
+            raise ValueError(f"precision {name} needs torch's x86 int8 kernels (an x86 CPU with AVX2), "
                              "which this machine or torch build lacks: use float32")
-        return Precision("int8", torch.float32)
+        return Precision(name, torch.float32)
     return Precision(name, FLOAT_DTYPES[name])
 
 
@@ -156,11 +171,13 @@ def _int8_targets(module: nn.Module, keep: Iterable[nn.Module]) -> list[tuple[nn
 
 def apply(model: nn.Module, precision: Precision) -> nn.Module:
     """``model`` (a SharpEyes, on its device) in ``precision``: float dtypes cast every
-    weight; int8 quantizes as this module's docstring says (on the CPU)."""
+    weight; int8 and int8-vision quantize as this module's docstring says (on the CPU)."""
     keep = [model.lm.model.lm_head]
     model.to(precision.dtype)
-    if precision.quantized:
+    if precision.name == "int8":
         quantize_int8(model, keep=keep)
+    elif precision.name == "int8-vision":
+        quantize_int8(model.vision)
     model.precision = precision
     return model
 

@@ -92,8 +92,9 @@ class SharpEyes(TeacherForcing, nn.Module):
 
         ``dtype``: a float ``torch.dtype``; None: the widest stored; or a precision name
         of :mod:`sharpeye_ros.model.precision`: "float32", "float16", "bfloat16", "int8"
-        (the CPU's int8 path, quantized here at load) or "auto" (float16 on CUDA, float32
-        on a CPU: :func:`sharpeye_ros.model.precision.resolve`). ``model.precision`` says which one runs."""
+        or "int8-vision" (the CPU's int8 paths, quantized here at load) or "auto" (float16
+        on CUDA, int8-vision on an x86 CPU with AVX2, else float32:
+        :func:`sharpeye_ros.model.precision.resolve`). ``model.precision`` says which one runs."""
         chosen = None if dtype is None else resolve_precision(dtype, device)
         config, state, tokenizer, source = read_checkpoint(path)
         model = cls.from_state(config, state, source, tokenizer, None if chosen is None else chosen.dtype)

@@ -18,12 +18,11 @@ def make_lm(tokenizer, seed: int = 0, **kw) -> LanguageModel:
     torch.manual_seed(seed)
     kw.setdefault("max_position_embeddings", 256)
     cfg = OPTConfig(
-        **_OPT,
+        **{**_OPT, **kw},
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **kw,
     )
     return LanguageModel(OPTForCausalLM(cfg).eval(), tokenizer)
 
@@ -298,3 +297,80 @@ def test_kv_buffer_matches_a_concatenating_cache():
     # The prompt's kept views were never written over by decoding.
     torch.testing.assert_close(kept[0], kept_copy[0], rtol=0, atol=0)
     torch.testing.assert_close(kept[1], kept_copy[1], rtol=0, atol=0)
+
+
+def test_kv_buffer_crop_rewinds_where_the_next_update_writes():
+    """A crop (either convention) leaves the buffer as if the dropped positions never came,
+    its length and the exposed views alike: a step over the same position again (what
+    benchmark.libraries' decode piece does) sees the same keys as a fresh cache."""
+    from transformers.cache_utils import DynamicLayer
+
+    from sharpeye_ros.model.kv_cache import KVBuffer
+
+    torch.manual_seed(0)
+    prompt = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    step = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
+    ours = KVBuffer(capacity=8)
+    ours.update(*prompt)
+    for crop in (-1, 5):  # remove the last one; keep the first five
+        ours.update(torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
+        ours.crop(crop)
+        assert ours.get_seq_length() == 5 and ours.get_mask_sizes(1)[0] == 6
+        ref = DynamicLayer()
+        ref.update(*prompt)
+        got, want = ours.update(*step), ref.update(*step)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+        ours.crop(-1)
+
+
+class _BytesWritten(torch.utils._python_dispatch.TorchDispatchMode):
+    """Bytes each op writes: its outputs', views excluded (an in-place write into a slice
+    counts that slice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        alias = func._schema.returns[0].alias_info if func._schema.returns else None
+        if alias is None or alias.is_write:
+            outs = out if isinstance(out, (tuple, list)) else [out]
+            self.total += sum(o.numel() * o.element_size() for o in outs if isinstance(o, torch.Tensor))
+        return out
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_a_decode_step_writes_its_new_positions_not_the_whole_kv_cache(word_tokenizer, monkeypatch, num_beams):
+    """Decoding is memory-bound: a step must not copy the KV cache (a concatenating cache
+    does, and a beam reorder of the whole buffer would). Every step's writes, all ops but
+    views, stay a small share of the cache, and the buffer is never reallocated."""
+    import torch.utils._python_dispatch  # noqa: F401  (TorchDispatchMode)
+
+    from sharpeye_ros.model import decoding
+
+    # Wide enough that, as at paper size, the cache outweighs the per-step bookkeeping
+    # (the attention mask, the new positions' reorder).
+    lm = make_lm(word_tokenizer, seed=3, max_position_embeddings=512, hidden_size=256, word_embed_proj_dim=256,
+                 ffn_dim=256)
+    torch.manual_seed(1)
+    ids = torch.randint(4, len(word_tokenizer), (1, 300))
+    steps: list[tuple[int, int, int]] = []  # (bytes written, cache bytes, buffer address)
+    step = decoding._DecodeState.step
+
+    def counted(self, tokens, rows):
+        mode = _BytesWritten()
+        with mode:
+            out = step(self, tokens, rows)
+        layers = self.cache.layers
+        cache_bytes = sum(2 * layer.keys.numel() * layer.keys.element_size() for layer in layers)
+        steps.append((mode.total, cache_bytes, layers[0]._k.data_ptr()))
+        return out
+
+    monkeypatch.setattr(decoding._DecodeState, "step", counted)
+    generate(lm, plain_prompt(lm, ids), GenerationConfig(max_new_tokens=8, num_beams=num_beams, stop=()))
+    assert len(steps) == 7
+    for written, cache_bytes, _ in steps:
+        assert written < 0.1 * cache_bytes, (written, cache_bytes)
+    assert len({address for *_, address in steps}) == 1  # written in place: one buffer throughout

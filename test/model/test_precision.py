@@ -22,14 +22,19 @@ needs_int8 = pytest.mark.skipif(not P.int8_available(), reason="this CPU/torch h
 
 def test_auto_resolves_as_documented(monkeypatch):
     assert P.resolve("auto", "cuda:0") == P.Precision("float16", torch.float16, "auto: float16 on CUDA", auto=True)
-    # int8 misses the paper-size fidelity bar: auto stays float32 on a CPU even where it runs
-    for available in (True, False):
-        monkeypatch.setattr(P, "int8_available", lambda: available)
-        auto = P.resolve("auto", "cpu")
-        assert (auto.name, auto.dtype, auto.quantized, auto.auto) == ("float32", torch.float32, False, True)
-        assert "int8 is opt-in" in auto.why
-    with pytest.raises(ValueError, match="needs torch's x86 int8 kernels"):
-        P.resolve("int8", "cpu")
+    # On a CPU, decided from the CPU: int8-vision (within the fidelity bars, faster than
+    # float32) where torch's x86 int8 kernels run, else float32; never int8 (misses a bar).
+    monkeypatch.setattr(P, "int8_available", lambda: True)
+    auto = P.resolve("auto", "cpu")
+    assert (auto.name, auto.dtype, auto.quantized, auto.auto) == ("int8-vision", torch.float32, True, True)
+    assert "int8 is opt-in" in auto.why and auto.describe().startswith("int8-vision: the vision tower in int8")
+    monkeypatch.setattr(P, "int8_available", lambda: False)
+    auto = P.resolve("auto", "cpu")
+    assert (auto.name, auto.dtype, auto.quantized, auto.auto) == ("float32", torch.float32, False, True)
+    assert "no x86 int8 kernels" in auto.why
+    for name in P.INT8_PRECISIONS:
+        with pytest.raises(ValueError, match=f"precision {name} needs torch's x86 int8 kernels"):
+            P.resolve(name, "cpu")
 
 
 def test_int8_availability_follows_the_cpu(monkeypatch):
@@ -45,7 +50,7 @@ def test_names_and_dtypes_resolve_and_bad_ones_are_refused():
     assert P.resolve("float16", "cpu").dtype == torch.float16
     resolved = P.Precision("float32", torch.float32, "why")
     assert P.resolve(resolved, "cpu") is resolved
-    with pytest.raises(ValueError, match="one of auto, float32, float16, bfloat16, int8; got 'int4'"):
+    with pytest.raises(ValueError, match="one of auto, float32, float16, bfloat16, int8, int8-vision; got 'int4'"):
         P.resolve("int4", "cpu")
     with pytest.raises(ValueError, match="not a floating dtype"):
         P.resolve(torch.int8, "cpu")
@@ -110,16 +115,30 @@ def test_int8_loads_from_a_float_checkpoint_with_the_same_api(tiny_model_dir, im
     assert not (tiny_model_dir.parent / "never").exists()
 
 
-def test_auto_loads_float32_on_the_cpu_and_int8_by_name(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(P, "int8_available", lambda: True)
+def test_auto_loads_as_resolved_on_the_cpu_and_int8_by_name(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(P, "int8_available", lambda: False)
     model = SharpEyes.from_pretrained(tiny_model_dir, dtype="auto")
     assert (model.precision.name, model.precision.auto, P.int8_layers(model)) == ("float32", True, 0)
     # the same resolved choice, handed in as the node hands it, gives the same model
     assert SharpEyes.from_pretrained(tiny_model_dir, dtype=P.resolve("auto", "cpu")).precision == model.precision
     monkeypatch.undo()
-    if P.int8_available():  # int8 asked for by name is what runs
+    if P.int8_available():  # auto runs int8-vision; int8 asked for by name is what runs
+        auto = SharpEyes.from_pretrained(tiny_model_dir, dtype="auto")
+        assert auto.precision.name == "int8-vision" and auto.precision.auto and P.int8_layers(auto) > 0
         named = SharpEyes.from_pretrained(tiny_model_dir, dtype="int8")
-        assert named.precision.quantized and P.int8_layers(named) > 0
+        assert named.precision.quantized and P.int8_layers(named) > P.int8_layers(auto)
+
+
+@needs_int8
+def test_int8_vision_quantizes_the_vision_tower_only(tiny_model_dir):
+    f = SharpEyes.from_pretrained(tiny_model_dir, dtype="float32")
+    q = SharpEyes.from_pretrained(tiny_model_dir, dtype="int8-vision")
+    assert (q.precision.name, q.precision.quantized, q.dtype) == ("int8-vision", True, torch.float32)
+    vision_linears = sum(type(m) is nn.Linear and m.in_features >= P.MIN_INT8_FEATURES for m in f.vision.modules())
+    assert P.int8_layers(q.vision) == vision_linears > 0 and P.int8_layers(q) == vision_linears
+    assert all(type(m) is not P.Int8Linear for part in (q.connector, q.lm, q.deeplens) for m in part.modules())
+    with pytest.raises(ValueError, match="quantized at load"):
+        q.save_pretrained(tiny_model_dir.parent / "never")
 
 
 def test_float_dtypes_still_cast_every_weight(tiny_model_dir):
@@ -155,3 +174,21 @@ def test_fidelity_measure_passes_bfloat16_and_catches_a_changed_model():
         changed.lm.model.lm_head.weight.mul_(-1)  # the tied head and embeddings: other tokens
     worse = fidelity.compare(reference, [fidelity.prompt_top1(changed, im) for im in images])
     assert not worse["passes"] and worse["cosine_min"] < fidelity.MIN_COSINE and worse["top1"] < fidelity.MIN_TOP1
+
+
+@needs_int8
+@torch.no_grad()
+def test_fidelity_groups_quantize_one_group_each():
+    from sharpeye_ros.benchmark import fidelity
+
+    torch.manual_seed(0)
+    model = SharpEyes.from_config(presets.tiny().override({"deeplens": None, "refine": False})).eval()
+    groups = fidelity.measure_groups(model, fidelity.fidelity_images(2, size=(160, 120)))
+    assert list(groups) == list(fidelity.GROUPS)
+    layers = model.lm.num_layers
+    assert [g["int8_layers"] for name, g in groups.items() if name.startswith("LM")] == [2 * layers] * 3
+    assert groups["vision tower"]["int8_layers"] > 0 and groups["connector"]["int8_layers"] > 0
+    # only the vision tower's int8 changes the vision features; the LM groups leave them exact
+    assert groups["vision tower"]["cosine_min"] < 1.0
+    assert all(groups[n]["cosine_min"] > 0.999999 for n in fidelity.GROUPS if n.startswith("LM"))
+    assert P.int8_layers(model) == 0  # the model itself stays float
