@@ -41,6 +41,7 @@ TOKENS = 20
 BEAMS = (1, 3)
 PRECISIONS = ("float32", "int8")
 OURS = "ours (paper glance)"
+OURS_OVERRIDES = {"deeplens": None, "refine": False}  # the glance alone: DeepLens's weights are not needed
 ROUNDS = 3
 
 CLIP_MEAN, CLIP_STD = (0.4815, 0.4578, 0.4082), (0.2686, 0.2613, 0.2758)
@@ -268,7 +269,7 @@ def measure(rounds: int = ROUNDS, peers: Sequence[str] = tuple(PEERS), precision
         raise ValueError(f"peers: the precisions must include float32 (the reference), got {list(precisions)}")
     image = benchmark_images(1)[0]
     if ours is None:
-        ours = build_model(ModelSpec(name="paper", source="paper", overrides={"deeplens": None}))[0]
+        ours = build_model(ModelSpec(name="paper", source="paper", overrides=OURS_OVERRIDES))[0]
     nets = ours_in_precisions(ours, precisions, tokens)
     entries = ours_entries(nets, image)
     models, notes = {OURS: model_info(nets, ours.vision.image_size)}, {}

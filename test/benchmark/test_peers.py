@@ -123,3 +123,8 @@ def test_the_table_has_every_entry_and_a_missing_class_is_a_note(monkeypatch):
     assert "- Missing-base: skipped" in text and "| GIT-base |" in text and "x ours)" in text
     with pytest.raises(ValueError, match="must include float32"):
         peers.measure(1, [], ["int8"], TOKENS, ours=ours)
+
+
+def test_our_paper_glance_is_built_without_deeplens():
+    config = presets.paper().override(peers.OURS_OVERRIDES)  # validates, as the benchmark builds it
+    assert config.deeplens is None and not config.refine
