@@ -100,3 +100,10 @@ def test_main_without_a_speed_run_writes_only_the_pieces_given(tmp_path, capsys)
     assert "| ours (paper glance) |" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # a speed run reused and none at all contradict each other
         fast_path.main([str(tmp_path / "x.json"), "--no-speed", "--speed", str(tmp_path / "out.json")])
+
+
+def test_the_node_runs_a_random_model_saved_to_decode_exactly_the_tokens_of_the_speed_run(tmp_path):
+    torch.manual_seed(0)
+    path = fast_path.save_for_node(SharpEyes.from_config(presets.tiny()), tmp_path / "m")
+    g = SharpEyes.from_pretrained(path).config.generation
+    assert (g.max_new_tokens, tuple(g.stop)) == (fast_path.TOKENS, ())
