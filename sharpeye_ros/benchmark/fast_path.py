@@ -9,9 +9,14 @@ slower of its FLOPs (the Linear layers' at the int8 matmul throughput measured h
 rest at the float32 one) and the bytes it must read (int8 weights at 1 byte, the KV cache
 in float32) at the measured read bandwidth.
 
-``python -m sharpeye_ros.benchmark.fast_path OUT.json [--rounds 3] [--threads 2] [--node]
-[--peers P.json] [--libraries L.json] [--fidelity F.json]``, then ``benchmark --merge OUT.json``
-puts it into docs/benchmarks.md (section "CPU fast path" and its targets).
+``--node`` adds the running node's captions per second with ``dtype: auto`` (and what it
+resolved to) against ``float32`` (:func:`node_rates`).
+
+``python -m sharpeye_ros.benchmark.fast_path OUT.json [--rounds 3] [--threads 2]
+[--speed EARLIER.json | --no-speed] [--node [--node-rounds 1]] [--peers P.json]
+[--libraries L.json] [--fidelity F.json]``, then ``benchmark --merge OUT.json`` puts it
+into docs/benchmarks.md (section "CPU fast path" and its targets); a piece OUT.json
+lacks (``--no-speed``: the speed run) stays as the docs have it.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from sharpeye_ros.benchmark import peers
 from sharpeye_ros.benchmark.bounds import Geometry, stage_bytes
 from sharpeye_ros.benchmark.measure import CountingTimer, load_average, machine_info, matmul_throughput, read_bandwidth
+from sharpeye_ros.benchmark.results import NodeRates
 from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, SWITCHES
 from sharpeye_ros.model import SharpEyes, default_model_path
 from sharpeye_ros.model import precision as P
@@ -166,27 +173,73 @@ def measure(rounds: int = 3, precisions: Sequence[str] = PRECISIONS, demo: bool 
     return result
 
 
-def node_rates(model_dir: str, dtypes: Sequence[str] = ("auto", "float32"), captions: int = 6) -> dict:
+NODE_DTYPES = ("auto", "float32")  # the issue's comparison: what ``auto`` picks here against float32
+NODE_CAPTIONS = {"paper": 6, "demo": 20}  # timed captions per node run: about a minute each on a 2-core CPU
+
+
+def node_rates(model_dirs: dict[str, str], dtypes: Sequence[str] = NODE_DTYPES, rounds: int = 1,
+               captions: Optional[dict[str, int]] = None, log=None) -> dict:
     """The running node's captions per second with each of ``dtypes`` (its ``dtype``
-    parameter; ``auto`` is int8-vision on an x86 CPU with AVX2), each in a process of its own on a DDS domain of its own: frames go out
-    one at a time, each once the previous caption came back, so 1 / mean latency."""
+    parameter; ``auto`` is int8-vision on an x86 CPU) for each model of ``model_dirs``
+    (name -> directory; glance + DeepLens, the node's default), as :class:`~sharpeye_ros.benchmark.results.NodeRates` JSON. Each run
+    is a node process of its own on a DDS domain of its own; the dtypes take turns, in
+    ``rounds`` rounds, so that the machine's drift hits them alike. Frames go out one at a
+    time, each once the previous caption came back: captions/s = 1 / mean latency over the
+    captions of all rounds. ``runs``: what the node's start-up log said it runs (for
+    ``auto``: what it resolved to)."""
     from sharpeye_ros.benchmark.run import run_isolated
     from sharpeye_ros.ros.processes import isolate_dds
 
     isolate_dds()
-    out = {}
-    for dtype in dtypes:
-        spec = {"model_path": model_dir, "captions": captions, "warmup": 1, "dtype": dtype,
-                "reliability": "reliable", "transport": "large_shm", "max_seconds": 900.0}
-        result = run_isolated("sharpeye_ros.benchmark.node_bench", json.dumps(spec), f"node run, dtype {dtype}")
-        latency = result["all"]["latency"]
-        out[dtype] = {"runs": result["runs"], "captions": result["captions"], "latency_mean_s": latency["mean"],
-                      "model_mean_s": result["all"]["model"]["mean"], "captions_per_s": 1.0 / latency["mean"]}
-    return out
+    captions = {**NODE_CAPTIONS, **(captions or {})}
+    done: dict[tuple[str, str], list[dict]] = {}
+    load = load_average()
+    for r in range(rounds):
+        for model, path in model_dirs.items():
+            for dtype in dtypes:
+                if log is not None:
+                    log(f"fast path: node round {r + 1}/{rounds}, {model}, dtype {dtype}")
+                spec = {"model_path": path, "captions": captions.get(model, 6), "warmup": 1, "dtype": dtype,
+                        "reliability": "reliable", "transport": "large_shm", "max_seconds": 900.0}
+                done.setdefault((model, dtype), []).append(
+                    run_isolated("sharpeye_ros.benchmark.node_bench", json.dumps(spec), f"node run, {model}, dtype {dtype}"))
+    rows = []
+    for (model, dtype), runs in done.items():
+        n = sum(x["captions"] for x in runs)
+        latency = sum(x["all"]["latency"]["mean"] * x["captions"] for x in runs) / n
+        model_s = sum(x["all"]["model"]["mean"] * x["captions"] for x in runs) / n
+        said = list(dict.fromkeys(x["runs"] for x in runs))
+        rows.append({"model": model, "dtype": dtype, "runs": " / ".join(said), "captions": n,
+                     "latency_mean_s": latency, "model_mean_s": model_s, "captions_per_s": 1.0 / latency})
+    return {"machine": machine_info("cpu").to_json(), "rounds": rounds, "load_before": load,
+            "load_after": load_average(), "rows": rows}
+
+
+def save_for_node(net: SharpEyes, directory: Path) -> str:
+    """Save ``net`` (random weights) for a node run, set to decode exactly :data:`TOKENS`
+    new tokens, as the speed run does: a random LM never ends a caption, and would run
+    each to the preset's ``max_new_tokens``. Returns the directory."""
+    g = net.config.generation
+    g.max_new_tokens, g.stop = TOKENS, ()
+    net.save_pretrained(directory)
+    return str(directory)
+
+
+def render_node(node: NodeRates) -> list[str]:
+    """The node's captions per second by model and dtype, each against float32's."""
+    lines = ["| node (glance + DeepLens) | dtype | runs as | captions | captions/s | vs float32 | mean latency | model time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in node.rows:
+        ref = node.row(r.model, "float32")
+        ratio = f"**{r.captions_per_s / ref.captions_per_s:.2f}x**" if ref is not None else "-"
+        lines.append(f"| {r.model} | {r.dtype} | {r.runs or '-'} | {r.captions} | {r.captions_per_s:.3f} | {ratio} | "
+                     f"{r.latency_mean_s:.2f} s | {r.model_mean_s:.2f} s |")
+    return lines
 
 
 def render(result: dict) -> list[str]:
-    """The speed table (seconds per caption and the speed-up over float32) and the roofline line."""
+    """The speed run's table (seconds per caption and the speed-up over float32) and the
+    roofline line (the node's rates: :func:`render_node`)."""
     lines = ["| model | precision | glance | speed-up | glance + DeepLens | speed-up |", "|---|---|---|---|---|---|"]
     rows = {(r["model"], r["precision"], r["mode"]): r for r in result["rows"]}
     for model, precision in dict.fromkeys((r["model"], r["precision"]) for r in result["rows"]):
@@ -195,12 +248,6 @@ def render(result: dict) -> list[str]:
             r = rows.get((model, precision, mode))
             cells += ["-", "-"] if r is None else [f"{r['seconds']:.2f} s", f"**{r['speedup']:.2f}x**"]
         lines.append("| " + " | ".join(cells) + " |")
-    node = result.get("node")
-    if node:
-        lines += ["", "| node (paper + DeepLens, random weights), dtype | runs as | captions/s | mean latency |",
-                  "|---|---|---|---|"]
-        lines += [f"| {d} | {n['runs']} | {n['captions_per_s']:.3f} | {n['latency_mean_s']:.2f} s |"
-                  for d, n in node.items()]
     roof = result.get("roofline")
     if roof:
         lines += ["", f"int8 paper glance against its roofline: {roof['seconds']:.2f} s measured vs {roof['bound_s']:.2f} s "
@@ -215,8 +262,9 @@ def render(result: dict) -> list[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Measure (or reuse, ``--speed``) the speed run, add the pieces given, and write
-    OUT.json as a benchmark results file (``Results.fast_path``) for ``benchmark --merge``."""
+    """Measure (or reuse, ``--speed``; or leave out, ``--no-speed``) the speed run, add the
+    pieces given, and write OUT.json as a benchmark results file (``Results.fast_path``)
+    for ``benchmark --merge``, which keeps the pieces this file lacks."""
     from sharpeye_ros.benchmark.results import FastPath, Results
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -224,33 +272,48 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
-    parser.add_argument("--no-demo", action="store_true")
-    parser.add_argument("--speed", default="", help="reuse this speed run (an earlier OUT.json) instead of measuring")
+    parser.add_argument("--no-demo", action="store_true", help="the speed run and the node: paper size only")
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument("--speed", default="", help="reuse this speed run (an earlier OUT.json) instead of measuring")
+    speed.add_argument("--no-speed", action="store_true",
+                       help="no speed run: only the pieces below (merging keeps the docs' speed run)")
     parser.add_argument("--node", action="store_true",
-                        help="also measure the node's captions/s with dtype auto and float32 (paper model + DeepLens)")
+                        help=f"also measure the node's captions/s with dtype {' and '.join(NODE_DTYPES)} "
+                        "(paper size, random weights, and the demo model; glance + DeepLens)")
+    parser.add_argument("--node-rounds", type=int, default=1, help="rounds of node runs, the dtypes taking turns")
     for piece in ("peers", "libraries", "fidelity"):
         parser.add_argument(f"--{piece}", default="", help=f"include this {piece}.py results file")
     args = parser.parse_args(argv)
+    if args.node_rounds < 1:
+        parser.error(f"--node-rounds must be at least 1, got {args.node_rounds}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.speed:
+    log = lambda t: print(t, file=sys.stderr, flush=True)  # noqa: E731
+    if args.no_speed:
+        fast: dict = {}
+    elif args.speed:
         data = json.loads(Path(args.speed).read_text())
         fast = dict(data.get("fast_path", data))
     else:
-        fast = measure(args.rounds, args.precisions.split(","), not args.no_demo,
-                       log=lambda t: print(t, file=sys.stderr, flush=True))
+        fast = measure(args.rounds, args.precisions.split(","), not args.no_demo, log=log)
     if args.node:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="sharpeye_fast_path_") as tmp:
-            paper_model().save_pretrained(Path(tmp) / "paper")
-            fast["node"] = node_rates(str(Path(tmp) / "paper"))
+            dirs = {"paper": save_for_node(paper_model(), Path(tmp) / "paper")}
+            if not args.no_demo:
+                dirs["demo"] = str(default_model_path())
+            fast["node"] = node_rates(dirs, rounds=args.node_rounds, log=log)
     for piece in ("peers", "libraries", "fidelity"):
         if getattr(args, piece):
             fast[piece] = json.loads(Path(getattr(args, piece)).read_text())
     results = Results(fast_path=FastPath.from_json(fast, "fast_path"))
     Path(args.out).write_text(json.dumps(results.to_json(), indent=1) + "\n")
-    print("\n".join(render(fast)))
+    out = results.fast_path
+    lines = render(fast) if out.rows else []
+    lines += render_node(out.node) if out.node else []
+    lines += peers.render(out.peers) if out.peers else []
+    print("\n".join(lines))
     return 0
 
 

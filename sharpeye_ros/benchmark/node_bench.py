@@ -86,8 +86,9 @@ def latency_summary(records: Sequence[dict]) -> dict:
 
 
 def _precision_logged(log: str) -> str:
-    """The precision the captioner says at start-up it runs ('... on cpu (PRECISION)'), or ''."""
-    match = re.search(r"captioning '.*'.* on \S+ \((.*)\)\s*$", log, re.MULTILINE)
+    """The precision the captioner says at start-up it runs ('... with MODEL on cpu
+    (PRECISION)'), or ''. PRECISION may itself hold ' on cpu (...)' (``auto``'s reason)."""
+    match = re.search(r"captioning '.*?' .*? Hz with .*? on \S+ \((.*)\)\s*$", log, re.MULTILINE)
     return match.group(1) if match else ""
 
 

@@ -524,10 +524,20 @@ def render_markdown(results: Results, plot_name: Optional[str] = None) -> str:
 def _fast_path_section(fast: FastPath) -> list[str]:
     """The CPU fast path: its speed run, roofline and node rates, then the side-by-sides
     it was chosen by, each table as its own module renders it."""
-    m = fast.machine
-    out = prose("fast_path", machine=m.label, rounds=fast.rounds, tokens=fast.tokens, beams=fast.beams,
-                load=f"{fast.load_before or 0:.1f} -> {fast.load_after or 0:.1f}")
-    out += fast_path.render(fast.to_json()) + [""]
+    if fast.rows:
+        m = fast.machine
+        out = prose("fast_path", machine=m.label if m else "-", rounds=fast.rounds, tokens=fast.tokens,
+                    beams=fast.beams, load=f"{fast.load_before or 0:.1f} -> {fast.load_after or 0:.1f}")
+        out += fast_path.render(fast.to_json()) + [""]
+    else:
+        out = prose("fast_path_no_speed")
+    if fast.node:
+        node = fast.node
+        auto = [f"{r.model}: {r.runs}" for r in node.rows if r.dtype == "auto"]
+        out += prose("fast_path_node", machine=node.machine.label, rounds=node.rounds,
+                     load=f"{node.load_before or 0:.1f} -> {node.load_after or 0:.1f}",
+                     auto="; ".join(auto) or "not measured")
+        out += fast_path.render_node(node) + [""]
     if fast.fidelity:
         out += prose("fast_path_fidelity", machine=Machine.from_json(fast.fidelity["machine"]).label)
         out += fidelity.render(fast.fidelity) + [""]
@@ -535,9 +545,10 @@ def _fast_path_section(fast: FastPath) -> list[str]:
         out += prose("fast_path_libraries", machine=Machine.from_json(fast.libraries["machine"]).label)
         out += libraries.render(fast.libraries).rstrip("\n").split("\n")[1:] + [""]
     if fast.peers:
-        out += prose("fast_path_peers", machine=Machine.from_json(fast.peers["machine"]).label,
-                     tokens=fast.peers["tokens"], rounds=fast.peers["rounds"])
-        out += peers.render(fast.peers) + [""]
+        table = fast.peers
+        out += prose("fast_path_peers", machine=table.machine.label, tokens=table.tokens, rounds=table.rounds,
+                     load=f"{table.load_before or 0:.1f} -> {table.load_after or 0:.1f}")
+        out += peers.render(table) + [""]
     out += prose("fast_path_choice")
     return out
 

@@ -17,6 +17,7 @@ as it has always been (a GPU machine's ``--json`` file is the same format, folde
       node {variant: NodeResult | error text}   node_bench.py's runs through the node
       still: StillResult         still_bench.py: the scene gate's rates, CPU on a still scene, a changing view
     FastPath                     the CPU fast path (fast_path.py): rows, roofline, node rates, side-by-sides
+      NodeRates, PeerTable       the node's captions/s by dtype; the peer table (peers.py)
 
 Adding a field: give it a default (``optional()`` when the key is left out of the file
 while unset), so that files written before it still load, then fill it where it is
@@ -548,9 +549,11 @@ class Roofline(Record):
 
 @dataclass(kw_only=True)
 class NodeRate(Record):
-    """The running node's captions per second with one ``dtype`` parameter, and what its
-    start-up log said it runs."""
+    """The running node's captions per second with one model and one ``dtype`` parameter,
+    and what its start-up log said it runs (``auto``: what it resolved to)."""
 
+    model: str
+    dtype: str
     runs: str
     captions: int
     latency_mean_s: float
@@ -559,29 +562,102 @@ class NodeRate(Record):
 
 
 @dataclass(kw_only=True)
-class FastPath(Record):
-    """The CPU fast path (:mod:`~sharpeye_ros.benchmark.fast_path`): its speed run, the
-    int8 glance's roofline, the node by dtype, and the side-by-sides it was chosen by:
-    ``peers`` (:mod:`~sharpeye_ros.benchmark.peers`), ``libraries``
-    (:mod:`~sharpeye_ros.benchmark.libraries`) and ``fidelity``
-    (:mod:`~sharpeye_ros.benchmark.fidelity`), each as its own module writes and renders it."""
+class NodeRates(Record):
+    """The node on the CPU (:func:`~sharpeye_ros.benchmark.fast_path.node_rates`): each
+    (model, dtype) in a node process of its own, one after the other in ``rounds`` rounds
+    (rates of the captions of all rounds together), on ``machine``."""
 
     machine: Machine
     rounds: int
-    tokens: int
-    beams: int
     load_before: Optional[float]
     load_after: Optional[float]
-    rows: list[FastPathRow]
+    rows: list[NodeRate]
+
+    def row(self, model: str, dtype: str) -> Optional[NodeRate]:
+        """The rate of (``model``, ``dtype``), or None."""
+        return next((r for r in self.rows if (r.model, r.dtype) == (model, dtype)), None)
+
+
+@dataclass(kw_only=True)
+class PeerModel(Record):
+    """One model of the peer table: its parameters (float32), the square input it is fed,
+    and how many of its Linear layers the int8 path quantizes (and how many it keeps float)."""
+
+    params: int
+    image_size: int
+    int8_layers: int
+    float_linears: int
+
+
+@dataclass(kw_only=True)
+class PeerEntry(Record):
+    """One (model, precision, beams) of the peer table: median seconds per caption and the
+    timed rounds' seconds."""
+
+    model: str
+    precision: str
+    beams: int
+    seconds: float
+    times: list[float]
+
+
+@dataclass(kw_only=True)
+class PeerTable(Record):
+    """The peer table (:mod:`~sharpeye_ros.benchmark.peers`): every entry timed round-robin
+    in one run; ``notes``: each peer that was skipped, and why."""
+
+    machine: Machine
+    tokens: int
+    rounds: int
+    load_before: Optional[float]
+    load_after: Optional[float]
+    models: dict[str, PeerModel]
+    notes: dict[str, str]
+    entries: list[PeerEntry]
+
+    def seconds(self, model: str, precision: str, beams: int) -> Optional[float]:
+        """The median seconds of (``model``, ``precision``, ``beams``), or None."""
+        return next((e.seconds for e in self.entries if (e.model, e.precision, e.beams) == (model, precision, beams)),
+                    None)
+
+
+@dataclass(kw_only=True)
+class FastPath(Record):
+    """The CPU fast path (:mod:`~sharpeye_ros.benchmark.fast_path`): its speed run (machine
+    to rows; absent from a file that carries only other pieces), the int8 glance's
+    roofline, the node by dtype, and the side-by-sides it was chosen by: ``peers``
+    (:mod:`~sharpeye_ros.benchmark.peers`), ``libraries`` (:mod:`~sharpeye_ros.benchmark.libraries`)
+    and ``fidelity`` (:mod:`~sharpeye_ros.benchmark.fidelity`), the last two as their
+    own modules write and render them. Each piece carries the machine it ran on."""
+
+    machine: Optional[Machine] = optional()
+    rounds: Optional[int] = optional()
+    tokens: Optional[int] = optional()
+    beams: Optional[int] = optional()
+    load_before: Optional[float] = optional()
+    load_after: Optional[float] = optional()
+    rows: list[FastPathRow] = optional(list)
     roofline: Optional[Roofline] = optional()
-    node: Optional[dict[str, NodeRate]] = optional()
-    peers: Optional[dict[str, Any]] = optional()
+    node: Optional[NodeRates] = optional()
+    peers: Optional[PeerTable] = optional()
     libraries: Optional[dict[str, Any]] = optional()
     fidelity: Optional[dict[str, Any]] = optional()
 
     def row(self, model: str, precision: str, mode: str) -> Optional[FastPathRow]:
         """The row of (``model``, ``precision``, ``mode``), or None."""
         return next((r for r in self.rows if (r.model, r.precision, r.mode) == (model, precision, mode)), None)
+
+    def merged(self, other: FastPath) -> FastPath:
+        """These measurements with ``other``'s in their place wherever ``other`` has them:
+        its speed run (with its roofline) when it has one, and each of its other pieces,
+        so that results files measured apart (the peers here, the libraries there) fold
+        into one without undoing each other."""
+        speed = ("machine", "rounds", "tokens", "beams", "load_before", "load_after", "rows", "roofline")
+        taken = {name: getattr(other, name) for name in speed} if other.rows else {}
+        for piece in ("node", "peers", "libraries", "fidelity"):
+            if getattr(other, piece) is not None:
+                taken[piece] = getattr(other, piece)
+        return dataclasses.replace(self, **taken)
 
 
 @dataclass(kw_only=True)
@@ -598,11 +674,14 @@ class Results(Record):
 
     def merged(self, other: Results) -> Results:
         """These results with each run of ``other`` replacing the run of the same kind
-        (and its GPU check and note, where it has them)."""
+        (and its GPU check and note, where it has them), and the fast path's pieces
+        merged (:meth:`FastPath.merged`)."""
         return dataclasses.replace(
             self,
             runs={**self.runs, **other.runs},
             gpu_check=other.gpu_check if other.gpu_check is not None else self.gpu_check,
             gpu_note=other.gpu_note if other.gpu_note is not None else self.gpu_note,
-            fast_path=other.fast_path if other.fast_path is not None else self.fast_path,
+            fast_path=(self.fast_path.merged(other.fast_path)
+                       if self.fast_path is not None and other.fast_path is not None
+                       else other.fast_path or self.fast_path),
         )

@@ -44,3 +44,66 @@ def test_the_int8_roofline_reads_int8_weights_and_sums_its_stages(nets):
     bound = sum(max(s["flop_bound_s"], s["byte_bound_s"]) for s in roof["stages"].values())
     assert roof["bound_s"] == pytest.approx(bound) and roof["ratio"] == pytest.approx(roof["seconds"] / bound)
     assert roof["stages"]["decode"]["byte_bound_s"] > 0 and roof["int8_flops_per_s"] > 0
+
+
+def test_node_rates_take_turns_by_dtype_and_pool_the_rounds(monkeypatch):
+    """Each (model, dtype) runs in a node process of its own, the dtypes in turn in every
+    round; its rate is 1 / the mean latency over all its captions, and it keeps what the
+    node said it runs."""
+    import json
+
+    from sharpeye_ros.benchmark import run as run_module
+    from sharpeye_ros.benchmark.results import NodeRates
+
+    calls = []
+    latency = {("paper", "auto"): [1.0, 3.0], ("paper", "float32"): [4.0, 4.0], ("demo", "auto"): [0.1, 0.1],
+               ("demo", "float32"): [0.2, 0.2]}
+
+    def fake_run(module, spec, what):
+        s = json.loads(spec)
+        model = "paper" if s["model_path"] == "/p" else "demo"
+        calls.append((model, s["dtype"], s["captions"]))
+        mean = latency[(model, s["dtype"])][sum(c[:2] == (model, s["dtype"]) for c in calls) - 1]
+        captions = 2 if mean == 1.0 else 6  # rounds of unequal length: weighted by captions
+        return {"captions": captions, "runs": f"{s['dtype']} (logged)",
+                "all": {"latency": {"mean": mean}, "model": {"mean": mean * 0.9}}}
+
+    monkeypatch.setattr(run_module, "run_isolated", fake_run)
+    monkeypatch.setattr("sharpeye_ros.ros.processes.isolate_dds", lambda: None)
+    result = fast_path.node_rates({"paper": "/p", "demo": "/d"}, rounds=2, captions={"demo": 5})
+    assert calls == [("paper", "auto", 6), ("paper", "float32", 6), ("demo", "auto", 5), ("demo", "float32", 5)] * 2
+    node = NodeRates.from_json(result, "node")
+    auto = node.row("paper", "auto")
+    assert auto.captions == 8 and auto.latency_mean_s == pytest.approx((2 * 1.0 + 6 * 3.0) / 8)
+    assert auto.captions_per_s == pytest.approx(1 / auto.latency_mean_s) and auto.runs == "auto (logged)"
+    assert node.row("demo", "float32").captions_per_s == pytest.approx(5.0) and node.rounds == 2
+    text = "\n".join(fast_path.render_node(node))
+    assert f"| paper | auto | auto (logged) | 8 | {1 / 2.5:.3f} | **{4.0 / 2.5:.2f}x** | 2.50 s | 2.25 s |" in text
+
+
+def test_main_without_a_speed_run_writes_only_the_pieces_given(tmp_path, capsys):
+    import json
+
+    from sharpeye_ros.benchmark.results import Results
+
+    machine = {"date_utc": "2026-12-02 03:00 UTC", "cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2,
+               "ram_bytes": 1, "platform": "p", "python": "3.11", "torch": "2", "transformers": "5", "numpy": "2",
+               "load_average_1min": 0.1, "device": "cpu", "gpu": None}
+    table = {"machine": machine, "tokens": 20, "rounds": 1, "load_before": 0.1, "load_after": 0.2,
+             "models": {}, "notes": {}, "entries": [{"model": "ours (paper glance)", "precision": "float32",
+                                                     "beams": 3, "seconds": 2.0, "times": [2.0]}]}
+    (tmp_path / "peers.json").write_text(json.dumps(table))
+    assert fast_path.main([str(tmp_path / "out.json"), "--no-speed", "--peers", str(tmp_path / "peers.json")]) == 0
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert list(data["fast_path"]) == ["peers"] and data["fast_path"]["peers"] == table
+    assert Results.from_json(data).fast_path.peers.seconds("ours (paper glance)", "float32", 3) == 2.0
+    assert "| ours (paper glance) |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a speed run reused and none at all contradict each other
+        fast_path.main([str(tmp_path / "x.json"), "--no-speed", "--speed", str(tmp_path / "out.json")])
+
+
+def test_the_node_runs_a_random_model_saved_to_decode_exactly_the_tokens_of_the_speed_run(tmp_path):
+    torch.manual_seed(0)
+    path = fast_path.save_for_node(SharpEyes.from_config(presets.tiny()), tmp_path / "m")
+    g = SharpEyes.from_pretrained(path).config.generation
+    assert (g.max_new_tokens, tuple(g.stop)) == (fast_path.TOKENS, ())

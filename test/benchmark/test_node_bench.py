@@ -27,6 +27,19 @@ def test_latency_summary_subtracts_model_time():
         node_bench.latency_summary([])
 
 
+def test_the_precision_logged_at_start_up_is_read_whole_when_it_names_a_device_itself():
+    """auto's reason says 'on cpu (...)' inside the parentheses that hold the precision:
+    the whole of it comes back, not the tail after its last 'on cpu ('."""
+    from sharpeye_ros.model import precision as P
+
+    line = ("[INFO] [1764640000.1] [sharpeye_benchmark.captioner]: captioning '/sharpeye_benchmark/image' "
+            "(raw, reliable) at up to 100 Hz with paper on cpu ({})")
+    for runs in ("float32; auto: float32 on cpu (int8 is opt-in)", P.resolve("auto", "cpu").describe(), "int8"):
+        log = f"[INFO] [1764640000.0] [captioner]: loading\n{line.format(runs)}\n[INFO] [1764640001.0] [x]: ready\n"
+        assert node_bench._precision_logged(log) == runs
+    assert node_bench._precision_logged("no start-up line") == ""
+
+
 def test_missing_executable_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path))
     with pytest.raises(node_bench.NodeBenchmarkError, match="scripts/setup"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pytest
 
 from sharpeye_ros.benchmark import report, run
 from sharpeye_ros.benchmark.bounds import with_bounds
-from sharpeye_ros.benchmark.results import GpuCheck, Limits, NodeResult, PerCaption, Results, Skipped, StillResult
+from sharpeye_ros.benchmark.results import (
+    FastPath, GpuCheck, Limits, NodeResult, PerCaption, Results, Skipped, StillResult,
+)
 from sharpeye_ros.benchmark.targets import targets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -234,6 +237,8 @@ def test_the_installed_template_has_every_block_the_report_renders(tiny_run, mon
     text += report.render_markdown(run.load_results(REPO / "docs" / run.RESULTS_NAME))
     text += report.render_markdown(Results())  # nothing measured
     text += report.render_markdown(Results(fast_path=_fast_path_with_side_by_sides(cpu.machine.to_json())))
+    pieces = _fast_path_with_side_by_sides(cpu.machine.to_json())
+    text += report.render_markdown(Results(fast_path=FastPath(peers=pieces.peers)))  # no speed run
     assert set(used) == set(report.template_blocks())
     assert "$" not in text  # every value filled in
     assert "Not measured: zoom: the model has no DeepLens." in text
@@ -278,7 +283,7 @@ def test_a_block_the_template_lacks_or_a_value_not_given_is_a_clear_error():
 
 def _fast_path(int8_glance: float, machine: dict):
     """A fast-path record: paper float32 3.0 s glance, 4.0 s with DeepLens, int8 as given."""
-    from sharpeye_ros.benchmark.results import FastPath, FastPathRow, NodeRate, Roofline, RooflineStage
+    from sharpeye_ros.benchmark.results import FastPath, FastPathRow, NodeRate, NodeRates, Roofline, RooflineStage
 
     def row(precision: str, mode: str, seconds: float, base: float) -> FastPathRow:
         return FastPathRow(model="paper", precision=precision, mode=mode, seconds=seconds, times=[seconds],
@@ -289,8 +294,11 @@ def _fast_path(int8_glance: float, machine: dict):
     roof = Roofline(int8_flops_per_s=2e11, float32_flops_per_s=1e11, bytes_per_s=1e10, weight_bytes=600_000_000,
                     stages={"vision": RooflineStage(seconds=0.5, flop_bound_s=0.4, byte_bound_s=0.01, limit="compute")},
                     bound_s=0.8, seconds=int8_glance, ratio=int8_glance / 0.8)
-    node = {"auto": NodeRate(runs="int8 weights; auto: int8", captions=6, latency_mean_s=2.0, model_mean_s=1.9,
-                             captions_per_s=0.5)}
+    node = NodeRates(machine=machine, rounds=1, load_before=0.5, load_after=0.6, rows=[
+        NodeRate(model="paper", dtype="auto", runs="int8 weights; auto: int8", captions=6, latency_mean_s=2.0,
+                 model_mean_s=1.9, captions_per_s=0.5),
+        NodeRate(model="paper", dtype="float32", runs="float32", captions=6, latency_mean_s=5.0,
+                 model_mean_s=4.9, captions_per_s=0.2)])
     return FastPath(machine=machine, rounds=3, tokens=20, beams=3, load_before=0.5, load_after=0.6, rows=rows,
                     roofline=roof, node=node)
 
@@ -320,12 +328,17 @@ def test_fast_path_section_renders_and_round_trips(tiny_run):
     assert again == results
     text = report.render_markdown(again)
     assert "## CPU fast path" in text and "| paper | int8 | 0.90 s | **3.33x** | 1.60 s | **2.50x** |" in text
-    assert "int8 paper glance against its roofline" in text and "| auto | int8 weights; auto: int8 | 0.500 |" in text
+    assert "int8 paper glance against its roofline" in text
+    assert "| paper | auto | int8 weights; auto: int8 | 6 | 0.500 | **2.50x** | 2.00 s | 1.90 s |" in text
+    assert "| paper | float32 | float32 | 6 | 0.200 | **1.00x** |" in text
+    assert "here `auto` resolved to: paper: int8 weights; auto: int8." in text
 
 
 def _fast_path_with_side_by_sides(machine: dict):
     """A fast-path record with a fidelity, library and peer side-by-side, as their modules write them."""
     from sharpeye_ros.benchmark.results import Machine
+
+    from sharpeye_ros.benchmark.results import PeerEntry, PeerModel, PeerTable
 
     fast = _fast_path(0.9, Machine.from_json(machine))
     fast.fidelity = {"machine": machine, "preset": "paper", "precisions": {"int8": {
@@ -335,11 +348,15 @@ def _fast_path_with_side_by_sides(machine: dict):
              "speedup": 1.0 / s} for n, s in (("torch-fp32", 1.0), ("torch-int8", 0.5))]
     fast.libraries = {"machine": machine, "rounds": 2,
                       "pieces": {"prefill": {"rows": rows, "load_before": 0.5, "load_after": 0.6}}}
-    fast.peers = {"machine": machine, "tokens": 20, "rounds": 2, "load_before": 0.5, "load_after": 0.6,
-                  "notes": {"Florence-2-base": "skipped: ImportError: no class"},
-                  "entries": [{"model": m, "precision": p, "beams": b, "seconds": s, "times": [s]}
-                              for m, s in (("ours (paper glance)", 2.0), ("GIT-base", 1.0))
-                              for p in ("float32", "int8") for b in (1, 3)]}
+    ours = "ours (paper glance)"
+    fast.peers = PeerTable(machine=Machine.from_json(machine), tokens=20, rounds=2, load_before=0.5, load_after=0.6,
+                           models={ours: PeerModel(params=450_000_000, image_size=336, int8_layers=200, float_linears=3),
+                                   "GIT-base": PeerModel(params=177_000_000, image_size=224, int8_layers=70,
+                                                         float_linears=1)},
+                           notes={"Florence-2-base": "skipped: transformers 4.0 has no Florence2Config"},
+                           entries=[PeerEntry(model=m, precision=p, beams=b, seconds=s * f, times=[s * f])
+                                    for m, s in ((ours, 2.0), ("GIT-base", 1.0))
+                                    for p, f in (("float32", 1.0), ("int8", 0.4)) for b in (1, 3)])
     return fast
 
 
@@ -347,5 +364,33 @@ def test_fast_path_side_by_sides_render(tiny_run):
     text = report.render_markdown(Results(fast_path=_fast_path_with_side_by_sides(tiny_run.machine.to_json())))
     assert "| int8 | 99.0% | 97.0% | 0.99950 | pass |" in text
     assert "| torch-int8 | 500.0 ms | 2.00x |" in text
-    assert "| GIT-base | 1.00 s (0.50x ours) |" in text and "Florence-2-base: skipped" in text
+    assert ("| GIT-base | 177M | 224 px | 1.00 s (0.50x ours) | 1.00 s (0.50x ours) | 0.40 s (0.50x ours) | "
+            "0.40 s (0.50x ours) | **2.50x** | **2.50x** |") in text
+    assert "| ours (paper glance) | 450M | 336 px | 2.00 s | 2.00 s | 0.80 s |" in text
+    assert "Linear layers in int8: ours (paper glance) 200 of 203, GIT-base 70 of 71." in text
+    assert "- Florence-2-base: skipped: transformers 4.0 has no Florence2Config" in text
     assert "**The choice.**" in text
+
+
+def test_fast_path_pieces_measured_apart_merge_without_undoing_each_other(tiny_run, tmp_path):
+    """A results file with only the peer table and the node (``fast_path --no-speed``)
+    keeps the docs' speed run and their other pieces; a later speed run keeps the peers."""
+    machine = tiny_run.machine.to_json()
+    full = _fast_path_with_side_by_sides(machine)
+    docs = Results(fast_path=dataclasses.replace(full, peers=None, node=None))
+    pieces = Results.from_json(Results(fast_path=FastPath(peers=full.peers, node=full.node)).to_json())
+    assert pieces.to_json()["fast_path"].keys() == {"node", "peers"}  # no speed run written
+    merged = docs.merged(pieces)
+    assert merged.fast_path == full  # speed run, roofline, fidelity and libraries kept; peers and node added
+    newer = dataclasses.replace(docs.fast_path, rows=docs.fast_path.rows[:2], rounds=5, fidelity=None)
+    again = merged.merged(Results(fast_path=newer))
+    assert again.fast_path.rows == newer.rows and again.fast_path.rounds == 5  # the new speed run
+    assert again.fast_path.peers == full.peers and again.fast_path.node == full.node
+    assert again.fast_path.fidelity == full.fidelity  # a piece the newer file lacks stays
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / run.RESULTS_NAME).write_text(json.dumps(docs.to_json()))
+    (tmp_path / "pieces.json").write_text(json.dumps(pieces.to_json()))
+    assert run.main(["--merge", str(tmp_path / "pieces.json"), "--out-dir", str(tmp_path / "docs")]) == 0
+    assert run.load_results(tmp_path / "docs" / run.RESULTS_NAME).fast_path == full
+    text = (tmp_path / "docs" / run.DOC_NAME).read_text()
+    assert "## CPU fast path" in text and "| paper | int8 | 0.90 s |" in text and "| GIT-base | 177M |" in text
