@@ -370,9 +370,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run = {"rates": gate_rates, "still": still_cpu, "changing": changing_view}[mode]
     if mode != "rates":  # before this process starts DDS: the feed and the node (its child) alike
         from sharpeye_ros.benchmark.node_bench import LARGE_SHM_PROFILE
-        from sharpeye_ros.ros.processes import installed_file
-
         from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES
+        from sharpeye_ros.ros.processes import installed_file
 
         try:
             profile = installed_file("share", f"config/{LARGE_SHM_PROFILE}")

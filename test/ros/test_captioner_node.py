@@ -282,6 +282,16 @@ def test_errors_are_logged_throttled(harness, scripted_model, capfd):
     assert err.count("unsupported image encoding '32FC1'") == 1, err  # one line, not four
 
 
+def test_publishers_leave_the_executor_no_qos_event_handlers(harness, scripted_model):
+    # Each event handler is one more waitable in every wake-up's wait set (at least two per
+    # frame); the image subscription keeps its own, which report a camera it cannot hear.
+    h = harness(scripted_model, {"refine": False})
+    node = h.captioner
+    assert node._outputs and all(not pub.event_handlers for pub in node._outputs.values())
+    assert node._sub.event_handlers
+    assert len([w for w in node.waitables if w in node._sub.event_handlers]) == len(node._sub.event_handlers)
+
+
 def test_a_100hz_flood_keeps_the_node_current(harness, scripted_model):
     h = harness(scripted_model, {"max_rate": 5.0, "refine": False})
     gate = h.captioner._gate
