@@ -399,18 +399,32 @@ def _still_section(run: Run) -> list[str]:
         noise=f"{first.noise_sigma:g}" if first else "-",
         max_rate=f"{first.max_rate_hz:g}" if first else "-",
     )
-    rows = []
+    rows, parts = [], []
     for pair in still.cpu:
         for name, r in (("on", pair.on), ("off", pair.off)):
-            rows.append([pair.model_name, name, f"{r.cpu_seconds_per_second:.4f}", str(r.model_captions),
-                         str(r.reused_captions), f"{r.seconds:.0f} s",
+            received = f"{r.input_received_hz:.1f} Hz" if r.input_received_hz is not None else "-"
+            idle = f"{r.idle_cpu_seconds_per_second:.4f}" if r.idle_cpu_seconds_per_second is not None else "-"
+            per_caption = f"{r.model_caption_cpu_seconds:.2f} s" if r.model_caption_cpu_seconds is not None else "-"
+            rows.append([pair.model_name, name, received, f"{r.cpu_seconds_per_second:.4f}", idle, per_caption,
+                         str(r.model_captions), str(r.reused_captions), f"{r.seconds:.0f} s",
                          f"{pair.ratio * 100:.1f}%" if name == "on" else "100%"])
-    lines += _table(["model", "gating", "CPU s/s", "model captions", "reused captions", "window", "CPU vs gating off"],
+        if pair.amortised is not None:
+            on = pair.on
+            parts.append(f"{pair.model_name}: {on.idle_cpu_seconds_per_second:.4f} + "
+                         f"{on.model_caption_cpu_seconds:.2f} / {on.max_still_seconds:g} = {pair.amortised:.4f} CPU s/s, "
+                         f"{pair.amortised / pair.off.cpu_seconds_per_second * 100:.1f}% of gating off, of which the "
+                         f"forced caption {on.model_caption_cpu_seconds / on.max_still_seconds / pair.off.cpu_seconds_per_second * 100:.1f}%")
+    lines += _table(["model", "gating", "frames received", "CPU s/s", "idle CPU s/s", "CPU per model caption",
+                     "model captions", "reused captions", "window", "CPU vs gating off"],
                     rows) if rows else prose("not_measured")
+    if parts:
+        lines += prose("still_parts", parts="; ".join(parts))
     view = still.changing
     if view is not None:
         lines += prose("still_changing", period=f"{view.change_period_s:g}", model=view.model_name,
                        input_rate=f"{view.input_rate_hz:g}", max_rate=f"{view.max_rate_hz:g}",
+                       received=(f"{view.input_received_hz:.1f} Hz" if view.input_received_hz is not None
+                                 else "an unmeasured rate"),
                        interval=ms(view.interval_s), in_time=view.captioned_in_time, changes=view.changes)
         kinds: dict[str, list] = {}
         for c in view.per_change:

@@ -422,6 +422,9 @@ class StillCpu(Record):
     noise_sigma: float
     max_rate_hz: float
     max_still_seconds: float
+    input_received_hz: Optional[float] = optional()  # frames/s the node received (its /diagnostics)
+    idle_cpu_seconds_per_second: Optional[float] = optional()  # outside model captions
+    model_caption_cpu_seconds: Optional[float] = optional()  # CPU each model caption added to that
 
 
 @dataclass(kw_only=True)
@@ -436,6 +439,15 @@ class StillPair(Record):
     def ratio(self) -> float:
         """CPU per second with gating on over gating off."""
         return self.on.cpu_seconds_per_second / self.off.cpu_seconds_per_second
+
+    @property
+    def amortised(self) -> Optional[float]:
+        """Gating on's CPU per second from its parts: the idle rate plus one model caption's
+        CPU every max_still_seconds (None where a part was not measured)."""
+        on = self.on
+        if on.idle_cpu_seconds_per_second is None or on.model_caption_cpu_seconds is None:
+            return None
+        return on.idle_cpu_seconds_per_second + on.model_caption_cpu_seconds / on.max_still_seconds
 
 
 @dataclass(kw_only=True)
@@ -462,6 +474,7 @@ class ChangingView(Record):
     input_rate_hz: float
     change_period_s: float
     model_name: str = ""
+    input_received_hz: Optional[float] = optional()  # frames/s the node received (its /diagnostics)
 
 
 @dataclass(kw_only=True)

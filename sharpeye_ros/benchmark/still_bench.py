@@ -17,7 +17,11 @@ Three measurements (``docs/benchmarks.md``, "Idle when the view is still"):
   is at most one caption interval (plus one input frame) after the change.
 
 The node runs as its own process (the installed ``captioner``); the caller owns the DDS
-set-up, as for :mod:`sharpeye_ros.benchmark.node_bench`.
+domain, as for :mod:`sharpeye_ros.benchmark.node_bench`. Both ends use the package's Fast
+DDS profile (``config/fastdds_large_shm.xml``, as ``captioner.launch.py`` does by default):
+with Fast DDS's defaults most 640x480 frames never reach the node (about 130 of 350 did),
+so the input was not 10 Hz and a change could wait for a frame that never came. The node's
+own count of frames received (``/diagnostics``) is reported with each run.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ NOISE_FRAMES = 20  # noisy frames cycled through (noise is drawn up front, not i
 CHANGE_PERIOD = 1.0  # seconds between two changes of the changing view
 NOISE_LEVELS = (3.0, 8.0)  # camera noise of the still pairs in gate_rates
 START_TIMEOUT = 180.0
+CPU_SAMPLE_PERIOD = 0.25  # seconds between two readings of the node's CPU time in a window
 
 
 def _clock_ticks() -> int:
@@ -115,10 +120,15 @@ class _Feed:
         self.node = Node("sharpeye_still_benchmark", namespace=namespace, context=self.context)
         self._image_type = Image
         self.publisher = self.node.create_publisher(Image, "image", qos_profile_sensor_data)
+        from diagnostic_msgs.msg import DiagnosticArray
+
         self.captions: list[tuple[int, bool, float]] = []
         self.sent: list[tuple[int, int]] = []  # (stamp_ns, label)
+        self.published_at: dict[int, float] = {}  # stamp_ns -> monotonic time it was published
+        self.received: list[tuple[float, int]] = []  # (monotonic, the node's frames_received)
         self._lock = threading.Lock()
         self.node.create_subscription(Caption, "caption", self._on_caption, 50)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
         self._spinner = threading.Thread(target=self._executor.spin, daemon=True)
@@ -132,6 +142,22 @@ class _Feed:
         with self._lock:
             self.captions.append((stamp_ns(msg), bool(msg.reused), time.monotonic()))
 
+    def _on_diagnostics(self, msg) -> None:  # noqa: ANN001
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if "captioner" in status.name and "frames_received" in values:
+                with self._lock:
+                    self.received.append((time.monotonic(), int(values["frames_received"])))
+
+    def received_hz(self, start: float, end: float) -> Optional[float]:
+        """Frames per second the node said it received between monotonic ``start`` and
+        ``end`` (from its /diagnostics, once a second); None with fewer than two reports."""
+        with self._lock:
+            inside = [(t, n) for t, n in self.received if start <= t <= end]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
     def _publish_loop(self) -> None:
         from sharpeye_ros.ros.image_conversion import fill_image_msg
 
@@ -144,6 +170,7 @@ class _Feed:
             self.publisher.publish(msg)
             with self._lock:
                 self.sent.append((stamp_ns(msg), label))
+                self.published_at[stamp_ns(msg)] = time.monotonic()
             k += 1
             self._stop.wait(max(0.0, self._start + k * period - time.monotonic()))
 
@@ -194,16 +221,26 @@ def still_cpu(model_path: str, gating: bool, seconds: float = 30.0, warmup: floa
     captioner = _start_captioner(model_path, parameters, namespace, workdir)
     pid = captioner.process.pid
     feed = _Feed(namespace, lambda t: (frames[int(round(t * INPUT_RATE)) % NOISE_FRAMES], 0))
+    samples: list[tuple[float, float]] = []  # (monotonic, the node's CPU seconds so far)
     try:
         _wait_first_caption(feed, captioner)
         time.sleep(warmup)
         start_cpu, start, (before, _) = process_cpu_seconds(pid), time.monotonic(), feed.snapshot()
-        time.sleep(seconds)
-        end_cpu, end, (after, _) = process_cpu_seconds(pid), time.monotonic(), feed.snapshot()
+        samples.append((start, start_cpu))
+        while samples[-1][0] < start + seconds:
+            time.sleep(min(CPU_SAMPLE_PERIOD, max(0.0, start + seconds - time.monotonic())))
+            samples.append((time.monotonic(), process_cpu_seconds(pid)))
+        end, end_cpu = samples[-1]
+        after = feed.snapshot()[0]
+        received_hz = feed.received_hz(start, end)
+        published_at = dict(feed.published_at)
     finally:
         feed.close()
         captioner.stop()
     window = after[len(before):]
+    spans = [(published_at[stamp], received) for stamp, reused, received in window
+             if not reused and stamp in published_at]
+    idle, per_caption = split_cpu(samples, spans)
     return {
         "gating": gating,
         "seconds": end - start,
@@ -215,7 +252,37 @@ def still_cpu(model_path: str, gating: bool, seconds: float = 30.0, warmup: floa
         "noise_sigma": NOISE_SIGMA,
         "max_rate_hz": max_rate,
         "max_still_seconds": float(parameters.get("max_still_seconds", SPECS["max_still_seconds"].default)),
+        "input_received_hz": received_hz,
+        "idle_cpu_seconds_per_second": idle,
+        "model_caption_cpu_seconds": per_caption,
     }
+
+
+def split_cpu(samples: Sequence[tuple[float, float]], spans: Sequence[tuple[float, float]],
+              min_idle_share: float = 0.2) -> tuple[Optional[float], Optional[float]]:
+    """A window's CPU readings ``samples`` ((time, CPU seconds so far), in time order) split
+    into the idle rate, CPU seconds per second outside the model captions (each ``spans``:
+    (frame published, caption received)), and the CPU seconds each model caption added
+    beyond that rate. A reading interval counts as a caption's when it overlaps its span,
+    and the one after it too (the caption's last work and publishing). None where there is
+    too little of either: idle less than ``min_idle_share`` of the window, or no caption."""
+    if len(samples) < 2:
+        return None, None
+    busy_cpu = busy_time = idle_cpu = idle_time = 0.0
+    after_span = False
+    for (t0, c0), (t1, c1) in zip(samples, samples[1:]):
+        in_span = any(a < t1 and b > t0 for a, b in spans)
+        if in_span or after_span:
+            busy_cpu, busy_time = busy_cpu + c1 - c0, busy_time + t1 - t0
+        else:
+            idle_cpu, idle_time = idle_cpu + c1 - c0, idle_time + t1 - t0
+        after_span = in_span
+    total = samples[-1][0] - samples[0][0]
+    if total <= 0 or idle_time < min_idle_share * total:
+        return None, None
+    idle = idle_cpu / idle_time
+    per_caption = (busy_cpu - idle * busy_time) / len(spans) if spans else None
+    return idle, per_caption
 
 
 def changing_view(model_path: str, changes: int = 30, max_rate: float = 2.0, device: str = "cpu",
@@ -247,9 +314,11 @@ def changing_view(model_path: str, changes: int = 30, max_rate: float = 2.0, dev
         _wait_first_caption(feed, captioner)
         time.sleep(2.0)
         ready.set()
-        deadline = time.monotonic() + changes * CHANGE_PERIOD + 5.0
+        start = time.monotonic()
+        deadline = start + changes * CHANGE_PERIOD + 5.0
         while time.monotonic() < deadline:
             time.sleep(0.2)
+        received_hz = feed.received_hz(start, time.monotonic())
     finally:
         feed.close()
         captioner.stop()
@@ -285,6 +354,7 @@ def changing_view(model_path: str, changes: int = 30, max_rate: float = 2.0, dev
         "input_rate_hz": INPUT_RATE,
         "change_period_s": CHANGE_PERIOD,
         "model_name": model_name,
+        "input_received_hz": received_hz,
     }
 
 
@@ -298,6 +368,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     mode = spec.pop("mode")
     run = {"rates": gate_rates, "still": still_cpu, "changing": changing_view}[mode]
+    if mode != "rates":  # before this process starts DDS: the feed and the node (its child) alike
+        from sharpeye_ros.benchmark.node_bench import LARGE_SHM_PROFILE
+        from sharpeye_ros.ros.launch_support import PROFILE_VARIABLES
+        from sharpeye_ros.ros.processes import installed_file
+
+        try:
+            profile = installed_file("share", f"config/{LARGE_SHM_PROFILE}")
+        except FileNotFoundError as err:
+            print(err, file=sys.stderr)
+            return 1
+        for variable in PROFILE_VARIABLES:
+            os.environ.pop(variable, None)
+        os.environ[PROFILE_VARIABLES[0]] = str(profile)
     try:
         result = run(**spec)
     except NodeBenchmarkError as err:
@@ -307,5 +390,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-__all__ = ["gate_rates", "still_cpu", "changing_view", "process_cpu_seconds", "main", "INPUT_RATE",
+__all__ = ["gate_rates", "still_cpu", "split_cpu", "changing_view", "process_cpu_seconds", "main", "INPUT_RATE",
            "NOISE_SIGMA", "CHANGE_PERIOD"]

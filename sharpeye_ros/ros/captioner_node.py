@@ -73,6 +73,11 @@ from sharpeye_ros.ros.scene_gate import REPUBLISH, SceneGate, thumbnail
 from sharpeye_ros.ros.spin import exit_now, finish, init_rclpy, spin_until_shutdown
 from sharpeye_ros.ros.stamps import NS_PER_S, stamp_ns, stamp_seconds
 
+try:
+    from rclpy.event_handler import PublisherEventCallbacks
+except ImportError:  # Humble: the same class, in its old module
+    from rclpy.qos_event import PublisherEventCallbacks
+
 try:  # in every ROS distro, but optional here: without it the node publishes no detections
     from vision_msgs.msg import Detection2DArray
 except ImportError:
@@ -256,11 +261,17 @@ class CaptionerNode(LifecycleNode):
         else:
             self.get_logger().info("vision_msgs is not installed: no 'detections' topic "
                                    "(apt install ros-$ROS_DISTRO-vision-msgs)")
-        self._outputs = {name: self.create_lifecycle_publisher(kind, name, depth)
+        # Without rclpy's default QoS event handlers (an incompatible subscriber is reported in
+        # its own process too): each is a waitable that the executor adds to its wait set on
+        # every wake-up, at least two per frame received; the 14 of these publishers made up
+        # almost half of the executor's work per frame on a still view.
+        quiet = PublisherEventCallbacks(use_default_callbacks=False)
+        self._outputs = {name: self.create_lifecycle_publisher(kind, name, depth, event_callbacks=quiet)
                             for name, (kind, depth) in pubs.items()}
         # image_transport's convention: the compressed stream of image topic T is T/compressed.
         compressed = self._outputs["caption_image"].topic_name.rstrip("/") + "/compressed"
-        self._outputs["caption_image/compressed"] = self.create_lifecycle_publisher(CompressedImage, compressed, 1)
+        self._outputs["caption_image/compressed"] = self.create_lifecycle_publisher(
+            CompressedImage, compressed, 1, event_callbacks=quiet)
         self._gate = FrameGate(s.max_rate)
         self._scene.reset()
         self._last = None

@@ -27,6 +27,13 @@ T = TypeVar("T")
 # Stamps that go back by more than this are a new timeline (a rosbag loop, a restarted
 # driver, a reset simulation), not frames delivered out of order.
 DEFAULT_RESET_SECONDS = 1.0
+# A frame is due this fraction of 1/max_rate early. When the camera's rate is a multiple of
+# max_rate, the frame one interval on lands on the interval's end, a hair early or late by
+# the stamps' jitter: without slack the early ones (about half) would be throttled and the
+# next frame taken a whole input frame late, so max_rate 2 on a 10 Hz camera gave 1.7 Hz
+# and changes waited up to an extra input frame. 2% absorbs 10 ms of jitter at 2 Hz; the
+# rate limit is exceeded by at most that.
+RATE_SLACK = 0.02
 
 # What a frame was judged by: its header.stamp, or (see Offer.fallback) its arrival time.
 STAMP, ARRIVAL = "stamp", "arrival"
@@ -110,8 +117,9 @@ class Offer:
 class FrameGate(Generic[T]):
     """Newest-frame slot with a maximum rate on message time.
 
-    A frame is *due* when its stamp is at least ``1 / max_rate`` seconds after the stamp of
-    the last frame the worker captioned. A due frame replaces whatever waits in the slot
+    A frame is *due* when its stamp is at least ``1 / max_rate`` seconds (less
+    :data:`RATE_SLACK` of that, for the stamps' jitter) after the stamp of the last frame
+    the worker captioned. A due frame replaces whatever waits in the slot
     (that one counts as superseded); a frame that is not due is dropped at once
     (throttled). Since stamps normally grow, a newer frame is due whenever the waiting one
     is, so the slot always holds the newest frame received. A frame the worker has in hand
@@ -130,7 +138,7 @@ class FrameGate(Generic[T]):
 
     def __init__(self, max_rate: float, reset_seconds: float = DEFAULT_RESET_SECONDS) -> None:
         self._cond = threading.Condition()
-        self._period_ns = self._period(max_rate)
+        self._period_ns = self._period(max_rate)  # the shortest interval: 1/max_rate less the slack
         if not reset_seconds > 0:
             raise ValueError(f"reset_seconds must be > 0, got {reset_seconds}")
         self._reset_ns = int(reset_seconds * NS_PER_S)
@@ -148,7 +156,7 @@ class FrameGate(Generic[T]):
     def _period(max_rate: float) -> int:
         if not max_rate > 0:  # also rejects NaN
             raise ValueError(f"max_rate must be > 0 Hz, got {max_rate}")
-        return int(round(NS_PER_S / max_rate))
+        return int(round(NS_PER_S / max_rate * (1.0 - RATE_SLACK)))
 
     def set_max_rate(self, max_rate: float) -> None:
         """Change the caption rate limit; applies to frames offered from now on."""
@@ -288,5 +296,5 @@ class FrameGate(Generic[T]):
             return GateCounters(**self._counts)
 
 
-__all__ = ["FrameGate", "GateCounters", "GatedFrame", "Offer", "DEFAULT_RESET_SECONDS",
+__all__ = ["FrameGate", "GateCounters", "GatedFrame", "Offer", "DEFAULT_RESET_SECONDS", "RATE_SLACK",
            "STAMP", "ARRIVAL", "ZERO_STAMP", "FROZEN_STAMP", "THROTTLED", "OUT_OF_ORDER", "CLOSED"]

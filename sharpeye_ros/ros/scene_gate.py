@@ -35,7 +35,7 @@ import numpy as np
 
 THUMBNAIL_SIDE = 128  # pixels on the thumbnail's longer side
 DEFAULT_MIN_CHANGE = 0.1
-DEFAULT_MAX_STILL_SECONDS = 60.0  # a forced caption of the paper-size model costs ~4 s of CPU here: once a minute
+DEFAULT_MAX_STILL_SECONDS = 60.0  # a still view costs one caption per period (Jetson Nano, per the paper: ~0.2 s)
 ON_STILL = ("republish", "skip")
 CAPTION, REPUBLISH, SKIP = "caption", "republish", "skip"
 _NS_PER_S = 1_000_000_000

@@ -263,8 +263,10 @@ def test_still_view_targets_and_section(tiny_run, still_result):
     assert small.measured == 0.0 and small.passed is True and "0 of 20 scenes" in small.detail
     text = report.render_markdown(results)
     assert "## Idle when the view is still" in text and "Measured on Still CPU (2 threads)" in text
-    assert "| demo | on | 0.0060 | 1 | 105 | 60 s | 1.5% |" in text
-    assert "| paper | on | 0.1600 | 1 | 110 | 60 s | 8.0% |" in text
+    assert "| demo | on | 9.9 Hz | 0.0060 | 0.0055 | 0.03 s | 1 | 105 | 60 s | 1.5% |" in text
+    assert "| paper | on | - | 0.1600 | - | - | 1 | 110 | 60 s | 8.0% |" in text  # parts not measured
+    # idle + one model caption per max_still_seconds: 0.0055 + 0.03 / 60 = 0.0060, 1.5% of 0.4
+    assert "demo: 0.0055 + 0.03 / 60 = 0.0060 CPU s/s, 1.5% of gating off, of which the forced caption 0.1%" in text
     assert "| small object | 5 | 4 | 1 | 0 |" in text  # 5 small-object changes, one reused
     assert "| small object | 0 of 20 | 0.230 / 0.240 / 0.400 | 3 of 20 | 0.004 / 0.014 / 0.400 |" in text
     assert "| Still view: CPU <= 5% of gating off, paper | 8.0% | <= 5% | **FAIL** |" in text

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sharpeye_ros.benchmark.still_bench import gate_rates, process_cpu_seconds
+from sharpeye_ros.benchmark.still_bench import gate_rates, process_cpu_seconds, split_cpu
 from sharpeye_ros.ros.scene_gate import DEFAULT_MIN_CHANGE
 
 
@@ -33,3 +33,23 @@ def test_process_cpu_seconds_counts_this_process():
     while time.process_time() < deadline:
         pass
     assert process_cpu_seconds(os.getpid()) - before == pytest.approx(0.3, abs=0.1)
+
+
+def test_split_cpu_separates_the_idle_rate_from_each_model_caption():
+    # 0.01 CPU s/s idle, readings every 0.25 s over 20 s; two model captions of 0.5 CPU s,
+    # each within a span of 0.5 s (frame published -> caption received).
+    samples, cpu = [], 0.0
+    for k in range(81):
+        t = k * 0.25
+        if k:
+            cpu += 0.01 * 0.25
+            if k in (21, 22, 61, 62):  # the intervals (5.0, 5.5] and (15.0, 15.5]
+                cpu += 0.25
+        samples.append((t, cpu))
+    idle, per_caption = split_cpu(samples, [(5.05, 5.45), (15.05, 15.45)])
+    assert idle == pytest.approx(0.01)
+    assert per_caption == pytest.approx(0.5)
+    # No caption span: all of it is idle (0.2 + 1.0 CPU s in 20 s), and no caption's cost.
+    assert split_cpu(samples, []) == (pytest.approx(0.06), None)
+    # Too little idle time to tell the idle rate.
+    assert split_cpu(samples, [(0.0, 19.0)]) == (None, None)

@@ -57,6 +57,32 @@ def test_throttle_on_message_time_not_wall_time():
     assert c.throttled == 16 and c.superseded == 0 and c.taken == 5
 
 
+def jittered(i: int, frame_ns: int = S // 10) -> int:
+    """Frame ``i`` of a camera at 1 s / ``frame_ns``, stamped up to 0.3 ms early or late (a
+    deterministic pattern), as a driver that stamps on arrival does."""
+    return i * frame_ns + ((i * 7919) % 11 - 5) * 60_000
+
+
+def test_a_camera_at_a_multiple_of_max_rate_keeps_max_rate_despite_stamp_jitter():
+    # 10 Hz in, 2 Hz out: every fifth frame, whether it is stamped a hair early or late. A
+    # frame 0.3 ms short of the interval used to be throttled, and the next one taken a
+    # whole input frame (0.1 s) late: 1.7 Hz instead of 2, changes seen up to 0.1 s later.
+    gate = FrameGate(max_rate=2.0)
+    taken = []
+    for i in range(101):
+        gate.offer(i, jittered(i))
+        taken += [frame for frame, _ in drain(gate)]
+    assert taken == list(range(0, 101, 5))
+
+
+def test_the_slack_for_jitter_does_not_let_frames_through_early():
+    gate = FrameGate(max_rate=2.0)
+    gate.offer("a", 0)
+    drain(gate)
+    assert not gate.offer("2.1% early", S // 2 - S // 2 * 21 // 1000)
+    assert gate.offer("1.9% early", S // 2 - S // 2 * 19 // 1000)
+
+
 def test_busy_worker_gets_the_newest_due_frame():
     gate = FrameGate(max_rate=2.0)
     gate.offer("f0", 0)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from sharpeye_ros.ros.frame_gate import FrameGate
 from sharpeye_ros.ros.scene_gate import (CAPTION, DEFAULT_MIN_CHANGE, REPUBLISH, SKIP, THUMBNAIL_SIDE, SceneGate,
                                          thumbnail, view_change)
 from sharpeye_ros.world import CHANGES, add_sensor_noise, scene_change
@@ -149,3 +150,51 @@ def test_bad_settings_are_refused(kwargs):
     gate = SceneGate()
     with pytest.raises(ValueError):
         gate.configure(**kwargs)
+
+
+@pytest.mark.parametrize("spacing", [10, 13])
+def test_every_change_is_captioned_within_one_caption_interval(spacing):
+    """The node's worker loop on a fake clock: a 10 Hz camera (stamps jittered by up to
+    0.3 ms), max_rate 2 Hz, a view that changes every 1 s, or every 1.3 s (its phase
+    against the caption interval then takes every value), a model caption that keeps the worker busy 0.15 s (frames arrive and wait
+    meanwhile) and a republished caption that takes no time. Each change's first caption
+    must be the model's, from a frame stamped less than one caption interval (0.5 s) after
+    the change: the last frame taken before it is at least one input frame earlier."""
+    frame_ns, interval_ns, model_ns = S // 10, S // 2, 15 * S // 100
+    change_at = [spacing * k for k in range(1, 26)]  # frame indices where the view changes
+
+    def view(i: int) -> int:
+        return sum(i >= c for c in change_at)
+
+    thumbs = [np.full((96, 128, 3), (37 * v) % 256, np.uint8) for v in range(len(change_at) + 1)]
+    frames, scene = FrameGate(max_rate=1e9 / interval_ns), SceneGate(min_change=0.1)
+    captions = []  # (frame index, reused)
+    in_hand, busy_until = None, 0
+
+    def work(item, now):
+        verdict = scene.judge(thumbs[view(item.frame)], item.stamp_ns)
+        captions.append((item.frame, verdict.still))
+        if verdict.still:  # republished at once
+            frames.done(item, captioned=True)
+            return None, now
+        scene.captioned(thumbs[view(item.frame)], item.stamp_ns)
+        return item, now + model_ns
+
+    last = change_at[-1] + 12
+    for i in range(last):
+        now = i * frame_ns + ((i * 7919) % 11 - 5) * 60_000  # as in test_frame_gate's jittered()
+        while in_hand is not None and busy_until <= now:  # the model finished before this frame
+            frames.done(in_hand, captioned=True)
+            in_hand = None
+            item = frames.take(timeout=0)
+            if item is not None:
+                in_hand, busy_until = work(item, busy_until)
+        frames.offer(i, now)
+        if in_hand is None:
+            item = frames.take(timeout=0)
+            if item is not None:
+                in_hand, busy_until = work(item, now)
+    for k, c in enumerate(change_at, start=1):
+        first = next((frame, reused) for frame, reused in captions if view(frame) == k)
+        assert not first[1], f"change {k}: its first caption was a republished one"
+        assert (first[0] - c) * frame_ns < interval_ns, f"change {k} captioned {first[0] - c} frames late"
