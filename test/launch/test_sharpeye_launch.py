@@ -47,17 +47,22 @@ def _include(name: str, arguments: dict[str, str]) -> IncludeLaunchDescription:
                                     launch_arguments=arguments.items())
 
 
+def _camera_and_captioner(camera: str, topic: str, arguments: dict[str, str]) -> LaunchDescription:
+    """A 5 Hz 320x240 synthetic camera named ``camera`` on ``topic``, and captioner.launch.py
+    on the CPU captioning it with ``arguments``."""
+    return LaunchDescription([
+        Node(package="sharpeye_ros", executable="synthetic_camera", name=camera,
+             parameters=[{"rate": 5.0, "width": 320, "height": 240, "frame_id": FRAME}],
+             remappings=[("image", topic)]),
+        _include("captioner.launch.py", {"image_topic": topic, "device": "cpu", **arguments}),
+        launch_pytest.actions.ReadyToTest(),
+    ])
+
+
 @launch_pytest.fixture
 def captioner_launch() -> LaunchDescription:
     """A synthetic camera on TOPIC, and captioner.launch.py told to caption it at <= 1 Hz."""
-    return LaunchDescription([
-        Node(package="sharpeye_ros", executable="synthetic_camera", name="launch_test_camera",
-             parameters=[{"rate": 5.0, "width": 320, "height": 240, "frame_id": FRAME}],
-             remappings=[("image", TOPIC)]),
-        _include("captioner.launch.py", {"image_topic": TOPIC, "namespace": NAMESPACE, "max_rate": "1",
-                                         "device": "cpu"}),
-        launch_pytest.actions.ReadyToTest(),
-    ])
+    return _camera_and_captioner("launch_test_camera", TOPIC, {"namespace": NAMESPACE, "max_rate": "1"})
 
 
 @launch_pytest.fixture
@@ -73,14 +78,8 @@ def demo_launch() -> LaunchDescription:
 @launch_pytest.fixture
 def managed_launch() -> LaunchDescription:
     """The camera, and captioner.launch.py with autostart:=false: a node for a lifecycle manager."""
-    return LaunchDescription([
-        Node(package="sharpeye_ros", executable="synthetic_camera", name="managed_test_camera",
-             parameters=[{"rate": 5.0, "width": 320, "height": 240, "frame_id": FRAME}],
-             remappings=[("image", MANAGED_TOPIC)]),
-        _include("captioner.launch.py", {"image_topic": MANAGED_TOPIC, "namespace": MANAGED, "autostart": "false",
-                                         "max_rate": "2", "device": "cpu"}),
-        launch_pytest.actions.ReadyToTest(),
-    ])
+    return _camera_and_captioner("managed_test_camera", MANAGED_TOPIC,
+                                 {"namespace": MANAGED, "autostart": "false", "max_rate": "2"})
 
 
 # launch_pytest 3.4 reads a pytest-internal attribute that pytest 8.4 removed. Run by hand
