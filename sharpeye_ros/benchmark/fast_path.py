@@ -37,7 +37,7 @@ import torch
 from sharpeye_ros.benchmark import peers
 from sharpeye_ros.benchmark.bounds import Geometry, stage_bytes
 from sharpeye_ros.benchmark.measure import CountingTimer, load_average, machine_info, matmul_throughput, read_bandwidth
-from sharpeye_ros.benchmark.results import NodeRates
+from sharpeye_ros.benchmark.results import FastPath, NodeRates, Results
 from sharpeye_ros.evaluation.modes import DEEPLENS, GLANCE, SWITCHES
 from sharpeye_ros.model import SharpEyes, default_model_path
 from sharpeye_ros.model import precision as P
@@ -261,12 +261,17 @@ def render(result: dict) -> list[str]:
     return lines
 
 
+def write_results(out: str, fast: dict) -> Results:
+    """Write ``fast`` (the pieces measured so far) to ``out`` as a benchmark results file."""
+    results = Results(fast_path=FastPath.from_json(fast, "fast_path"))
+    Path(out).write_text(json.dumps(results.to_json(), indent=1) + "\n")
+    return results
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Measure (or reuse, ``--speed``; or leave out, ``--no-speed``) the speed run, add the
     pieces given, and write OUT.json as a benchmark results file (``Results.fast_path``)
     for ``benchmark --merge``, which keeps the pieces this file lacks."""
-    from sharpeye_ros.benchmark.results import FastPath, Results
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="results JSON (a benchmark results file)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -296,6 +301,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fast = dict(data.get("fast_path", data))
     else:
         fast = measure(args.rounds, args.precisions.split(","), not args.no_demo, log=log)
+    for piece in ("peers", "libraries", "fidelity"):
+        if getattr(args, piece):
+            fast[piece] = json.loads(Path(getattr(args, piece)).read_text())
+    # Written before the node piece, and again after it: a node run that fails (minutes
+    # in) must not lose the speed run finished before it.
+    results = write_results(args.out, fast)
     if args.node:
         import tempfile
 
@@ -304,11 +315,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not args.no_demo:
                 dirs["demo"] = str(default_model_path())
             fast["node"] = node_rates(dirs, rounds=args.node_rounds, log=log)
-    for piece in ("peers", "libraries", "fidelity"):
-        if getattr(args, piece):
-            fast[piece] = json.loads(Path(getattr(args, piece)).read_text())
-    results = Results(fast_path=FastPath.from_json(fast, "fast_path"))
-    Path(args.out).write_text(json.dumps(results.to_json(), indent=1) + "\n")
+        results = write_results(args.out, fast)
     out = results.fast_path
     lines = render(fast) if out.rows else []
     lines += render_node(out.node) if out.node else []

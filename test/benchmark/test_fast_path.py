@@ -4,6 +4,9 @@ counts int8 weights at one byte."""
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -107,3 +110,25 @@ def test_the_node_runs_a_random_model_saved_to_decode_exactly_the_tokens_of_the_
     path = fast_path.save_for_node(SharpEyes.from_config(presets.tiny()), tmp_path / "m")
     g = SharpEyes.from_pretrained(path).config.generation
     assert (g.max_new_tokens, tuple(g.stop)) == (fast_path.TOKENS, ())
+
+
+def test_a_failing_node_piece_keeps_the_speed_run_already_measured(tmp_path, monkeypatch):
+    import json
+
+    from sharpeye_ros.benchmark.results import Results
+
+    docs = json.loads((Path(__file__).parents[2] / "docs" / "benchmarks.json").read_text())["fast_path"]
+    speed = {k: v for k, v in docs.items() if k not in ("node", "peers", "libraries", "fidelity")}
+    monkeypatch.setattr(fast_path, "measure", lambda *a, **k: copy.deepcopy(speed))
+    monkeypatch.setattr(fast_path, "save_for_node", lambda net, directory: str(directory))
+    monkeypatch.setattr(fast_path, "paper_model", lambda: None)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("node run failed")
+
+    monkeypatch.setattr(fast_path, "node_rates", fail)
+    out = tmp_path / "out.json"
+    with pytest.raises(RuntimeError, match="node run failed"):
+        fast_path.main([str(out), "--node", "--no-demo"])
+    kept = Results.from_json(json.loads(out.read_text())).fast_path
+    assert kept.rows and len(kept.rows) == len(speed["rows"]) and kept.node is None
