@@ -13,4 +13,11 @@ The generated message classes live in ``sharpeye_ros.msg`` once the package is b
 with colcon; they are not part of the source tree.
 """
 
+import pkgutil
+
+# Run from the repository root, Python imports this source tree, which has no generated
+# ``msg``: extending the package's path over every ``sharpeye_ros`` on sys.path lets the
+# installed one (install/setup.bash) supply it, while the source's own modules come first.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
 __version__ = "0.1.0"

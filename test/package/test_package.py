@@ -67,6 +67,21 @@ def test_tests_import_the_installed_package_not_the_source_tree() -> None:
 
 
 @pytest.mark.ros
+def test_run_from_the_repository_root_the_source_tree_finds_the_installed_messages() -> None:
+    # `python -m sharpeye_ros.benchmark...` from the root imports the source tree, which has
+    # no generated msg: the package path reaches the installed one for it.
+    import subprocess
+    import sys
+
+    code = "import sharpeye_ros, sharpeye_ros.msg; print(sharpeye_ros.__file__); print(sharpeye_ros.msg.Caption().reused)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    package_file, reused = proc.stdout.split()
+    assert Path(package_file) == REPO / "sharpeye_ros" / "__init__.py"  # the source's modules come first
+    assert reused == "False"
+
+
+@pytest.mark.ros
 @pytest.mark.parametrize("name", ["Caption", "CaptionRegion"])
 def test_installed_messages_match_their_definitions(name: str) -> None:
     """Introspection of the generated classes agrees with msg/*.msg (what `ros2 interface show` reads)."""
