@@ -162,6 +162,11 @@ class _Feed:
             return None
         return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
+    def reports_so_far(self) -> list[dict[str, str]]:
+        """The node's /diagnostics values received so far, oldest first."""
+        with self._lock:
+            return [values for _, values in self.reports]
+
     def report_after(self, captioned: int, timeout: float) -> Optional[dict[str, str]]:
         """The node's /diagnostics values from the second report (the first may have been put
         together while the caption finished) that counts at least ``captioned`` model
@@ -262,20 +267,24 @@ def still_cpu(model_path: str, gating: bool, seconds: float = 30.0, warmup: floa
         _wait_first_caption(feed, captioner)
         time.sleep(warmup)
         start_cpu, start, (before, _) = process_cpu_seconds(pid), time.monotonic(), feed.snapshot()
-        first_model = max(received for _, reused, received in before if not reused)  # the last model caption before
+        # The last model caption before the window (None: the feed missed it, unlike any reused one).
+        first_model = max((received for _, reused, received in before if not reused), default=None)
         samples.append((start, start_cpu))
         sample_until(lambda: False, start + seconds)
         end, end_cpu = samples[-1]
         still_window = feed.snapshot()[0][len(before):]
         received_hz = feed.received_hz(start, end)
         if gating:
-            with feed._lock:
-                reports_before = [v for _, v in feed.reports]
+            reports_before = feed.reports_so_far()
             window_report = reports_before[-1] if reports_before else None  # the still window's period
             captioned_before = max((int(v["frames_captioned"]) for v in reports_before), default=0)
             shown["view"] = 1
-            labels = lambda: dict(feed.snapshot()[1])  # noqa: E731
-            changed = lambda: [c for c in feed.snapshot()[0] if not c[1] and labels().get(c[0]) == 1]  # noqa: E731
+
+            def changed() -> list[tuple[int, bool, float]]:  # the model's captions of the new view
+                captions, sent = feed.snapshot()
+                label = dict(sent)
+                return [c for c in captions if not c[1] and label.get(c[0]) == 1]
+
             sample_until(lambda: bool(changed()), time.monotonic() + START_TIMEOUT)
             if changed():
                 change_caption = changed()[0]
@@ -309,7 +318,8 @@ def still_cpu(model_path: str, gating: bool, seconds: float = 30.0, warmup: floa
     if gating:
         # Seconds of the still window after the last model caption before it: a forced
         # caption must come in it when they reach the still period.
-        out["still_seconds"] = end - first_model
+        if first_model is not None:
+            out["still_seconds"] = end - first_model
         if window_report is not None:
             out["window_still_period_s"] = float(window_report["still_period_s"])
         if change_caption is not None:
