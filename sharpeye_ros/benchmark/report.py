@@ -395,6 +395,8 @@ def _still_section(run: Run) -> list[str]:
         machine=(still.machine or run.machine).label,
         threshold=f"{rates.threshold:g}" if rates else "-",
         max_still=f"{first.max_still_seconds:g}" if first else "-",
+        max_share=(f"{first.max_still_share:g}" if first and first.max_still_share is not None
+                   else "0 (a run from before it existed)" if first else "-"),
         input_rate=f"{first.input_rate_hz:g}" if first else "-",
         noise=f"{first.noise_sigma:g}" if first else "-",
         max_rate=f"{first.max_rate_hz:g}" if first else "-",
@@ -405,17 +407,21 @@ def _still_section(run: Run) -> list[str]:
             received = f"{r.input_received_hz:.1f} Hz" if r.input_received_hz is not None else "-"
             idle = f"{r.idle_cpu_seconds_per_second:.4f}" if r.idle_cpu_seconds_per_second is not None else "-"
             per_caption = f"{r.model_caption_cpu_seconds:.2f} s" if r.model_caption_cpu_seconds is not None else "-"
+            period = f"{r.period:.0f} s" if name == "on" else "-"
             rows.append([pair.model_name, name, received, f"{r.cpu_seconds_per_second:.4f}", idle, per_caption,
-                         str(r.model_captions), str(r.reused_captions), f"{r.seconds:.0f} s",
+                         period, str(r.model_captions), str(r.reused_captions), f"{r.seconds:.0f} s",
                          f"{pair.ratio * 100:.1f}%" if name == "on" else "100%"])
         if pair.amortised is not None:
-            on = pair.on
+            on, off = pair.on, pair.off.cpu_seconds_per_second
+            source = (f" (the node's: max({on.max_still_seconds:g}, {on.model_last_s:.2f} s caption / "
+                      f"{on.max_still_share:g}))" if on.still_period_s is not None and on.model_last_s is not None
+                      and on.max_still_share is not None else " (max_still_seconds)")
             parts.append(f"{pair.model_name}: {on.idle_cpu_seconds_per_second:.4f} + "
-                         f"{on.model_caption_cpu_seconds:.2f} / {on.max_still_seconds:g} = {pair.amortised:.4f} CPU s/s, "
-                         f"{pair.amortised / pair.off.cpu_seconds_per_second * 100:.1f}% of gating off, of which the "
-                         f"forced caption {on.model_caption_cpu_seconds / on.max_still_seconds / pair.off.cpu_seconds_per_second * 100:.1f}%")
+                         f"{on.model_caption_cpu_seconds:.2f} / {on.period:.0f}{source} = {pair.amortised:.4f} CPU s/s, "
+                         f"{pair.amortised / off * 100:.1f}% of gating off, of which the "
+                         f"forced caption {on.model_caption_cpu_seconds / on.period / off * 100:.1f}%")
     lines += _table(["model", "gating", "frames received", "CPU s/s", "idle CPU s/s", "CPU per model caption",
-                     "model captions", "reused captions", "window", "CPU vs gating off"],
+                     "still period", "model captions", "reused captions", "window", "CPU vs gating off"],
                     rows) if rows else prose("not_measured")
     if parts:
         lines += prose("still_parts", parts="; ".join(parts))

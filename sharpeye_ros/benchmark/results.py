@@ -425,6 +425,39 @@ class StillCpu(Record):
     input_received_hz: Optional[float] = optional()  # frames/s the node received (its /diagnostics)
     idle_cpu_seconds_per_second: Optional[float] = optional()  # outside model captions
     model_caption_cpu_seconds: Optional[float] = optional()  # CPU each model caption added to that
+    # Gating on, from the node's /diagnostics after a change's caption (absent in runs before
+    # max_still_share: the period was max_still_seconds): its still period, the share and the
+    # model's last caption time that period follows; and the still window's own period.
+    max_still_share: Optional[float] = optional()
+    still_period_s: Optional[float] = optional()
+    model_last_s: Optional[float] = optional()
+    window_still_period_s: Optional[float] = optional()
+    still_seconds: Optional[float] = optional()  # of the still window after the last model caption before it
+    change_caption_wall_seconds: Optional[float] = optional()  # the change's frame sent -> its caption back
+
+    @property
+    def period(self) -> float:
+        """The still period of the amortised cost: the node's own, else max_still_seconds."""
+        return self.still_period_s if self.still_period_s is not None else self.max_still_seconds
+
+    @property
+    def documented_period(self) -> Optional[float]:
+        """The still period as the README documents it, from what the node reported:
+        max(max_still_seconds, model_last_s / max_still_share) (share 0: max_still_seconds);
+        None where the node did not report them."""
+        if self.max_still_share is None or self.model_last_s is None:
+            return None
+        if self.max_still_share <= 0:
+            return self.max_still_seconds
+        return max(self.max_still_seconds, self.model_last_s / self.max_still_share)
+
+    @property
+    def forced_due(self) -> Optional[int]:
+        """Forced captions the still window should hold: 1 when it lasted at least its still
+        period after the last model caption, else 0; None where not measured."""
+        if self.still_seconds is None or self.window_still_period_s is None:
+            return None
+        return int(self.still_seconds >= self.window_still_period_s)
 
 
 @dataclass(kw_only=True)
@@ -443,11 +476,18 @@ class StillPair(Record):
     @property
     def amortised(self) -> Optional[float]:
         """Gating on's CPU per second from its parts: the idle rate plus one model caption's
-        CPU every max_still_seconds (None where a part was not measured)."""
+        CPU every still period (the node's, :attr:`StillCpu.period`); None where a part was
+        not measured."""
         on = self.on
         if on.idle_cpu_seconds_per_second is None or on.model_caption_cpu_seconds is None:
             return None
-        return on.idle_cpu_seconds_per_second + on.model_caption_cpu_seconds / on.max_still_seconds
+        return on.idle_cpu_seconds_per_second + on.model_caption_cpu_seconds / on.period
+
+    @property
+    def amortised_ratio(self) -> Optional[float]:
+        """:attr:`amortised` over gating off's CPU per second (None where not measured)."""
+        amortised = self.amortised
+        return None if amortised is None else amortised / self.off.cpu_seconds_per_second
 
 
 @dataclass(kw_only=True)

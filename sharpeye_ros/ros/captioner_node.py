@@ -157,7 +157,7 @@ class CaptionerNode(LifecycleNode):
         self._can_refine = True
         self._gate: Optional[FrameGate[Any]] = None
         self._scene = SceneGate(self._settings.min_scene_change, self._settings.on_still,
-                                self._settings.max_still_seconds)
+                                self._settings.max_still_seconds, self._settings.max_still_share)
         self._last: Optional[tuple[Any, Any, list]] = None  # (Caption, result, regions) of the model's last caption
         self._worker: Optional[threading.Thread] = None
         self._sub: Any = None
@@ -413,7 +413,8 @@ class CaptionerNode(LifecycleNode):
         self._settings = settings
         if "max_rate" in changes and self._gate is not None:
             self._gate.set_max_rate(settings.max_rate)
-        self._scene.configure(settings.min_scene_change, settings.on_still, settings.max_still_seconds)
+        self._scene.configure(settings.min_scene_change, settings.on_still, settings.max_still_seconds,
+                              settings.max_still_share)
         if RECAPTION & set(changes):  # the last caption no longer says what a new one would
             self._scene.reset()
         changed = ", ".join(f"{k}={v!r}" for k, v in changes.items())
@@ -536,7 +537,7 @@ class CaptionerNode(LifecycleNode):
         latency, unmeasured = frame_latency(self.get_clock().now().nanoseconds, item.stamp_ns)
         caption = caption_msg(result, regions, msg.header, width, height, self._model_id, latency)
         self._outputs["caption"].publish(caption)
-        self._scene.captioned(thumb, item.stamp_ns)
+        self._scene.captioned(thumb, item.stamp_ns, model_seconds)  # the still period follows the model's time
         self._last = (caption, result, regions)
         overhead = time.perf_counter() - start - model_seconds
         self._health.record_caption(time.monotonic(), latency, model_seconds, overhead, unmeasured,
@@ -608,7 +609,8 @@ class CaptionerNode(LifecycleNode):
                  ("dtype", self._dtype), ("image_topic", topic), ("image_transport", s.image_transport),
                  ("max_rate_hz", f"{s.max_rate:g}"), ("refine", str(s.refine).lower()),
                  ("zoom", str(s.zoom).lower()), ("min_scene_change", f"{s.min_scene_change:g}"),
-                 ("on_still", s.on_still))
+                 ("on_still", s.on_still), ("max_still_seconds", f"{s.max_still_seconds:g}"),
+                 ("max_still_share", f"{s.max_still_share:g}"), ("still_period_s", f"{self._scene.still_period:.3f}"))
         counters = self._gate.counters() if self._gate is not None else GateCounters()
         return self._health.report(time.monotonic(), counters, extra)
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Mapping, Optional
 
 from sharpeye_ros.ros.parameters import ParamSpec, Settings, index
 from sharpeye_ros.ros.parameters import validate as _validate
-from sharpeye_ros.ros.scene_gate import DEFAULT_MAX_STILL_SECONDS, DEFAULT_MIN_CHANGE, ON_STILL
+from sharpeye_ros.ros.scene_gate import DEFAULT_MAX_STILL_SECONDS, DEFAULT_MAX_STILL_SHARE, DEFAULT_MIN_CHANGE, ON_STILL
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int8-vision")  # model/precision.py PRECISIONS
@@ -64,7 +64,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("on_still", "republish", "When the view did not change: republish the last caption "
               "with the new frame's header (reused: true), or skip the frame.", choices=ON_STILL),
     ParamSpec("max_still_seconds", DEFAULT_MAX_STILL_SECONDS, "Caption again after this many seconds (on the frames' "
-              "stamps) even when the view did not change.", limits=(0.1, 86400.0)),
+              "stamps) even when the view did not change; longer where a caption is slow (max_still_share).",
+              limits=(0.1, 86400.0)),
+    ParamSpec("max_still_share", DEFAULT_MAX_STILL_SHARE, "The largest share of the node's time that these forced "
+              "captions of a still view may take: the period is max(max_still_seconds, the last caption's wall "
+              "time / max_still_share), reported as still_period_s on /diagnostics; 0: max_still_seconds always.",
+              limits=(0.0, 1.0)),
     ParamSpec("jpeg_quality", 80, "JPEG quality (0..100) of caption_image/compressed.", limits=(0, 100)),
     ParamSpec("diagnostics_period", 1.0, "Seconds between diagnostics on /diagnostics (wall "
               "clock).", read_only=True, limits=(0.1, 60.0)),
@@ -104,6 +109,7 @@ class CaptionerSettings(Settings):
     min_scene_change: float = SPECS["min_scene_change"].default
     on_still: str = SPECS["on_still"].default
     max_still_seconds: float = SPECS["max_still_seconds"].default
+    max_still_share: float = SPECS["max_still_share"].default
     jpeg_quality: int = SPECS["jpeg_quality"].default
     diagnostics_period: float = SPECS["diagnostics_period"].default
 

@@ -314,6 +314,7 @@ class CaptionerHealth:
                 ("latency_median_s", _fmt(self._latency.median)),
                 ("latency_p95_s", _fmt(self._latency.percentile(95))),
                 ("model_mean_s", _fmt(self._model_seconds.mean)),
+                ("model_last_s", _fmt(self._model_seconds.last)),  # what the scene gate's still period follows
                 ("node_overhead_p95_s", _fmt(self._overhead.percentile(95), 4)),
                 ("seconds_since_last_image", _fmt(since_input, 1)),
                 ("frames_received", str(gate.offered)),

@@ -19,9 +19,16 @@ measure by less than 0.05; :data:`DEFAULT_MIN_CHANGE` sits between the two.
 **The decision** (:class:`Verdict`): caption when gating is off (``min_change`` 0), when
 there is nothing to compare with (the first frame, a new size, the reference forgotten
 after a parameter change), when the stamps went back (a new timeline), when the change
-reaches ``min_change``, or when the last caption is ``max_still_seconds`` old on the
-frames' stamps; otherwise the view is still: REPUBLISH the last caption (``on_still``
+reaches ``min_change``, or when the last caption is one still period old on the frames'
+stamps; otherwise the view is still: REPUBLISH the last caption (``on_still``
 ``republish``) or SKIP the frame (``skip``).
+
+**The still period** (:attr:`SceneGate.still_period`): a still view is captioned again after
+``max(max_still_seconds, d / max_still_share)`` seconds, ``d`` being the wall time of the
+model's last caption, so that these forced captions take at most ``max_still_share`` of the
+node's time on any hardware: a 0.2 s caption (a Jetson) keeps 60 s, a 22 s one (the paper
+size on a 2-core CPU) stretches it to 1100 s at 0.02. ``max_still_share`` 0: always
+``max_still_seconds``. A changed view is captioned at once, whatever the period.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import numpy as np
 THUMBNAIL_SIDE = 128  # pixels on the thumbnail's longer side
 DEFAULT_MIN_CHANGE = 0.1
 DEFAULT_MAX_STILL_SECONDS = 60.0  # a still view costs one caption per period (Jetson Nano, per the paper: ~0.2 s)
+DEFAULT_MAX_STILL_SHARE = 0.02  # forced captions of a still view take at most 2% of the node's time
 ON_STILL = ("republish", "skip")
 CAPTION, REPUBLISH, SKIP = "caption", "republish", "skip"
 _NS_PER_S = 1_000_000_000
@@ -86,15 +94,23 @@ class SceneGate:
     module). Thread-safe: the worker judges while the parameter callback reconfigures."""
 
     def __init__(self, min_change: float = DEFAULT_MIN_CHANGE, on_still: str = "republish",
-                 max_still_seconds: float = DEFAULT_MAX_STILL_SECONDS) -> None:
+                 max_still_seconds: float = DEFAULT_MAX_STILL_SECONDS,
+                 max_still_share: float = DEFAULT_MAX_STILL_SHARE) -> None:
         self._lock = threading.Lock()
         self._reference: Optional[np.ndarray] = None  # thumbnail of the last captioned frame
         self._reference_ns = 0
-        self._min_change, self._on_still, self._max_still_ns = 0.0, ON_STILL[0], 0
-        self.configure(min_change, on_still, max_still_seconds)
+        self._min_change, self._on_still, self._max_still_ns, self._max_still_share = 0.0, ON_STILL[0], 0, 0.0
+        # Wall time of the model's last caption (NaN: none yet). Wall time, not CPU time: while
+        # the model runs the worker can do nothing else, so it is the node's time that the
+        # share bounds (on a CPU that captions slower than max_rate, gating off is busy all the
+        # time and the forced captions then cost about max_still_share of its CPU); the last
+        # caption's, not a smoothed one, so that the period is what the diagnostics say and
+        # one slow caption stretches one period only (the next forced caption measures again).
+        self._caption_seconds = math.nan
+        self.configure(min_change, on_still, max_still_seconds, max_still_share)
 
     def configure(self, min_change: Optional[float] = None, on_still: Optional[str] = None,
-                  max_still_seconds: Optional[float] = None) -> None:
+                  max_still_seconds: Optional[float] = None, max_still_share: Optional[float] = None) -> None:
         """Change any of the settings (None: keep); ValueError for a bad value."""
         if min_change is not None and not 0.0 <= min_change <= 1.0:
             raise ValueError(f"min_change must be in [0, 1], got {min_change}")
@@ -102,6 +118,8 @@ class SceneGate:
             raise ValueError(f"on_still must be one of {', '.join(ON_STILL)}, got {on_still!r}")
         if max_still_seconds is not None and not (max_still_seconds > 0 and math.isfinite(max_still_seconds)):
             raise ValueError(f"max_still_seconds must be > 0, got {max_still_seconds}")
+        if max_still_share is not None and not 0.0 <= max_still_share <= 1.0:  # NaN fails too
+            raise ValueError(f"max_still_share must be in [0, 1], got {max_still_share}")
         with self._lock:
             if min_change is not None:
                 self._min_change = float(min_change)
@@ -109,6 +127,21 @@ class SceneGate:
                 self._on_still = on_still
             if max_still_seconds is not None:
                 self._max_still_ns = int(max_still_seconds * _NS_PER_S)
+            if max_still_share is not None:
+                self._max_still_share = float(max_still_share)
+
+    def _period_ns(self) -> int:
+        """The still period in ns (see the module); call with the lock held."""
+        if self._max_still_share > 0 and self._caption_seconds > 0:  # NaN: no caption timed yet
+            return max(self._max_still_ns, int(self._caption_seconds / self._max_still_share * _NS_PER_S))
+        return self._max_still_ns
+
+    @property
+    def still_period(self) -> float:
+        """Seconds (on the frames' stamps) after which a still view is captioned again:
+        max(max_still_seconds, the model's last caption's wall time / max_still_share)."""
+        with self._lock:
+            return self._period_ns() / _NS_PER_S
 
     @property
     def enabled(self) -> bool:
@@ -139,17 +172,23 @@ class SceneGate:
             change = view_change(reference, thumb)
             if change >= self._min_change:
                 return Verdict(CAPTION, change, f"the view changed by {change:.3f} >= {self._min_change:g}")
-            if elapsed >= self._max_still_ns:
-                return Verdict(CAPTION, change, f"still for {elapsed / _NS_PER_S:.1f} s >= max_still_seconds")
+            period = self._period_ns()
+            if elapsed >= period:
+                return Verdict(CAPTION, change, f"still for {elapsed / _NS_PER_S:.1f} s >= the still period "
+                                                f"{period / _NS_PER_S:.1f} s (max_still_seconds, or the last "
+                                                "caption's time / max_still_share)")
             action = REPUBLISH if self._on_still == "republish" else SKIP
             return Verdict(action, change, f"still: changed by {change:.3f} < {self._min_change:g}")
 
-    def captioned(self, thumb: Optional[np.ndarray], stamp_ns: int) -> None:
+    def captioned(self, thumb: Optional[np.ndarray], stamp_ns: int, seconds: Optional[float] = None) -> None:
         """The model captioned the frame with thumbnail ``thumb`` (None: gating was off) and
-        stamp ``stamp_ns``: frames are compared with it from now on."""
+        stamp ``stamp_ns`` in ``seconds`` of wall time (None: not timed, the last time stays):
+        frames are compared with it from now on, and the still period follows its time."""
         with self._lock:
             self._reference, self._reference_ns = thumb, stamp_ns
+            if seconds is not None and math.isfinite(seconds) and seconds >= 0:
+                self._caption_seconds = float(seconds)
 
 
 __all__ = ["SceneGate", "Verdict", "thumbnail", "view_change", "THUMBNAIL_SIDE", "DEFAULT_MIN_CHANGE",
-           "DEFAULT_MAX_STILL_SECONDS", "ON_STILL", "CAPTION", "REPUBLISH", "SKIP"]
+           "DEFAULT_MAX_STILL_SECONDS", "DEFAULT_MAX_STILL_SHARE", "ON_STILL", "CAPTION", "REPUBLISH", "SKIP"]

@@ -94,6 +94,7 @@ def test_targets_pass_and_fail_from_measurements(tiny_run):
         "DeepLens adds <= 25% to the glance, paper size, GPU",
         "Paper size + DeepLens fits a GPU in fp16",
         "Still view: CPU <= 5% of gating off",  # no still-view run in these results
+        "Still view: the forced caption as the still period says",
         "Changing view: every change captioned within one caption interval",
         "Small object appearing never skipped at the default threshold",
     }
@@ -257,22 +258,62 @@ def test_still_view_targets_and_section(tiny_run, still_result):
     assert paper.measured == pytest.approx(0.08) and paper.passed is False
     assert demo.machine.startswith("Still CPU (2 threads), 2026-12-02")  # where the still view was measured
     assert "1 model captions and 105 reused in 60 s" in demo.detail
+    assert "amortised: 0.0055 idle + 0.03 CPU s per model caption / 60 s still period (the node's" in demo.detail
+    assert "over the window" in paper.detail  # no parts: the window's own ratio
+    period = found["Still view: the forced caption as the still period says, demo"]
+    assert period.measured == 0.0 and period.passed is True and "1 forced caption(s), 1 due" in period.detail
+    assert "Still view: the forced caption as the still period says, paper" not in found  # not reported
     late = found["Changing view: every change captioned within one caption interval"]
     assert late.measured == pytest.approx(0.1) and late.passed is False
     small = found["Small object appearing never skipped at the default threshold"]
     assert small.measured == 0.0 and small.passed is True and "0 of 20 scenes" in small.detail
     text = report.render_markdown(results)
     assert "## Idle when the view is still" in text and "Measured on Still CPU (2 threads)" in text
-    assert "| demo | on | 9.9 Hz | 0.0060 | 0.0055 | 0.03 s | 1 | 105 | 60 s | 1.5% |" in text
-    assert "| paper | on | - | 0.1600 | - | - | 1 | 110 | 60 s | 8.0% |" in text  # parts not measured
-    # idle + one model caption per max_still_seconds: 0.0055 + 0.03 / 60 = 0.0060, 1.5% of 0.4
-    assert "demo: 0.0055 + 0.03 / 60 = 0.0060 CPU s/s, 1.5% of gating off, of which the forced caption 0.1%" in text
+    assert "| demo | on | 9.9 Hz | 0.0060 | 0.0055 | 0.03 s | 60 s | 1 | 105 | 60 s | 1.5% |" in text
+    assert "| paper | on | - | 0.1600 | - | - | 60 s | 1 | 110 | 60 s | 8.0% |" in text  # parts not measured
+    # idle + one model caption per still period: 0.0055 + 0.03 / 60 = 0.0060, 1.5% of 0.4
+    assert ("demo: 0.0055 + 0.03 / 60 (the node's: max(60, 0.15 s caption / 0.02)) = 0.0060 CPU s/s, 1.5% of "
+            "gating off, of which the forced caption 0.1%") in text
+    assert "max_still_seconds 60 s, max_still_share 0.02)" in text
+    assert "**amortised from these measured parts**" in text
     assert "| small object | 5 | 4 | 1 | 0 |" in text  # 5 small-object changes, one reused
     assert "| small object | 0 of 20 | 0.230 / 0.240 / 0.400 | 3 of 20 | 0.004 / 0.014 / 0.400 |" in text
     assert "| Still view: CPU <= 5% of gating off, paper | 8.0% | <= 5% | **FAIL** |" in text
     assert "9 of 10" in text
     again = StillResult.from_json(cpu.still.to_json(), "still")
     assert again == cpu.still  # the results file keeps it as it is
+
+
+def test_a_stretched_still_period_is_amortised_and_checked_against_the_formula(tiny_run, still_result):
+    # The paper size on a 2-core CPU: a 22 s caption at max_still_share 0.02 stretches the
+    # period to 1100 s; its 60 s window holds no forced caption (none due), its parts do.
+    cpu = copy.deepcopy(tiny_run)
+    cpu.still = still_result()
+    on = cpu.still.cpu[1].on
+    on.idle_cpu_seconds_per_second, on.model_caption_cpu_seconds = 0.024, 38.0
+    on.max_still_share, on.model_last_s, on.still_period_s = 0.02, 22.0, 1100.0
+    on.window_still_period_s, on.still_seconds, on.model_captions = 1250.0, 70.0, 0
+    results = Results(runs={"cpu": cpu})
+    found = {t.name: t for t in targets(results)}
+    paper = found["Still view: CPU <= 5% of gating off, paper"]
+    # (0.024 + 38 / 1100) / 2.0 = 0.0293: the window's own ratio (8%) is not what counts
+    assert paper.measured == pytest.approx((0.024 + 38.0 / 1100.0) / 2.0) and paper.passed is True
+    assert "/ 1100 s still period" in paper.detail
+    period = found["Still view: the forced caption as the still period says, paper"]
+    assert period.measured == pytest.approx(0.0) and period.passed is True
+    assert "max(60, 22.000 / 0.02) = 1100.0 s" in period.detail and "0 forced caption(s), 0 due" in period.detail
+    text = report.render_markdown(results)
+    assert "paper: 0.0240 + 38.00 / 1100 (the node's: max(60, 22.00 s caption / 0.02)) = 0.0585 CPU s/s" in text
+    assert "| paper | on | - | 0.1600 | 0.0240 | 38.00 s | 1100 s | 0 |" in text
+    # A period off the formula, a forced caption missing when due, or one before it: fail.
+    on.still_period_s = 1000.0
+    assert next(t for t in targets(results) if t.name == period.name).passed is False
+    on.still_period_s, on.still_seconds = 1100.0, 1300.0  # lasted its period: one was due
+    assert next(t for t in targets(results) if t.name == period.name).measured == 1.0
+    on.still_seconds, on.model_captions = 70.0, 1  # one came, none due
+    assert next(t for t in targets(results) if t.name == period.name).measured == 1.0
+    on.max_still_share = 0.0  # share 0: max_still_seconds whatever the caption took
+    assert on.documented_period == 60.0
 
 
 def test_a_block_the_template_lacks_or_a_value_not_given_is_a_clear_error():

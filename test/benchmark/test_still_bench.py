@@ -53,3 +53,18 @@ def test_split_cpu_separates_the_idle_rate_from_each_model_caption():
     assert split_cpu(samples, []) == (pytest.approx(0.06), None)
     # Too little idle time to tell the idle rate.
     assert split_cpu(samples, [(0.0, 19.0)]) == (None, None)
+
+
+def test_the_still_period_is_read_from_the_second_report_that_counts_the_caption():
+    # The first report counting the caption may have been put together while it finished
+    # (the still period read just before the gate took the caption's time): the next is sure.
+    import threading
+    from types import SimpleNamespace
+
+    from sharpeye_ros.benchmark.still_bench import _Feed
+
+    reports = [(float(k), {"frames_captioned": str(n), "still_period_s": str(p)})
+               for k, (n, p) in enumerate([(1, 60.0), (2, 60.0), (2, 1100.0), (2, 1100.0)])]
+    feed = SimpleNamespace(_lock=threading.Lock(), reports=reports)
+    assert _Feed.report_after(feed, 2, timeout=1.0)["still_period_s"] == "1100.0"
+    assert _Feed.report_after(feed, 3, timeout=0.3) is None  # none counts it: None, not a hang

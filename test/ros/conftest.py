@@ -39,12 +39,14 @@ class ScriptedModel:
         self.fail_next = 0
         self.text: Optional[str] = None
         self.regions: Optional[list] = None
+        self.delay = 0.0  # seconds each caption takes at least (a slow model)
 
     def caption(self, images: list[np.ndarray], **kwargs: Any) -> list:
         self.calls.append({"shape": images[0].shape, "pixel": int(images[0][0, 0, 0]), **kwargs})
         self.entered.set()
         if not self.release.wait(timeout=30):
             raise TimeoutError("test never released the model")
+        time.sleep(self.delay)
         if self.fail_next:
             self.fail_next -= 1
             raise RuntimeError("scripted inference failure")

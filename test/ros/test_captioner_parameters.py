@@ -15,7 +15,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "captioner.yaml"
 INTERFACE = {"model_path", "device", "dtype", "image_transport", "reliability", "max_rate", "refine", "zoom",
              "task", "num_regions", "min_region_score", "max_image_pixels", "max_aspect_ratio",
              "diagnostics_period", "autostart", "min_scene_change", "on_still", "max_still_seconds",
-             "jpeg_quality"}
+             "max_still_share", "jpeg_quality"}
 
 
 def test_parameter_names_are_the_published_interface():
@@ -50,6 +50,9 @@ def test_defaults_are_valid():
     ("image_transport", "theora", r"'image_transport' must be one of raw, compressed"),
     ("reliability", "sometimes", r"'reliability' must be one of best_effort, reliable"),
     ("task", "long", r"'task' must be one of auto, coco, detailed; got 'long'"),
+    ("max_still_share", 1.5, r"'max_still_share' must be in \[0, 1\], got 1.5"),
+    ("max_still_share", -0.1, r"'max_still_share' must be in \[0, 1\]"),
+    ("max_still_share", float("nan"), r"'max_still_share' must be finite"),
     ("frobnicate", 1, r"unknown parameter 'frobnicate'"),
 ])
 def test_bad_values_get_a_reason(name, value, reason):
@@ -61,7 +64,7 @@ def test_bad_values_get_a_reason(name, value, reason):
     ("max_rate", 0.01), ("max_rate", 100.0), ("num_regions", 0), ("num_regions", 16),
     ("min_region_score", 0.0), ("min_region_score", 1.0), ("device", "cuda:1"), ("device", "cpu"),
     ("dtype", "bfloat16"), ("dtype", "int8"), ("image_transport", "compressed"), ("reliability", "reliable"),
-    ("task", "detailed"), ("task", "coco"),
+    ("task", "detailed"), ("task", "coco"), ("max_still_share", 0.0), ("max_still_share", 1.0),
 ])
 def test_good_values_pass(name, value):
     assert validate(name, value) is None

@@ -98,12 +98,36 @@ def test_max_still_seconds_captions_a_still_view_again(gated, scripted_model):
     from sharpeye_ros.world import scene_change
 
     view = scene_change("test", 2, "new_object").before
-    h = gated(max_still_seconds=1.0)
+    h = gated(max_still_seconds=1.0, max_still_share=0.0)  # 0: however long the caption took
     t0 = h.now_ns()
     captions = [send(h, noisy(view, k), t0 + k * HALF, k + 1)[-1] for k in range(5)]
     # stamps 0, 0.5, 1.0, 1.5, 2.0 s: the model at 0, at 1.0 (1 s still) and at 2.0
     assert [c.reused for c in captions] == [False, True, False, True, False]
     assert len(scripted_model.calls) == 3
+
+
+def test_a_slow_model_stretches_the_still_period_and_diagnostics_say_so(gated, scripted_model):
+    from sharpeye_ros.world import scene_change
+
+    view = scene_change("test", 2, "new_object").before
+    # Each caption takes at least 0.1 s: at max_still_share 0.01 the period is at least 10 s,
+    # however slow the machine, so max_still_seconds 1 s no longer forces a caption.
+    scripted_model.delay = 0.1
+    h = gated(max_still_seconds=1.0, max_still_share=0.01)
+    t0 = h.now_ns()
+    captions = [send(h, noisy(view, k), t0 + k * HALF, k + 1)[-1] for k in range(5)]
+    assert [c.reused for c in captions] == [False, True, True, True, True]
+    report = h.captioner.health_report()
+    model_last, period = float(report.value("model_last_s")), float(report.value("still_period_s"))
+    assert model_last >= 0.1 and period == pytest.approx(model_last / 0.01, abs=0.1)
+    assert report.value("max_still_share") == "0.01" and report.value("max_still_seconds") == "1"
+    # Off at run time: max_still_seconds again, and the still view (2.5 s old) is captioned.
+    assert h.captioner.set_parameters([Parameter("max_still_share", value=0.0)])[0].successful
+    assert h.captioner.health_report().value("still_period_s") == "1.000"
+    assert not send(h, noisy(view, 5), t0 + 5 * HALF, 6)[-1].reused
+    refused = h.captioner.set_parameters([Parameter("max_still_share", value=2.0)])[0]
+    assert not refused.successful and "max_still_share" in refused.reason
+    assert len(scripted_model.calls) == 2
 
 
 def test_gating_off_and_caption_parameters_make_the_model_run(gated, scripted_model):

@@ -125,6 +125,57 @@ def test_still_for_max_still_seconds_captions_again():
     assert gate.judge(frame(), 14 * S).action == REPUBLISH
 
 
+def test_a_slow_caption_stretches_the_still_period_to_its_share():
+    # A 22 s caption (the paper size on a 2-core CPU) at max_still_share 0.02: 22 / 0.02 =
+    # 1100 s, not 60 s, so that forced captions take 2% of the node's time.
+    gate = SceneGate(min_change=0.1, max_still_seconds=60.0, max_still_share=0.02)
+    assert gate.still_period == 60.0  # no caption timed yet
+    gate.captioned(frame(), 10 * S, seconds=22.0)
+    assert gate.still_period == pytest.approx(1100.0)
+    assert gate.judge(frame(), 70 * S).action == REPUBLISH  # 60 s still: not yet
+    assert gate.judge(frame(), (10 + 1099) * S).action == REPUBLISH
+    verdict = gate.judge(frame(), (10 + 1100) * S)
+    assert verdict.action == CAPTION and "1100.0 s" in verdict.reason
+    # The next caption was faster: the period follows the last caption's time.
+    gate.captioned(frame(), 1110 * S, seconds=0.5)
+    assert gate.still_period == 60.0
+    assert gate.judge(frame(), 1170 * S).action == CAPTION
+
+
+def test_a_fast_caption_keeps_max_still_seconds():
+    gate = SceneGate(min_change=0.1, max_still_seconds=60.0, max_still_share=0.02)
+    gate.captioned(frame(), 0, seconds=0.2)  # a Jetson's caption: 0.2 / 0.02 = 10 s < 60 s
+    assert gate.still_period == 60.0
+    assert gate.judge(frame(), 59 * S).action == REPUBLISH
+    assert gate.judge(frame(), 60 * S).action == CAPTION
+
+
+def test_share_zero_keeps_max_still_seconds_whatever_the_caption_took():
+    gate = SceneGate(min_change=0.1, max_still_seconds=3.0, max_still_share=0.0)
+    gate.captioned(frame(), 10 * S, seconds=30.0)
+    assert gate.still_period == 3.0
+    assert gate.judge(frame(), 13 * S).action == CAPTION
+    # Changed at run time: the stretch applies from now on, and off again.
+    gate.configure(max_still_share=0.5)
+    assert gate.still_period == 60.0 and gate.judge(frame(), 13 * S).action == REPUBLISH
+    gate.configure(max_still_share=0.0)
+    assert gate.still_period == 3.0
+    # An untimed caption (None) keeps the last time; a meaningless one is ignored.
+    gate.configure(max_still_share=0.5)
+    gate.captioned(frame(), 20 * S)
+    gate.captioned(frame(), 20 * S, seconds=float("nan"))
+    assert gate.still_period == 60.0
+
+
+def test_a_change_is_captioned_at_once_however_long_the_period():
+    gate = SceneGate(min_change=0.1, max_still_seconds=60.0, max_still_share=0.02)
+    gate.captioned(frame(), 0, seconds=100.0)  # a 5000 s period
+    changed = frame()
+    changed[10:12, 10:12] = 160
+    verdict = gate.judge(changed, S // 2)
+    assert verdict.action == CAPTION and "changed" in verdict.reason
+
+
 @pytest.mark.parametrize("case, reason", [("stamps back", "new timeline"), ("new size", "size changed"),
                                           ("reset", "nothing|no captioned frame")])
 def test_no_comparison_means_a_caption(case, reason):
@@ -143,7 +194,9 @@ def test_no_comparison_means_a_caption(case, reason):
 
 
 @pytest.mark.parametrize("kwargs", [{"min_change": -0.1}, {"min_change": 1.5}, {"on_still": "drop"},
-                                    {"max_still_seconds": 0.0}, {"max_still_seconds": float("nan")}])
+                                    {"max_still_seconds": 0.0}, {"max_still_seconds": float("nan")},
+                                    {"max_still_share": -0.01}, {"max_still_share": 1.5},
+                                    {"max_still_share": float("nan")}])
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         SceneGate(**kwargs)
