@@ -190,6 +190,21 @@ class LanguageModel(nn.Module):
         )
         return out.last_hidden_state
 
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head's logits (..., V) of hidden states (..., D), in float32.
+
+        Computed as ``W @ h^T`` with the (V, D) weight as the left operand: for the few
+        rows of a decode step (the beams) the BLAS's ``h @ W^T`` kernel reads the 154 MB
+        weight once per row (measured on an AMD EPYC with MKL: 3 beams cost 3x one row,
+        about 60 ms a step), while ``W @ h^T`` reads it about once for all rows.
+        """
+        head = self.model.lm_head
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        out = (head.weight @ flat.T).T
+        if head.bias is not None:
+            out = out + head.bias
+        return out.float().contiguous().view(*hidden.shape[:-1], out.shape[-1])
+
     def loss(self, prompt: Prompt) -> torch.Tensor:
         """Mean cross-entropy of the targets of a prompt built with ``targets``."""
         if prompt.labels is None:
@@ -197,7 +212,7 @@ class LanguageModel(nn.Module):
         hidden = self(prompt.embeds, prompt.attention_mask, prompt.position_ids)
         # Only the positions that predict targets go through the (large) LM head.
         start = prompt.prompt_len - 1
-        logits = self.model.lm_head(hidden[:, start : start + prompt.labels.shape[1]]).float()
+        logits = self.logits(hidden[:, start : start + prompt.labels.shape[1]])
         return F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), prompt.labels.reshape(-1), ignore_index=-100
         )

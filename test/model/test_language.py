@@ -374,3 +374,56 @@ def test_a_decode_step_writes_its_new_positions_not_the_whole_kv_cache(word_toke
     for written, cache_bytes, _ in steps:
         assert written < 0.1 * cache_bytes, (written, cache_bytes)
     assert len({address for *_, address in steps}) == 1  # written in place: one buffer throughout
+
+
+class _WeightReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """The ops, views excluded, that take a tensor on ``weight``'s storage: (op, that argument)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.storage = weight.untyped_storage().data_ptr()
+        self.reads: list[tuple[str, torch.Tensor]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        alias = func._schema.returns[0].alias_info if func._schema.returns else None
+        if alias is None or alias.is_write:  # not a view
+            for a in args:
+                if isinstance(a, torch.Tensor) and a.untyped_storage().data_ptr() == self.storage:
+                    self.reads.append((str(func.overloadpacket.__name__), a))
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_beam_step_reads_the_lm_head_weight_once_in_its_own_layout(word_tokenizer, monkeypatch):
+    """The tied LM head is the largest read of a decode step (154 MB at paper size). As
+    ``h @ W^T`` (``nn.Linear``) MKL's float32 kernel reads W once per row, so 3 beams cost
+    3x one row; as ``W @ h^T`` it reads W once for all rows. Each beam step's one read of
+    the weight is a matrix product with W, in its own (V, D) layout, on the left."""
+    import torch.utils._python_dispatch  # noqa: F401  (TorchDispatchMode)
+
+    from sharpeye_ros.model import decoding
+
+    lm = make_lm(word_tokenizer, seed=3)
+    weight = lm.model.lm_head.weight
+    torch.manual_seed(1)
+    ids = torch.randint(4, len(word_tokenizer), (2, 9))
+    reads: list[list[tuple[str, torch.Tensor]]] = []
+    step = decoding._DecodeState.step
+
+    def watched(self, tokens, rows):
+        # Only the head: the input embedding (the same weight, tied) is looked up outside.
+        embeds = self.lm.embed(tokens.view(-1, 1))
+        mode = _WeightReads(weight)
+        with monkeypatch.context() as m:
+            m.setattr(self.lm, "embed", lambda _ids: embeds)
+            with mode:
+                out = step(self, tokens, rows)
+        reads.append(mode.reads)
+        return out
+
+    monkeypatch.setattr(decoding._DecodeState, "step", watched)
+    generate(lm, plain_prompt(lm, ids), GenerationConfig(max_new_tokens=5, num_beams=3, stop=()))
+    assert len(reads) == 4
+    for step_reads in reads:
+        assert len(step_reads) == 1, [op for op, _ in step_reads]
+        op, arg = step_reads[0]
+        assert op == "mm" and arg.shape == weight.shape and arg.stride() == weight.stride(), (op, arg.stride())
