@@ -17,6 +17,7 @@ from transformers import DynamicCache, OPTConfig, OPTForCausalLM
 
 from sharpeye_ros.model.attention import AttentionProbe
 from sharpeye_ros.model.config import DETAILED_SENTENCES, IMAGE_TOKEN, LMConfig
+from sharpeye_ros.model.kv_cache import ATTENTION
 from sharpeye_ros.model.loading import load_pretrained, load_tokenizer
 from sharpeye_ros.model.tokenizer import build_word_tokenizer
 
@@ -50,6 +51,8 @@ class LanguageModel(nn.Module):
     def __init__(self, model: OPTForCausalLM, tokenizer) -> None:
         super().__init__()
         self.model = model
+        # sdpa, and over a beam search's prompt held once (kv_cache.KVBuffer) the attention that reads it so.
+        model.set_attn_implementation(ATTENTION)
         self.tokenizer = tokenizer
         if len(tokenizer) > model.config.vocab_size:
             raise ValueError(
