@@ -23,14 +23,16 @@ LIMIT_MODES = (GLANCE, DEEPLENS)
 
 
 def decode_bytes(g: Geometry, prompt_len: int, rows: int, passes: Optional[int] = None) -> int:
-    """Bytes read by the decode's LM passes after the prefill, each reading every LM weight
-    once and the KV cache of ``rows`` sequences. ``passes`` defaults to one per new token
-    after the first (``tokens - 1``); draft decoding checks several tokens per pass, so it
-    makes fewer. Pass ``i`` reads a cache of at least ``prompt_len + i`` positions."""
+    """Bytes read by the decode's LM passes after the prefill of one sample, each reading
+    every LM weight once and the KV cache of ``rows`` sequences (its beams). ``passes``
+    defaults to one per new token after the first (``tokens - 1``); draft decoding checks
+    several tokens per pass, so it makes fewer. Pass ``i`` reads the prompt's
+    ``prompt_len`` cached positions once (the beams share them: model.kv_cache) and at
+    least ``i`` positions of each row's own."""
     passes = max(g.tokens - 1, 0) if passes is None else passes
     total = 0
     for step in range(1, passes + 1):
-        kv = rows * g.lm_layers * 2 * (prompt_len + step) * g.lm_hidden * g.element_size
+        kv = g.lm_layers * 2 * (prompt_len + rows * step) * g.lm_hidden * g.element_size
         total += g.lm_bytes + kv
     return total
 

@@ -78,7 +78,7 @@ def generate(
     with probe if probe is not None else nullcontext():
         with timer.stage(prefill) if timer else nullcontext():
             hidden = lm(prompt.embeds, prompt.attention_mask, prompt.position_ids, cache)
-            logp = F.log_softmax(lm.model.lm_head(hidden[:, -1]).float(), dim=-1)
+            logp = F.log_softmax(lm.logits(hidden[:, -1]), dim=-1)
             if keep_prompt is not None:
                 keep_prompt.extend((layer.keys, layer.values) for layer in cache.layers)
             att = None
@@ -151,7 +151,7 @@ def _greedy_draft(state: "_DecodeState", logp, max_new_tokens, stop_ids, drafts,
         positions = (torch.tensor(last_pos).view(-1, 1) + 1 + torch.arange(span)).clamp(max=max_pos)
         state.mask = torch.cat([state.mask, valid.to(device)], dim=1)
         hidden = lm(lm.embed(tokens.to(device)), state.mask, positions.to(device), state.cache)
-        pred = lm.model.lm_head(hidden).argmax(-1).tolist()
+        pred = lm.logits(hidden).argmax(-1).tolist()
         for b, f in enumerate(feeds):
             if not f:
                 continue
@@ -274,7 +274,7 @@ class _DecodeState:
         self.last_pos = self.last_pos + 1
         embeds = self.lm.embed(tokens.view(-1, 1))
         hidden = self.lm(embeds, self.mask, self.last_pos, self.cache)
-        logp = F.log_softmax(self.lm.model.lm_head(hidden[:, -1]).float(), dim=-1)
+        logp = F.log_softmax(self.lm.logits(hidden[:, -1]), dim=-1)
         att = None
         if self.probe is not None:
             att = self.probe.maps(slice(-1, None), self.per_sample)[:, 0]

@@ -24,13 +24,14 @@ GEO = Geometry(
 
 
 def test_decode_bytes_reads_weights_and_kv_cache_per_step():
-    # Steps 1 and 2 (the first token comes from the prefill); KV: rows*layers*2*(P+s)*hidden*bytes.
-    expected = sum(500 + 2 * 2 * 2 * (10 + s) * 4 * 2 for s in (1, 2))
+    # Steps 1 and 2 (the first token comes from the prefill); KV: layers*2*(P + rows*s)*hidden*bytes:
+    # the prompt's positions once (the beams share them), each row's s generated ones.
+    expected = sum(500 + 2 * 2 * (10 + 2 * s) * 4 * 2 for s in (1, 2))
     assert decode_bytes(GEO, GEO.prompt_len, GEO.beams) == expected
     assert decode_bytes(Geometry(**{**GEO.to_json(), "tokens": 1}), 10, 2) == 0
     assert decode_bytes(GEO, GEO.prompt_len, GEO.beams, passes=2) == expected  # one pass per token
     # Draft decoding: one pass that checked both tokens reads the weights once.
-    assert decode_bytes(GEO, GEO.prompt_len, GEO.beams, passes=1) == 500 + 2 * 2 * 2 * 11 * 4 * 2
+    assert decode_bytes(GEO, GEO.prompt_len, GEO.beams, passes=1) == 500 + 2 * 2 * (10 + 2) * 4 * 2
 
 
 def test_stage_bytes_by_stage():
