@@ -386,7 +386,7 @@ def measure_still(args: argparse.Namespace, demo: tuple[str, str], tmp: Path) ->
     quick or not asked for), and a view changing every second (the demo model). The
     gating-on window is ``max_still_seconds`` long, so that it holds the forced caption
     where the still period stays ``max_still_seconds`` (the demo model); where a slow
-    caption stretches the period (the paper size on a CPU: about 18 minutes) the window
+    caption stretches the period (the paper size on a CPU: over ten minutes) the window
     holds none, and the still cost is amortised from its parts and the node's reported
     period (:func:`~sharpeye_ros.benchmark.still_bench.still_cpu`)."""
     from sharpeye_ros.ros.captioner_parameters import SPECS

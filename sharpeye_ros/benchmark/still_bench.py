@@ -232,7 +232,7 @@ def still_cpu(model_path: str, gating: bool, seconds: float = 30.0, warmup: floa
     its first caption and ``warmup`` more seconds; ``parameters``: more of the node's.
 
     Gating on, the still window may hold no forced caption: the node's still period
-    stretches to its last caption's time / ``max_still_share`` (18 minutes for the paper
+    stretches to its last caption's time / ``max_still_share`` (over ten minutes for the paper
     size on a 2-core CPU). So the view then changes to another scene, and the window goes
     on until that change's caption and CHANGE_TAIL seconds more: the CPU of one model
     caption is measured on it (a caption of a changed view does what a forced one does).
