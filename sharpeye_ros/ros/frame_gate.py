@@ -144,6 +144,8 @@ class FrameGate(Generic[T]):
         self._reset_ns = int(reset_seconds * NS_PER_S)
         self._pending: Optional[GatedFrame[T]] = None
         self._in_flight: Optional[GatedFrame[T]] = None  # taken, not yet done
+        self._timeline = 0  # counts time resets; the in-flight frame's is kept beside it
+        self._in_flight_timeline = 0
         self._interval: Optional[GatedFrame[T]] = None  # the last frame captioned
         self._newest_ns: Optional[int] = None  # newest header.stamp judged on stamps
         self._newest_arrival_ns: Optional[int] = None
@@ -206,6 +208,7 @@ class FrameGate(Generic[T]):
             self._newest_arrival_ns = item.arrival_ns
         if time_reset:
             self._counts["time_resets"] += 1
+            self._timeline += 1
             self._interval = None
         if not self._due(item):
             self._counts["throttled"] += 1
@@ -241,7 +244,7 @@ class FrameGate(Generic[T]):
             if self._closed or self._pending is None:
                 return None
             item, self._pending = self._pending, None
-            self._in_flight = item
+            self._in_flight, self._in_flight_timeline = item, self._timeline
             self._counts["taken"] += 1
             return item
 
@@ -258,6 +261,10 @@ class FrameGate(Generic[T]):
     def _finish(self, captioned: bool) -> Optional[GatedFrame[T]]:
         item, self._in_flight = self._in_flight, None
         if not captioned or item is None:
+            return None
+        if self._in_flight_timeline != self._timeline:
+            # The stamps started a new timeline while this frame was being captioned: its
+            # stamp belongs to the old one, and must not throttle the new timeline's frames.
             return None
         self._interval = item
         if self._pending is not None and not self._due(self._pending):

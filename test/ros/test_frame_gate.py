@@ -205,6 +205,22 @@ def test_reset_replaces_a_frame_waiting_from_the_old_timeline():
     assert gate.counters().superseded == 1
 
 
+def test_a_new_timeline_that_starts_while_a_frame_is_captioned_is_not_throttled_by_it():
+    # CI saw it: a frame stamped far ahead was in hand when the camera's clock came back; the
+    # frame after the reset waited, and the finished caption's old-timeline stamp then
+    # throttled it (and every frame for the next 1e6 s).
+    gate = FrameGate(max_rate=100.0)
+    gate.offer("ahead", 10**6 * S)
+    in_hand = gate.take(timeout=0)
+    assert gate.offer("back", S).time_reset
+    assert gate.done(in_hand, captioned=True) is None  # nothing dropped as throttled
+    assert drain(gate) == [("back", S)]
+    assert not gate.offer("too soon", S + S // 1000)  # the new timeline's own throttle holds
+    assert gate.offer("due", S + S // 50)
+    c = gate.counters()
+    assert (c.time_resets, c.throttled) == (1, 1)
+
+
 def test_set_max_rate_applies_to_following_frames():
     gate = FrameGate(max_rate=1.0)
     gate.offer(0, 0)
