@@ -194,14 +194,17 @@ def test_a_lifecycle_manager_drives_the_executable_to_its_exit(rclpy_context, ti
         node.create_subscription(Caption, "caption", lambda msg: captioned.set(), 10)
         change = node.create_client(ChangeState, f"{namespace}/captioner/change_state")
         get = node.create_client(GetState, f"{namespace}/captioner/get_state")
-        assert change.wait_for_service(timeout_sec=30.0), log.read_text()
+        # Both services: CI once called get_state when only change_state had been found, and
+        # the request went to no one (the call then waited its 60 s out).
+        for client in (change, get):
+            assert client.wait_for_service(timeout_sec=30.0), f"{client.srv_name}\n{log.read_text()}"
 
         def call(client, request):
             future = client.call_async(request)
             deadline = time.monotonic() + 60
             while not future.done() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            assert future.done(), log.read_text()
+            assert future.done(), f"no answer from {client.srv_name}\n{log.read_text()}"
             return future.result()
 
         def transition(label: str) -> bool:
