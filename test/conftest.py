@@ -13,8 +13,9 @@ import pytest
 from sharpeye_ros.ros.launch_support import SHIPPED_PROFILE, profile_environment
 from sharpeye_ros.ros.processes import ros_environment
 
-# Keep DDS traffic on this machine and away from any other test run: a random domain
-# per pytest session, discovery limited to localhost. Set before any test starts rclpy;
+# Keep DDS traffic on this machine and away from any other test run: a random domain per
+# pytest session that no other run of ours here holds (processes.claim_domain), discovery
+# limited to localhost. Set before any test starts rclpy;
 # subprocesses (nodes under test) inherit it.
 os.environ.update(ros_environment(os.environ))
 # Both ends of every test's DDS traffic use the shipped Fast DDS profile, as the README tells

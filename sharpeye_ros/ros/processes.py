@@ -3,8 +3,9 @@ benchmark and the end-to-end tests share.
 
 - :func:`installed_file` / :func:`installed_executable`: files of the installed package
   (``lib/sharpeye_ros/<name>``, ``share/sharpeye_ros/...``) on AMENT_PREFIX_PATH;
-- :func:`ros_environment` / :func:`isolate_dds`: a random ROS_DOMAIN_ID and localhost-only
-  discovery, so that a run neither sees nor disturbs other ROS traffic;
+- :func:`ros_environment` / :func:`isolate_dds`: a random ROS_DOMAIN_ID that no other run
+  of ours on this machine holds, and localhost-only discovery, so that a run neither sees
+  nor disturbs other ROS traffic;
 - :func:`start_child` / :func:`stop_children`: a child in its own process group with its
   output in a log file, stopped with SIGINT, then SIGTERM, then SIGKILL.
 
@@ -13,11 +14,13 @@ Pure Python (no rclpy).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,9 @@ from sharpeye_ros.ros.launch_support import profile_environment
 PACKAGE = "sharpeye_ros"
 STOP_TIMEOUT = 10.0  # seconds a child gets to exit after SIGINT, then after SIGTERM, before SIGKILL
 LOG_TAIL_LINES = 15
+DOMAINS = range(1, 101)  # the ROS domains handed out (0, the default, is left to users)
+# Held for the life of the process: a domain's lock file stays locked while its fd is open.
+_claimed_domains: dict[int, int] = {}
 
 
 def _prefixes() -> list[Path]:
@@ -65,17 +71,48 @@ def ros_environment(env: Mapping[str, str], rng: Optional[random.Random] = None,
     """``env`` plus a private DDS set-up: a random ROS_DOMAIN_ID (1..100), localhost-only
     discovery and the Fast DDS ``profile`` (with Fast DDS's defaults most 640x480 frames are
     lost). With ``keep_user_choice`` each is set only where ``env`` has none; without, the
-    domain and the discovery range are replaced whatever ``env`` says."""
+    domain and the discovery range are replaced whatever ``env`` says. The domain comes
+    from :func:`claim_domain`."""
     out = dict(env)
     out.update(profile_environment(out, profile or ""))
     if not keep_user_choice or not out.get("ROS_DOMAIN_ID"):
-        out["ROS_DOMAIN_ID"] = str((rng or random.SystemRandom()).randint(1, 100))
+        out["ROS_DOMAIN_ID"] = str(claim_domain(rng))
     chosen = out.get("ROS_AUTOMATIC_DISCOVERY_RANGE") or out.get("ROS_LOCALHOST_ONLY")
     if not keep_user_choice or not chosen:
         out["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and newer
         if out.get("ROS_DISTRO") == "humble":  # before Jazzy's discovery range
             out["ROS_LOCALHOST_ONLY"] = "1"
     return out
+
+
+def claim_domain(rng: Optional[random.Random] = None) -> int:
+    """A random domain of :data:`DOMAINS` that no other process on this machine has claimed
+    here, held until this process exits (a lock file per domain in the temp directory).
+    Two test suites or benchmarks at once on one machine otherwise shared a domain one time
+    in a hundred, and each saw the other's frames. When every domain is held, or locks
+    cannot be taken, a random one."""
+    rng = rng or random.SystemRandom()
+    order = rng.sample(list(DOMAINS), len(DOMAINS))
+    folder = Path(tempfile.gettempdir()) / f"{PACKAGE}-ros-domains"
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError:
+        return order[0]
+    for domain in order:
+        if domain in _claimed_domains:
+            continue  # held by this process for an earlier run: a private one each call
+        try:
+            fd = os.open(folder / f"{domain}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _claimed_domains[domain] = fd
+        return domain
+    return order[0]
 
 
 def isolate_dds(rng: Optional[random.Random] = None) -> int:
@@ -151,5 +188,6 @@ def stop_children(children: Sequence[Child], timeout: float = STOP_TIMEOUT) -> l
     return codes
 
 
-__all__ = ["PACKAGE", "STOP_TIMEOUT", "installed_file", "installed_executable", "ros_environment", "isolate_dds",
+__all__ = ["PACKAGE", "STOP_TIMEOUT", "installed_file", "installed_executable", "ros_environment", "claim_domain",
+           "isolate_dds",
            "Child", "start_child", "stop_children"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sharpeye_ros.ros.processes import (installed_executable, installed_file, isolate_dds, ros_environment,
-                                        start_child, stop_children)
+from sharpeye_ros.ros.processes import (DOMAINS, claim_domain, installed_executable, installed_file, isolate_dds,
+                                        ros_environment, start_child, stop_children)
 
 
 def test_ros_environment_keeps_user_choices_and_isolates_otherwise() -> None:
@@ -41,6 +41,30 @@ def test_isolate_dds_picks_a_private_domain(monkeypatch):
     domain = isolate_dds()
     assert 1 <= domain <= 100 and os.environ["ROS_DOMAIN_ID"] == str(domain)
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+
+
+def test_claim_domain_skips_domains_held_by_other_runs(monkeypatch, tmp_path):
+    # Two suites at once picked the same random domain about once in a hundred runs, and
+    # each saw the other's captions.
+    import fcntl
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    claimed: dict[int, int] = {}
+    monkeypatch.setattr("sharpeye_ros.ros.processes._claimed_domains", claimed)
+    first, second = random.Random(5).sample(list(DOMAINS), len(DOMAINS))[:2]
+    folder = tmp_path / "sharpeye_ros-ros-domains"
+    folder.mkdir()
+    other_run = os.open(folder / f"{first}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other_run, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds `first`
+    try:
+        assert claim_domain(random.Random(5)) == second
+        # held now: a second claim (this process or another) gets yet another domain
+        third = claim_domain(random.Random(5))
+        assert third not in (first, second) and third in DOMAINS
+    finally:
+        for fd in [other_run, *claimed.values()]:
+            os.close(fd)
 
 
 def test_missing_executable_is_a_clear_error(monkeypatch, tmp_path):
