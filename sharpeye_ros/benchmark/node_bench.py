@@ -117,7 +117,6 @@ def run_node_benchmark(
     try:
         import rclpy
         from rclpy.utilities import get_rmw_implementation_identifier
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
@@ -130,6 +129,7 @@ def run_node_benchmark(
         ) from None
     from sharpeye_ros.benchmark.worker import benchmark_images
     from sharpeye_ros.ros.image_conversion import fill_image_msg
+    from sharpeye_ros.ros.spin import BackgroundSpin
 
     if captions < 2 or warmup < 1:
         raise ValueError(f"node benchmark: need captions >= 2 and warmup >= 1, got {captions} and {warmup}")
@@ -175,10 +175,7 @@ def run_node_benchmark(
     policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=policy)
     publisher = node.create_publisher(Image, "image", qos)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpin(node)
 
     def publish(i: int) -> tuple[int, str]:
         encoding, msg = frames[i % len(frames)]
@@ -222,7 +219,7 @@ def run_node_benchmark(
             time.sleep(PUBLISH_GAP)
     finally:
         captioner.stop()
-        executor.shutdown(timeout_sec=5)
+        spinner.stop()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
     records = {stamp: received[stamp] for stamp in sent if stamp in received}

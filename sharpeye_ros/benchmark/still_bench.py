@@ -109,7 +109,7 @@ class _Feed:
 
     def __init__(self, namespace: str, frame_at: Callable[[float], tuple[np.ndarray, int]]) -> None:
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
+        from sharpeye_ros.ros.spin import BackgroundSpin
         from rclpy.node import Node
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
@@ -132,10 +132,7 @@ class _Feed:
         self._lock = threading.Lock()
         self.node.create_subscription(Caption, "caption", self._on_caption, 50)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self._executor = SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self._executor.spin, daemon=True)
-        self._spinner.start()
+        self._spinner = BackgroundSpin(self.node)
         self._stop = threading.Event()
         self._start = time.monotonic()
         self._thread = threading.Thread(target=self._publish_loop, daemon=True)
@@ -205,7 +202,7 @@ class _Feed:
 
         self._stop.set()
         self._thread.join(timeout=5)
-        self._executor.shutdown(timeout_sec=5)
+        self._spinner.stop()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
