@@ -129,7 +129,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--no-caption-metrics", action="store_true", help="skip BLEU/CIDEr (they need Java)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32",
-                   help="precision to evaluate in: float32, float16, bfloat16, int8, int8-vision or auto (default float32)")
+                   help="precision to evaluate in: float32, float16, bfloat16, bfloat16-mixed, int8, int8-vision or auto "
+                        "(default float32)")
     p.add_argument("--compare-dtypes", default="",
                    help="comma-separated precisions (e.g. int8,bfloat16) to evaluate again on the same scenes, "
                         "each score checked against two bootstrap standard errors of --dtype's")

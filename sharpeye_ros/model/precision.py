@@ -1,4 +1,4 @@
-"""Precision: the dtype a model runs in, and the CPU's int8 fast paths.
+"""Precision: the dtype a model runs in, and the CPU's fast paths.
 
 ``float32``, ``float16``, ``bfloat16``: every weight in that dtype. ``int8``: the Linear
 layers of the vision tower, the connector, the LM's decoder layers and DeepLens hold int8
@@ -6,27 +6,37 @@ weights (per output channel) and quantize their input per call (dynamic quantiza
 everything else stays in float32: the embeddings and the tied LM head, layer norms, the
 patch embedding, and DeepLens's two tiny projections of the attention heat and the crop
 boxes. ``int8-vision``: only the vision tower's Linear layers in int8, everything else
-float32. The model is quantized when it loads (:func:`apply`); checkpoints stay float.
+float32. ``bfloat16-mixed``: the same Linear layers as ``int8`` hold bfloat16 weights and
+multiply in bfloat16 (their input cast per call, their output back to float32: autocast's
+recipe with the weights cast once, at load); the residual stream, norms, attention, the
+embeddings and the LM head stay float32. The model is converted when it loads
+(:func:`apply`); checkpoints stay float.
 
-Why two int8 paths: measured one group at a time at paper size (random weights, top-1
-agreement with float32 over the glance prompt, 6 images; ``benchmark.fidelity --groups``),
-int8 in the LM costs the most fidelity (its value/output projections and fc1/fc2, which
-write into the residual stream: 93-94% each; q/k 99.7%), the connector 97.6%, the vision
-tower least (98.4%) while it is the largest share of a glance's time. So ``int8`` is the
-fastest path and ``int8-vision`` the one that meets the fidelity bars (98.4% over 20
-images, vision cosine 0.99983: docs/benchmarks.md, "CPU fast path").
+Why these paths: measured one group at a time at paper size (random weights, top-1
+agreement with float32 over the glance prompt; ``benchmark.fidelity --groups``), int8 in
+the LM costs the most fidelity (its value/output projections and fc1/fc2, which write into
+the residual stream: 93-94% each; q/k 99.7%), the connector 97.6%, the vision tower least
+(98.4%) while it is the largest share of a glance's time. Every weight in bfloat16 misses
+the top-1 bar too (96.4%: the residual stream and the LM head in bfloat16); bfloat16
+matmuls with the rest in float32 meet it (98.4%), and the LM head must stay float32 for
+that (in bfloat16: 96.8%). So ``int8`` is the fastest int8 path, and ``int8-vision`` and
+``bfloat16-mixed`` are the ones that meet the fidelity bars (docs/benchmarks.md, "CPU fast
+path").
 
 ``auto`` (:func:`resolve`) decides from the device and the CPU, not from a measurement at
-start-up: float16 on CUDA; on a CPU, ``int8-vision`` where torch's x86 int8 kernels run
-(:func:`int8_available`: the ``x86``/``fbgemm`` engine and an AVX2 or AVX-512 CPU), as it
-meets both paper-size fidelity bars and measures faster than float32 there; else float32.
-``auto`` never picks ``int8`` (it misses the top-1 bar, 91.4% against 98%) nor bfloat16
-(slower than float32 without native bf16 instructions; not worth a per-machine probe).
+start-up: float16 on CUDA; on a CPU with AMX (:func:`bf16_matmul_available`: Intel Xeon
+4th generation and later, whose bfloat16 matmuls run 4.5-7x float32's),
+``bfloat16-mixed``; else ``int8-vision`` where torch's x86 int8 kernels run
+(:func:`int8_available`: the ``x86``/``fbgemm`` engine and an AVX2 or AVX-512 CPU); else
+float32. ``auto`` never picks ``int8`` (it misses the top-1 bar) nor ``bfloat16``.
+Without native bfloat16 instructions, bfloat16 matmuls run about 7x slower than float32
+(measured on an AVX2 AMD EPYC), so neither bfloat16 path is ever automatic there.
 
-The int8 kernel is fbgemm's dynamic-quantized linear (``torch.ops.quantized``), with
-activations quantized to 7 bits (``reduce_range``): without VNNI, AVX2's int8 multiply
+The int8 kernel is fbgemm's dynamic-quantized linear (``torch.ops.quantized``). Without
+VNNI its activations are quantized to 7 bits (``reduce_range``): AVX2's int8 multiply
 adds pairs into 16 bits and would saturate on full-range activations (measured: full
-range drops the top-1 agreement to 78%).
+range drops the top-1 agreement to 78%). With VNNI (:func:`int8_full_range`) the products
+add into 32 bits, and full-range activations halve the rounding error.
 """
 
 from __future__ import annotations
@@ -38,13 +48,24 @@ from typing import Iterable, Optional, Union
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "float32", "float16", "bfloat16", "int8", "int8-vision")
+PRECISIONS = ("auto", "float32", "float16", "bfloat16", "bfloat16-mixed", "int8", "int8-vision")
 INT8_PRECISIONS = ("int8", "int8-vision")
+# converted when the model loads, from its float checkpoint (never saved so), on the CPU only
+CPU_PRECISIONS = INT8_PRECISIONS + ("bfloat16-mixed",)
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Linear layers with fewer inputs than this stay float: they cost nothing and their few
+# Linear layers with fewer inputs than this stay float32: they cost nothing and their few
 # inputs (DeepLens's heat and box projections: 1 and 4) quantize badly.
 MIN_INT8_FEATURES = 16
 INT8_ENGINES = ("x86", "fbgemm")
+# ``auto`` keeps a model smaller than this in float32: the shipped demo model (3M
+# parameters) runs 0.7x float32 in bfloat16-mixed and 1.0x in int8-vision (its layers are
+# too small for the casts to pay); the paper model (453M) 1.7x and 1.3x (docs/benchmarks.md).
+AUTO_MIN_PARAMETERS = 50_000_000
+# Up to this many rows (a decode step's beams), a bfloat16 product reads its weight faster
+# as the left operand, ``W @ x^T``, than as ``x @ W^T`` (oneDNN; measured on a 2-core Xeon
+# with AMX, 3 rows: 1.5-1.8x on each of OPT-125M's layers alone; a paper-size decode step
+# of the LM's layers, 27 -> 25 ms).
+FEW_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -61,12 +82,21 @@ class Precision:
 
     @property
     def quantized(self) -> bool:
+        """Whether some layers run in int8."""
         return self.name in INT8_PRECISIONS
+
+    @property
+    def converted(self) -> bool:
+        """Whether the model was converted at load (int8 or bfloat16-mixed layers), so
+        that its weights are not a checkpoint's."""
+        return self.name in CPU_PRECISIONS
 
     def describe(self) -> str:
         """One line for logs, e.g. ``int8-vision: ...; auto: ...``."""
         what = {"int8": "int8 weights, dynamic int8 activations (fbgemm)",
                 "int8-vision": "int8-vision: the vision tower in int8 (fbgemm, dynamic activations), the rest float32",
+                "bfloat16-mixed": "bfloat16-mixed: the Linear layers in bfloat16, the rest (norms, residuals, "
+                                  "attention, LM head) float32",
                 }.get(self.name, self.name)
         return f"{what}; {self.why}" if self.why else what
 
@@ -78,6 +108,20 @@ def int8_available() -> bool:
         return False
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
     return capability.startswith("AVX")
+
+
+def int8_full_range() -> bool:
+    """Whether the int8 kernels take full-range (8-bit) activations: a CPU with VNNI, whose
+    int8 products add into 32 bits (see the module docstring)."""
+    return bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
+
+
+def bf16_matmul_available() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively and fast: AMX tiles, which
+    oneDNN (torch's bfloat16 matmul on the CPU) uses. AVX-512 BF16 alone is not counted:
+    not measured here (see the module docstring)."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return bool(torch.backends.mkldnn.is_available() and amx())
 
 
 def resolve(precision: Union[str, torch.dtype, Precision, None], device: Union[str, torch.device]) -> Precision:
@@ -101,15 +145,18 @@ def resolve(precision: Union[str, torch.dtype, Precision, None], device: Union[s
     if name == "auto":
         if device.type == "cuda":
             return Precision("float16", torch.float16, "auto: float16 on CUDA", auto=True)
+        if device.type == "cpu" and bf16_matmul_available():
+            return Precision("bfloat16-mixed", torch.float32, "auto: bfloat16-mixed on a CPU with AMX (native "
+                             "bfloat16 matmuls: faster than float32, within the fidelity bars)", auto=True)
         if device.type == "cpu" and int8_available():
             return Precision("int8-vision", torch.float32, "auto: int8-vision on a CPU with x86 int8 kernels "
                              "(faster than float32, within the fidelity bars; int8 is opt-in)", auto=True)
         return Precision("float32", torch.float32, f"auto: float32 on {device.type} (no x86 int8 kernels here)",
                          auto=True)
-    if name in INT8_PRECISIONS:
+    if name in CPU_PRECISIONS:
         if device.type != "cpu":
             raise ValueError(f"precision {name} runs on the CPU only, not on {device} (use float16 there)")
-        if not int8_available():
+        if name in INT8_PRECISIONS and not int8_available():
             raise ValueError(f"precision {name} needs torch's x86 int8 kernels (an x86 CPU with AVX2), "
                              "which this machine or torch build lacks: use float32")
         return Precision(name, torch.float32)
@@ -136,8 +183,10 @@ class Int8Linear(nn.Module):
             qweight = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
             self._packed = torch.ops.quantized.linear_prepack(qweight, bias)
 
+        self._reduce_range = not int8_full_range()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.ops.quantized.linear_dynamic(x.float(), self._packed, True)
+        out = torch.ops.quantized.linear_dynamic(x.float(), self._packed, self._reduce_range)
         return out if x.dtype == torch.float32 else out.to(x.dtype)
 
     def weight_bytes(self) -> int:
@@ -148,16 +197,51 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
+class Bf16Linear(nn.Module):
+    """A Linear layer whose weight (and bias) are held in bfloat16 and whose product runs in
+    bfloat16: the input is cast per call, the output cast back to the input's dtype. Same
+    ``in_features`` / ``out_features``, ``weight`` and call as the Linear it replaces."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = nn.Parameter(linear.weight.detach().to(torch.bfloat16), requires_grad=False)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),
+                                                                  requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if flat.shape[0] > FEW_ROWS:
+            out = nn.functional.linear(flat, self.weight, self.bias).to(x.dtype)
+        else:  # a decode step's few rows (the beams): the weight as the left operand
+            out = (self.weight @ flat.T).T.to(x.dtype)
+            out = out if self.bias is None else out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bfloat16"
+
+
 def quantize_int8(module: nn.Module, keep: Iterable[nn.Module] = ()) -> nn.Module:
     """Replace, in place, every ``nn.Linear`` under ``module`` by an :class:`Int8Linear`,
     except those in ``keep``, those sharing their weight with another module (a tied LM
     head), and those with fewer than :data:`MIN_INT8_FEATURES` inputs. Returns ``module``."""
-    for parent, name, child in _int8_targets(module, keep):
-        setattr(parent, name, Int8Linear(child))
+    return _replace_linears(module, Int8Linear, keep)
+
+
+def matmul_bf16(module: nn.Module, keep: Iterable[nn.Module] = ()) -> nn.Module:
+    """Replace, in place, the same layers as :func:`quantize_int8` by :class:`Bf16Linear`
+    ones. Returns ``module``."""
+    return _replace_linears(module, Bf16Linear, keep)
+
+
+def _replace_linears(module: nn.Module, kind: type, keep: Iterable[nn.Module]) -> nn.Module:
+    for parent, name, child in _linear_targets(module, keep):
+        setattr(parent, name, kind(child))
     return module
 
 
-def _int8_targets(module: nn.Module, keep: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Linear]]:
+def _linear_targets(module: nn.Module, keep: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent, attribute name, Linear) of every layer :func:`quantize_int8` replaces."""
     keep_ids = {id(m) for m in keep}
     weights: dict[int, int] = {}
@@ -171,13 +255,22 @@ def _int8_targets(module: nn.Module, keep: Iterable[nn.Module]) -> list[tuple[nn
 
 def apply(model: nn.Module, precision: Precision) -> nn.Module:
     """``model`` (a SharpEyes, on its device) in ``precision``: float dtypes cast every
-    weight; int8 and int8-vision quantize as this module's docstring says (on the CPU)."""
+    weight; int8, int8-vision and bfloat16-mixed convert layers as this module's docstring
+    says (on the CPU). A fast path that ``auto`` chose stays float32 for a model under
+    :data:`AUTO_MIN_PARAMETERS`: its per-call conversions cost more than its matmuls save."""
+    count = sum(p.numel() for p in model.parameters())
+    if precision.auto and precision.converted and count < AUTO_MIN_PARAMETERS:
+        precision = Precision("float32", torch.float32, f"auto: float32 for a model of {count / 1e6:.1f}M "
+                              f"parameters (a CPU fast path pays off from {AUTO_MIN_PARAMETERS / 1e6:.0f}M)",
+                              auto=True)
     keep = [model.lm.model.lm_head]
     model.to(precision.dtype)
     if precision.name == "int8":
         quantize_int8(model, keep=keep)
     elif precision.name == "int8-vision":
         quantize_int8(model.vision)
+    elif precision.name == "bfloat16-mixed":
+        matmul_bf16(model, keep=keep)
     model.precision = precision
     return model
 
@@ -185,6 +278,11 @@ def apply(model: nn.Module, precision: Precision) -> nn.Module:
 def int8_layers(model: nn.Module) -> int:
     """How many Linear layers of ``model`` run in int8."""
     return sum(isinstance(m, Int8Linear) for m in model.modules())
+
+
+def bf16_layers(model: nn.Module) -> int:
+    """How many Linear layers of ``model`` run as :class:`Bf16Linear`."""
+    return sum(isinstance(m, Bf16Linear) for m in model.modules())
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -91,9 +91,10 @@ class SharpEyes(TeacherForcing, nn.Module):
         """Load a model directory in our format (see :mod:`sharpeye_ros.model.checkpoint`).
 
         ``dtype``: a float ``torch.dtype``; None: the widest stored; or a precision name
-        of :mod:`sharpeye_ros.model.precision`: "float32", "float16", "bfloat16", "int8"
-        or "int8-vision" (the CPU's int8 paths, quantized here at load) or "auto" (float16
-        on CUDA, int8-vision on an x86 CPU with AVX2, else float32:
+        of :mod:`sharpeye_ros.model.precision`: "float32", "float16", "bfloat16", "int8",
+        "int8-vision" or "bfloat16-mixed" (the CPU's fast paths, converted here at load) or
+        "auto" (float16 on CUDA; on a CPU bfloat16-mixed with AMX, else int8-vision with
+        AVX2, else float32:
         :func:`sharpeye_ros.model.precision.resolve`). ``model.precision`` says which one runs."""
         chosen = None if dtype is None else resolve_precision(dtype, device)
         config, state, tokenizer, source = read_checkpoint(path)
@@ -111,10 +112,11 @@ class SharpEyes(TeacherForcing, nn.Module):
 
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> None:
         """Write config.json, model.safetensors and the tokenizer files to ``directory``
-        (a float model: an int8 one is quantized at load, from its float checkpoint)."""
-        if self.precision.quantized:
-            raise ValueError("save_pretrained: this model runs in int8, quantized at load; save the "
-                             "float model it was loaded from (load it with dtype=torch.float32)")
+        (a float model: an int8 or bfloat16-mixed one is converted at load, from its float
+        checkpoint)."""
+        if self.precision.converted:
+            raise ValueError(f"save_pretrained: this model runs in {self.precision.name}, converted at load; save "
+                             "the float model it was loaded from (load it with dtype=torch.float32)")
         save_checkpoint(self, directory)
 
     def tied_keys(self) -> list[str]:

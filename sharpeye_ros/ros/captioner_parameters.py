@@ -16,7 +16,7 @@ from sharpeye_ros.ros.parameters import validate as _validate
 from sharpeye_ros.ros.scene_gate import DEFAULT_MAX_STILL_SECONDS, DEFAULT_MAX_STILL_SHARE, DEFAULT_MIN_CHANGE, ON_STILL
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-DTYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int8-vision")  # model/precision.py PRECISIONS
+DTYPES = ("auto", "float32", "float16", "bfloat16", "bfloat16-mixed", "int8", "int8-vision")  # = precision.PRECISIONS
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 TASKS = ("auto", "coco", "detailed")
@@ -30,11 +30,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda or "
               "cuda:N. Changeable while unconfigured.", constraints="auto, cpu, cuda or cuda:N",
               accept=lambda device: DEVICE_PATTERN.match(device) is not None),
-    ParamSpec("dtype", "auto", "Model precision: float32, float16, bfloat16, int8 (the CPU's fastest "
-              "path: int8 Linear layers, quantized at load) or int8-vision (only the vision tower in "
-              "int8: within the fidelity bars); auto: float16 on CUDA, int8-vision on an x86 CPU with "
-              "AVX2, else float32. The log says at start-up which one runs. Changeable while "
-              "unconfigured.", choices=DTYPES),
+    ParamSpec("dtype", "auto", "Model precision: float32, float16, bfloat16, or a CPU fast path "
+              "converted at load: bfloat16-mixed (the Linear layers in bfloat16, the rest float32), "
+              "int8 (int8 Linear layers) or int8-vision (only the vision tower in int8); auto: "
+              "float16 on CUDA; on a CPU bfloat16-mixed with AMX, else int8-vision with AVX2, else "
+              "float32. The log says at start-up which one runs. Changeable while unconfigured.",
+              choices=DTYPES),
     ParamSpec("image_transport", "raw", "raw: subscribe to sensor_msgs/Image on 'image'; "
               "compressed: sensor_msgs/CompressedImage on '<image>/compressed', as image_transport "
               "names it (a remap of 'image' serves both).", read_only=True,

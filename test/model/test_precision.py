@@ -22,9 +22,16 @@ needs_int8 = pytest.mark.skipif(not P.int8_available(), reason="this CPU/torch h
 
 def test_auto_resolves_as_documented(monkeypatch):
     assert P.resolve("auto", "cuda:0") == P.Precision("float16", torch.float16, "auto: float16 on CUDA", auto=True)
-    # On a CPU, decided from the CPU: int8-vision (within the fidelity bars, faster than
-    # float32) where torch's x86 int8 kernels run, else float32; never int8 (misses a bar).
+    # On a CPU, decided from the CPU: bfloat16-mixed with AMX; else int8-vision (within the
+    # fidelity bars, faster than float32) where torch's x86 int8 kernels run, else float32;
+    # never int8 nor bfloat16 (each misses a bar).
     monkeypatch.setattr(P, "int8_available", lambda: True)
+    monkeypatch.setattr(P, "bf16_matmul_available", lambda: True)
+    auto = P.resolve("auto", "cpu")
+    assert (auto.name, auto.dtype, auto.quantized, auto.converted, auto.auto) == (
+        "bfloat16-mixed", torch.float32, False, True, True)
+    assert "AMX" in auto.why and auto.describe().startswith("bfloat16-mixed: the Linear layers in bfloat16")
+    monkeypatch.setattr(P, "bf16_matmul_available", lambda: False)
     auto = P.resolve("auto", "cpu")
     assert (auto.name, auto.dtype, auto.quantized, auto.auto) == ("int8-vision", torch.float32, True, True)
     assert "int8 is opt-in" in auto.why and auto.describe().startswith("int8-vision: the vision tower in int8")
@@ -50,12 +57,27 @@ def test_names_and_dtypes_resolve_and_bad_ones_are_refused():
     assert P.resolve("float16", "cpu").dtype == torch.float16
     resolved = P.Precision("float32", torch.float32, "why")
     assert P.resolve(resolved, "cpu") is resolved
-    with pytest.raises(ValueError, match="one of auto, float32, float16, bfloat16, int8, int8-vision; got 'int4'"):
+    with pytest.raises(ValueError, match="one of auto, float32, float16, bfloat16, bfloat16-mixed, int8, int8-vision; "
+                                         "got 'int4'"):
         P.resolve("int4", "cpu")
     with pytest.raises(ValueError, match="not a floating dtype"):
         P.resolve(torch.int8, "cpu")
     with pytest.raises(ValueError, match="int8 runs on the CPU only"):
         P.resolve("int8", "cuda")
+    with pytest.raises(ValueError, match="bfloat16-mixed runs on the CPU only"):
+        P.resolve("bfloat16-mixed", "cuda")
+    assert P.resolve("bfloat16-mixed", "cpu").converted  # any CPU: slow without AMX, but it runs
+
+
+def test_bf16_matmul_and_int8_full_range_follow_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not P.bf16_matmul_available()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert P.bf16_matmul_available() == torch.backends.mkldnn.is_available()
+    monkeypatch.delattr(torch.cpu, "_is_vnni_supported", raising=False)
+    assert not P.int8_full_range()  # a torch without the probe: the safe 7-bit range
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True, raising=False)
+    assert P.int8_full_range()
 
 
 @needs_int8
@@ -74,6 +96,41 @@ def test_int8_linear_is_close_to_the_float_one_for_any_input_shape():
     nn.init.zeros_(zero.weight)
     assert torch.equal(P.Int8Linear(zero)(torch.randn(3, 32)), zero.bias.expand(3, 8))
     assert copy.deepcopy(q)(x).shape == ref.shape  # models that quantize can still be copied
+
+
+@needs_int8
+@torch.no_grad()
+def test_int8_activations_use_the_full_range_where_vnni_adds_into_32_bits():
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 128)
+    q = P.Int8Linear(linear)
+    assert q._reduce_range == (not P.int8_full_range())
+    if not P.int8_full_range():
+        pytest.skip("this CPU has no VNNI: 7-bit activations are the right choice here")
+    x = torch.randn(64, 256)
+    ref = linear(x)
+    seven_bit = torch.ops.quantized.linear_dynamic(x, q._packed, True)
+    # full range: about half the rounding error of 7-bit activations (no saturation with VNNI)
+    assert float((q(x) - ref).norm()) < 0.8 * float((seven_bit - ref).norm())
+
+
+@torch.no_grad()
+def test_bf16_linear_is_close_to_the_float_one_and_returns_the_input_dtype():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    b = P.Bf16Linear(linear)
+    assert b.weight.dtype == b.bias.dtype == torch.bfloat16 and not b.weight.requires_grad
+    for shape in ((5, 64), (2, 7, 64), (1, 1, 64), (3, 20, 64)):  # few rows (a decode step) and many
+        x = torch.randn(*shape)
+        ref, out = linear(x), b(x)
+        assert out.shape == ref.shape and out.dtype == torch.float32
+        assert 0 < float((out - ref).norm() / ref.norm()) < 0.02  # bfloat16 rounding, no more
+    many = torch.randn(P.FEW_ROWS + 8, 64)  # the two ways of multiplying agree, bias included
+    assert torch.allclose(b(many)[:3], b(many[:3]), rtol=0.02, atol=0.02)
+    zero = nn.Linear(64, 8)
+    nn.init.zeros_(zero.weight)
+    for rows in (many[:3], many):  # the bias is added on either way
+        assert torch.equal(P.Bf16Linear(zero)(rows), zero.bias.bfloat16().float().expand(len(rows), 8))
 
 
 @needs_int8
@@ -110,19 +167,61 @@ def test_int8_loads_from_a_float_checkpoint_with_the_same_api(tiny_model_dir, im
         assert isinstance(r.caption, str) and len(r.regions) <= 3
         h, w = image.shape[:2]
         assert all(0 <= g.x_min <= g.x_max <= w and 0 <= g.y_min <= g.y_max <= h for g in r.regions)
-    with pytest.raises(ValueError, match="runs in int8, quantized at load"):
+    with pytest.raises(ValueError, match="runs in int8, converted at load"):
         q.save_pretrained(tiny_model_dir.parent / "never")
     assert not (tiny_model_dir.parent / "never").exists()
 
 
+def test_bfloat16_mixed_converts_the_int8_layers_and_keeps_the_rest_float32(tiny_model_dir, images):
+    f = SharpEyes.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    m = SharpEyes.from_pretrained(tiny_model_dir, dtype="bfloat16-mixed")
+    assert (m.precision.name, m.precision.converted, m.precision.quantized, m.dtype) == (
+        "bfloat16-mixed", True, False, torch.float32)
+    lm = m.lm.model
+    assert type(lm.lm_head) is nn.Linear and lm.lm_head.weight is lm.get_input_embeddings().weight
+    assert lm.lm_head.weight.dtype == torch.float32  # the head stays float32: in bfloat16 it misses the bar
+    assert P.bf16_layers(m) == sum(type(x) is nn.Linear and x.in_features >= P.MIN_INT8_FEATURES
+                                   for x in f.modules()) - 1 and P.int8_layers(m) == 0
+    bf16 = {n for n, p in m.named_parameters() if p.dtype == torch.bfloat16}
+    assert bf16 and all(n.endswith((".weight", ".bias")) for n in bf16)
+    assert not any("norm" in n for n in bf16)  # norms, embeddings and the head: float32
+    assert P.weight_bytes(m) < 0.7 * P.weight_bytes(f)
+    a = f.glance(images, num_regions=3, refine=True, zoom=True)
+    b = m.glance(images, num_regions=3, refine=True, zoom=True)
+    assert [t.shape[1:] for t in b.token_maps] == [t.shape[1:] for t in a.token_maps]
+    assert b.embeds.dtype == torch.float32 and b.features.shape == a.features.shape
+    assert all(isinstance(r.caption, str) for r in m.finish(images, b, refine=True, zoom=True, num_regions=3))
+    with pytest.raises(ValueError, match="runs in bfloat16-mixed, converted at load"):
+        m.save_pretrained(tiny_model_dir.parent / "never")
+
+
+def test_auto_keeps_a_small_model_float32_and_converts_a_large_one(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(P, "bf16_matmul_available", lambda: True)
+    small = SharpEyes.from_pretrained(tiny_model_dir, dtype="auto")
+    assert (small.precision.name, small.precision.auto, P.bf16_layers(small)) == ("float32", True, 0)
+    assert "float32 for a model of" in small.precision.why
+    named = SharpEyes.from_pretrained(tiny_model_dir, dtype="bfloat16-mixed")  # asked for by name: as asked
+    assert named.precision.name == "bfloat16-mixed" and P.bf16_layers(named) > 0
+    params = sum(p.numel() for p in small.parameters())
+    monkeypatch.setattr(P, "AUTO_MIN_PARAMETERS", params)  # as if the model were large enough
+    large = SharpEyes.from_pretrained(tiny_model_dir, dtype="auto")
+    assert (large.precision.name, large.precision.auto) == ("bfloat16-mixed", True) and P.bf16_layers(large) > 0
+
+
 def test_auto_loads_as_resolved_on_the_cpu_and_int8_by_name(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(P, "int8_available", lambda: False)
+    monkeypatch.setattr(P, "bf16_matmul_available", lambda: False)
+    monkeypatch.setattr(P, "AUTO_MIN_PARAMETERS", 0)  # the tiny model as if it were large
     model = SharpEyes.from_pretrained(tiny_model_dir, dtype="auto")
     assert (model.precision.name, model.precision.auto, P.int8_layers(model)) == ("float32", True, 0)
     # the same resolved choice, handed in as the node hands it, gives the same model
     assert SharpEyes.from_pretrained(tiny_model_dir, dtype=P.resolve("auto", "cpu")).precision == model.precision
+    monkeypatch.setattr(P, "bf16_matmul_available", lambda: True)
+    auto = SharpEyes.from_pretrained(tiny_model_dir, dtype="auto")
+    assert (auto.precision.name, auto.precision.auto) == ("bfloat16-mixed", True) and P.bf16_layers(auto) > 0
     monkeypatch.undo()
-    if P.int8_available():  # auto runs int8-vision; int8 asked for by name is what runs
+    monkeypatch.setattr(P, "AUTO_MIN_PARAMETERS", 0)
+    if P.int8_available() and not P.bf16_matmul_available():  # auto runs int8-vision; int8 by name is what runs
         auto = SharpEyes.from_pretrained(tiny_model_dir, dtype="auto")
         assert auto.precision.name == "int8-vision" and auto.precision.auto and P.int8_layers(auto) > 0
         named = SharpEyes.from_pretrained(tiny_model_dir, dtype="int8")
@@ -137,7 +236,7 @@ def test_int8_vision_quantizes_the_vision_tower_only(tiny_model_dir):
     vision_linears = sum(type(m) is nn.Linear and m.in_features >= P.MIN_INT8_FEATURES for m in f.vision.modules())
     assert P.int8_layers(q.vision) == vision_linears > 0 and P.int8_layers(q) == vision_linears
     assert all(type(m) is not P.Int8Linear for part in (q.connector, q.lm, q.deeplens) for m in part.modules())
-    with pytest.raises(ValueError, match="quantized at load"):
+    with pytest.raises(ValueError, match="runs in int8-vision, converted at load"):
         q.save_pretrained(tiny_model_dir.parent / "never")
 
 

@@ -46,7 +46,7 @@ def test_defaults_are_valid():
     ("refine", 1, r"'refine' must be a bool, got integer"),
     ("device", "gpu", r"'device' must be auto, cpu, cuda or cuda:N; got 'gpu'"),
     ("device", "cuda:x", r"'device' must be"),
-    ("dtype", "int4", r"'dtype' must be one of auto, float32, float16, bfloat16, int8, int8-vision; got 'int4'"),
+    ("dtype", "int4", r"'dtype' must be one of auto, float32, float16, bfloat16, bfloat16-mixed, int8, int8-vision; got 'int4'"),
     ("image_transport", "theora", r"'image_transport' must be one of raw, compressed"),
     ("reliability", "sometimes", r"'reliability' must be one of best_effort, reliable"),
     ("task", "long", r"'task' must be one of auto, coco, detailed; got 'long'"),
