@@ -2,12 +2,14 @@
 
 Every (model, precision, mode) entry makes one caption per round, round-robin (round 0
 warms up), so that the machine's drift hits them alike: the paper model (random weights,
-20 new tokens, the paper's 3 beams) and the demo model, in float32, int8-vision, int8 and bfloat16,
-glance alone and glance + DeepLens (int8-vision: what ``auto`` runs on an x86 CPU). For the paper glance in int8 it also gives the
+20 new tokens, the paper's 3 beams) and the demo model, in float32, bfloat16-mixed,
+int8-vision, int8 and bfloat16, glance alone and glance + DeepLens; ``auto`` records what
+``dtype: auto`` runs on this CPU. For the paper glance in the fast path (:func:`roofline_precision`:
+what ``auto`` runs when that is bfloat16-mixed or int8, else int8) it also gives the
 roofline ratio: the measured time over the time at the machine's limits, per stage the
-slower of its FLOPs (the Linear layers' at the int8 matmul throughput measured here, the
-rest at the float32 one) and the bytes it must read (int8 weights at 1 byte, the KV cache
-in float32) at the measured read bandwidth.
+slower of its FLOPs (the Linear layers' at that precision's Linear throughput measured
+here, the rest at float32's) and the bytes it must read (weights as held: int8 at 1 byte,
+bfloat16 at 2; the KV cache in float32) at the measured read bandwidth.
 
 ``--node`` adds the running node's captions per second with ``dtype: auto`` (and what it
 resolved to) against ``float32`` (:func:`node_rates`).
@@ -45,7 +47,8 @@ from sharpeye_ros.model.timing import GLANCE_STAGES, Timer
 
 TOKENS = 20
 BEAMS = 3
-PRECISIONS = ("float32", "int8-vision", "int8", "bfloat16")
+PRECISIONS = ("float32", "bfloat16-mixed", "int8-vision", "int8", "bfloat16")
+ROOFLINE_PRECISIONS = ("bfloat16-mixed", "int8")  # whose every large Linear layer runs one kernel
 MODES = (GLANCE, DEEPLENS)
 MIN_SPEEDUP = 3.0  # the fast path's target against float32, paper size, 3 beams
 
@@ -84,10 +87,18 @@ def in_precisions(base: SharpEyes, precisions: Sequence[str]) -> dict[str, Sharp
             for name in precisions}
 
 
-def int8_matmul_throughput(size: int = 2048, reps: int = 3) -> float:
-    """FLOP/s of the int8 path's Linear (:class:`~sharpeye_ros.model.precision.Int8Linear`)
-    on a square ``size`` problem, its input quantized per call as in the model, best of ``reps``."""
-    layer = P.Int8Linear(torch.nn.Linear(size, size, bias=False))
+def roofline_precision(auto: str) -> str:
+    """The precision whose paper glance the roofline measures: ``auto`` (what ``dtype: auto``
+    runs) when it is one of :data:`ROOFLINE_PRECISIONS`, else int8."""
+    return auto if auto in ROOFLINE_PRECISIONS else "int8"
+
+
+def linear_throughput(precision: str, size: int = 2048, reps: int = 3) -> float:
+    """FLOP/s of ``precision``'s Linear layer (:class:`~sharpeye_ros.model.precision.Int8Linear`
+    for int8, :class:`~sharpeye_ros.model.precision.Bf16Linear` for bfloat16-mixed) on a
+    square ``size`` problem, its input converted per call as in the model, best of ``reps``."""
+    kind = P.Bf16Linear if precision == "bfloat16-mixed" else P.Int8Linear
+    layer = kind(torch.nn.Linear(size, size, bias=False))
     x = torch.randn(size, size)
     layer(x)
     best = math.inf
@@ -98,8 +109,9 @@ def int8_matmul_throughput(size: int = 2048, reps: int = 3) -> float:
     return 2.0 * size**3 / best
 
 
-def int8_geometry(model: SharpEyes, prompt_len: int) -> Geometry:
-    """The bytes a caption of the int8 ``model`` reads (int8 weights at 1 byte)."""
+def fast_geometry(model: SharpEyes, prompt_len: int) -> Geometry:
+    """The bytes a caption of the converted ``model`` reads (its weights as held: int8 at
+    1 byte, bfloat16 at 2)."""
     opt = model.lm.model.config
     return Geometry(vision_bytes=P.weight_bytes(model.vision), connector_bytes=P.weight_bytes(model.connector),
                     lm_bytes=P.weight_bytes(model.lm),
@@ -109,35 +121,38 @@ def int8_geometry(model: SharpEyes, prompt_len: int) -> Geometry:
                     refine_beams=BEAMS)
 
 
-def roofline(reference: SharpEyes, quantized: SharpEyes, image: np.ndarray, seconds: dict[str, float]) -> dict:
-    """The int8 glance's stages against the machine's limits (see the module docstring).
-    ``reference``: the same model in float32, whose FLOPs the int8 one runs (the FLOP
-    counter does not see quantized kernels); ``seconds``: the int8 glance's median stage seconds."""
+def roofline(reference: SharpEyes, quantized: SharpEyes, image: np.ndarray, seconds: dict[str, float],
+             precision: str = "int8") -> dict:
+    """The ``precision`` (int8 or bfloat16-mixed) glance's stages against the machine's
+    limits (see the module docstring). ``reference``: the same model in float32, whose FLOPs
+    the converted one runs (the FLOP counter does not see quantized kernels); ``seconds``:
+    the converted glance's median stage seconds."""
     counting = CountingTimer(reference.device, watch=reference.lm.model.model.decoder)
     reference.caption([image], timer=counting, **SWITCHES[GLANCE])
-    int8_flops, float_flops = int8_matmul_throughput(), matmul_throughput("cpu", torch.float32)
+    linear_flops, float_flops = linear_throughput(precision), matmul_throughput("cpu", torch.float32)
     bandwidth = read_bandwidth("cpu")
     visual = torch.zeros(1, reference.vision.grid**2, reference.lm.hidden_size)
     prompt_len = reference.lm.build_prompt(reference.config.lm.prompt, visual).embeds.shape[1]
-    geo = int8_geometry(quantized, int(prompt_len))
+    geo = fast_geometry(quantized, int(prompt_len))
     stages, bound = {}, 0.0
     for stage in GLANCE_STAGES:
         by_class = counting.class_flops.get(stage, {})
-        flop_s = by_class.get("matmul", 0) / int8_flops + (by_class.get("attention", 0) + by_class.get("other", 0)) / float_flops
+        flop_s = by_class.get("matmul", 0) / linear_flops + (by_class.get("attention", 0) + by_class.get("other", 0)) / float_flops
         read = stage_bytes(geo, stage, counting.calls)
         byte_s = (read or 0) / bandwidth
         stages[stage] = {"seconds": seconds.get(stage, 0.0), "flop_bound_s": flop_s, "byte_bound_s": byte_s,
                          "limit": "memory" if byte_s > flop_s else "compute"}
         bound += max(flop_s, byte_s)
     measured = sum(seconds.get(s, 0.0) for s in GLANCE_STAGES)
-    return {"int8_flops_per_s": int8_flops, "float32_flops_per_s": float_flops, "bytes_per_s": bandwidth,
+    return {"precision": precision, "linear_flops_per_s": linear_flops, "float32_flops_per_s": float_flops, "bytes_per_s": bandwidth,
             "weight_bytes": P.weight_bytes(quantized), "stages": stages, "bound_s": bound, "seconds": measured,
             "ratio": measured / bound if bound > 0 else None}
 
 
 def measure(rounds: int = 3, precisions: Sequence[str] = PRECISIONS, demo: bool = True, log=None) -> dict:
     """Every entry's median seconds over ``rounds`` round-robin rounds after a warm-up round,
-    each paper entry's speed-up over float32 in the same mode, and the int8 glance's roofline."""
+    each paper entry's speed-up over float32 in the same mode, what ``auto`` runs here, and the
+    fast path's glance against its roofline (:func:`roofline_precision`)."""
     from sharpeye_ros.benchmark.worker import benchmark_images
 
     images = benchmark_images(rounds + 1)
@@ -165,11 +180,12 @@ def measure(rounds: int = 3, precisions: Sequence[str] = PRECISIONS, demo: bool 
         for r in rows:
             r["speedup"] = base[(r["model"], r["mode"])] / r["seconds"]
         result = {"machine": machine_info("cpu").to_json(), "rounds": rounds, "tokens": TOKENS, "beams": BEAMS,
-                  "load_before": load, "load_after": after, "rows": rows}
-        if "int8" in precisions:
-            glance = next(r for r in rows if (r["model"], r["precision"], r["mode"]) == ("paper", "int8", GLANCE))
-            result["roofline"] = roofline(models["paper"]["float32"], models["paper"]["int8"], images[0],
-                                          glance["stages"])
+                  "load_before": load, "load_after": after, "rows": rows, "auto": P.resolve("auto", "cpu").name}
+        fast = roofline_precision(result["auto"])
+        if fast in precisions and "float32" in precisions:
+            glance = next(r for r in rows if (r["model"], r["precision"], r["mode"]) == ("paper", fast, GLANCE))
+            result["roofline"] = roofline(models["paper"]["float32"], models["paper"][fast], images[0],
+                                          glance["stages"], fast)
     return result
 
 
@@ -180,7 +196,7 @@ NODE_CAPTIONS = {"paper": 6, "demo": 20}  # timed captions per node run: about a
 def node_rates(model_dirs: dict[str, str], dtypes: Sequence[str] = NODE_DTYPES, rounds: int = 1,
                captions: Optional[dict[str, int]] = None, log=None) -> dict:
     """The running node's captions per second with each of ``dtypes`` (its ``dtype``
-    parameter; ``auto`` is int8-vision on an x86 CPU) for each model of ``model_dirs``
+    parameter; ``auto``: :func:`~sharpeye_ros.model.precision.resolve`) for each model of ``model_dirs``
     (name -> directory; glance + DeepLens, the node's default), as :class:`~sharpeye_ros.benchmark.results.NodeRates` JSON. Each run
     is a node process of its own on a DDS domain of its own; the dtypes take turns, in
     ``rounds`` rounds, so that the machine's drift hits them alike. Frames go out one at a
@@ -250,8 +266,9 @@ def render(result: dict) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     roof = result.get("roofline")
     if roof:
-        lines += ["", f"int8 paper glance against its roofline: {roof['seconds']:.2f} s measured vs {roof['bound_s']:.2f} s "
-                  f"at the limits = **{roof['ratio']:.2f}x** (int8 matmul {roof['int8_flops_per_s'] / 1e9:.0f} GFLOP/s, "
+        name = roof.get("precision", "int8")
+        lines += ["", f"{name} paper glance against its roofline: {roof['seconds']:.2f} s measured vs {roof['bound_s']:.2f} s "
+                  f"at the limits = **{roof['ratio']:.2f}x** ({name} Linear {roof['linear_flops_per_s'] / 1e9:.0f} GFLOP/s, "
                   f"float32 {roof['float32_flops_per_s'] / 1e9:.0f} GFLOP/s, read bandwidth "
                   f"{roof['bytes_per_s'] / 1e9:.1f} GB/s, weights {roof['weight_bytes'] / 1e6:.0f} MB)", "",
                   "| stage | measured | FLOP bound | byte bound | limit |", "|---|---|---|---|---|"]

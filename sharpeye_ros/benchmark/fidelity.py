@@ -14,7 +14,7 @@ usually hurt int8 most. The demo model's evaluation scores (docs/evaluation.md,
 With ``--groups``, also int8 on one group of layers at a time (the rest float32), to find
 which layers cost the fidelity: :data:`GROUPS`.
 
-``python -m sharpeye_ros.benchmark.fidelity OUT.json [--preset paper] [--images 20] [--precisions int8-vision,int8,bfloat16] [--groups]``
+``python -m sharpeye_ros.benchmark.fidelity OUT.json [--preset paper] [--images 20] [--precisions bfloat16-mixed,int8-vision,int8,bfloat16] [--groups]``
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("out", help="results JSON")
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--images", type=int, default=IMAGES)
-    parser.add_argument("--precisions", default="int8-vision,int8,bfloat16")
+    parser.add_argument("--precisions", default="bfloat16-mixed,int8-vision,int8,bfloat16")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--groups", action="store_true", help="also int8 on one group of layers at a time")
     args = parser.parse_args(argv)

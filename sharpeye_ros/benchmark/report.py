@@ -547,7 +547,8 @@ def _fast_path_section(fast: FastPath) -> list[str]:
     if fast.rows:
         m = fast.machine
         out = prose("fast_path", machine=m.label if m else "-", rounds=fast.rounds, tokens=fast.tokens,
-                    beams=fast.beams, load=f"{fast.load_before or 0:.1f} -> {fast.load_after or 0:.1f}")
+                    beams=fast.beams, load=f"{fast.load_before or 0:.1f} -> {fast.load_after or 0:.1f}",
+                    auto=fast.auto or "int8-vision (a run that did not record it: from the CPU, as below)")
         out += fast_path.render(fast.to_json()) + [""]
     else:
         out = prose("fast_path_no_speed")

@@ -577,7 +577,7 @@ class FastPathRow(Record):
 
 @dataclass(kw_only=True)
 class RooflineStage(Record):
-    """A stage of the int8 glance against its limits (:func:`~sharpeye_ros.benchmark.fast_path.roofline`)."""
+    """A stage of the fast path's glance against its limits (:func:`~sharpeye_ros.benchmark.fast_path.roofline`)."""
 
     seconds: float
     flop_bound_s: float
@@ -587,10 +587,11 @@ class RooflineStage(Record):
 
 @dataclass(kw_only=True)
 class Roofline(Record):
-    """The int8 paper glance against the time at the machine's int8/float32 matmul
-    throughput and read bandwidth: ``ratio`` = measured / ``bound_s``."""
+    """The fast path's paper glance (``precision``: int8 or bfloat16-mixed) against the time at
+    the machine's Linear (in that precision) and float32 matmul throughput and read
+    bandwidth: ``ratio`` = measured / ``bound_s``."""
 
-    int8_flops_per_s: float
+    linear_flops_per_s: float
     float32_flops_per_s: float
     bytes_per_s: float
     weight_bytes: int
@@ -598,6 +599,7 @@ class Roofline(Record):
     bound_s: float
     seconds: float
     ratio: Optional[float]
+    precision: str = "int8"
 
 
 @dataclass(kw_only=True)
@@ -690,6 +692,7 @@ class FastPath(Record):
     load_before: Optional[float] = optional()
     load_after: Optional[float] = optional()
     rows: list[FastPathRow] = optional(list)
+    auto: Optional[str] = optional()  # what dtype auto ran on the speed run's machine
     roofline: Optional[Roofline] = optional()
     node: Optional[NodeRates] = optional()
     peers: Optional[PeerTable] = optional()
@@ -705,7 +708,7 @@ class FastPath(Record):
         its speed run (with its roofline) when it has one, and each of its other pieces,
         so that results files measured apart (the peers here, the libraries there) fold
         into one without undoing each other."""
-        speed = ("machine", "rounds", "tokens", "beams", "load_before", "load_after", "rows", "roofline")
+        speed = ("machine", "rounds", "tokens", "beams", "load_before", "load_after", "rows", "auto", "roofline")
         taken = {name: getattr(other, name) for name in speed} if other.rows else {}
         for piece in ("node", "peers", "libraries", "fidelity"):
             if getattr(other, piece) is not None:

@@ -35,7 +35,7 @@ UNITS = ("fraction", "share", "x", "s", "bytes")  # what a target's value and li
 # increase, "+25%"; share: a part of a whole, "4.2%")
 FAST_PATH_MAX_TIME = 1 / 3  # the CPU fast path: at least 3x faster than float32 (paper size, 3 beams)
 FAST_PATH_MAX_ROOFLINE = 1.3  # the fast path's glance within 1.3x of its own roofline
-FAST_PATH = "int8"  # the CPU's fastest path measured (opt-in; auto runs int8-vision, model/precision.py)
+FAST_PATH = "int8"  # the fast path of a run that does not say what auto ran (before bfloat16-mixed)
 
 
 @dataclass
@@ -337,29 +337,46 @@ def small_object_false_skips(results: Results) -> list[Target]:
                     SMALL_OBJECT_MAX_FALSE_SKIPS, "share", run, detail, _still_missing(still))]
 
 
+def fast_paths(fast) -> list[str]:
+    """The precisions the speed targets are held for: what ``auto`` ran on the run's machine
+    (a float32 ``auto`` has no fast path) and the fastest at the paper glance, if another."""
+    auto = fast.auto if fast is not None and fast.auto else FAST_PATH
+    names = [] if auto == "float32" else [auto]
+    glances = [r for r in (fast.rows if fast is not None else []) if (r.model, r.mode) == ("paper", GLANCE)
+               and r.precision != "float32"]
+    if glances:
+        names.append(min(glances, key=lambda r: r.seconds).precision)
+    return list(dict.fromkeys(names)) or [FAST_PATH]
+
+
 def fast_path_speed(results: Results) -> list[Target]:
     """The CPU fast path's paper-size caption time over float32's, glance and glance +
-    DeepLens: medians of captions interleaved round-robin in one run."""
+    DeepLens: medians of captions interleaved round-robin in one run; for what ``auto``
+    runs and for the fastest precision (:func:`fast_paths`)."""
     fast = results.fast_path
     out = []
-    for mode, title in ((GLANCE, "glance"), (DEEPLENS, "glance + DeepLens")):
-        ratio, detail, machine = None, "", None
-        ref = fast.row("paper", "float32", mode) if fast else None
-        row = fast.row("paper", FAST_PATH, mode) if fast else None
-        if ref is not None and row is not None:
-            ratio = row.seconds / ref.seconds
-            machine = fast.machine.label
-            detail = (f"{FAST_PATH} {ms(row.seconds)} vs float32 {ms(ref.seconds)}: **{1 / ratio:.2f}x faster**; "
-                      f"{fast.beams} beams, {fast.tokens} new tokens, medians of {fast.rounds} round-robin rounds")
-        t = _target(f"CPU fast path ({FAST_PATH}) takes <= 1/3 of float32's time, paper {title}, 3 beams",
-                    ratio, FAST_PATH_MAX_TIME, "x", None, detail, "not measured: no fast-path run")
-        t.machine = machine
-        out.append(t)
+    for name in fast_paths(fast):
+        role = "auto" if fast is not None and name == fast.auto else "fastest" if fast is not None and fast.auto else ""
+        label = f"{name}, {role}" if role else name
+        for mode, title in ((GLANCE, "glance"), (DEEPLENS, "glance + DeepLens")):
+            ratio, detail, machine = None, "", None
+            ref = fast.row("paper", "float32", mode) if fast else None
+            row = fast.row("paper", name, mode) if fast else None
+            if ref is not None and row is not None:
+                ratio = row.seconds / ref.seconds
+                machine = fast.machine.label
+                detail = (f"{name} {ms(row.seconds)} vs float32 {ms(ref.seconds)}: **{1 / ratio:.2f}x faster**; "
+                          f"{fast.beams} beams, {fast.tokens} new tokens, medians of {fast.rounds} round-robin rounds")
+            t = _target(f"CPU fast path ({label}) takes <= 1/3 of float32's time, paper {title}, 3 beams",
+                        ratio, FAST_PATH_MAX_TIME, "x", None, detail, "not measured: no fast-path run")
+            t.machine = machine
+            out.append(t)
     return out
 
 
 def fast_path_roofline(results: Results) -> list[Target]:
-    """The fast path's paper glance against its own roofline (int8 matmuls, int8 bytes)."""
+    """The fast path's paper glance against its own roofline (its Linear kernel's
+    throughput, its weights' bytes)."""
     fast = results.fast_path
     roof = fast.roofline if fast else None
     ratio, detail, machine = None, "", None
@@ -367,10 +384,11 @@ def fast_path_roofline(results: Results) -> list[Target]:
         ratio = roof.ratio
         machine = fast.machine.label
         detail = (f"{ms(roof.seconds)} measured vs {ms(roof.bound_s)}: per stage the slower of its FLOPs (Linear "
-                  f"layers at the int8 kernel's {roof.int8_flops_per_s / 1e9:.0f} GFLOP/s, the rest at float32's "
+                  f"layers at the {roof.precision} kernel's {roof.linear_flops_per_s / 1e9:.0f} GFLOP/s, the rest at float32's "
                   f"{roof.float32_flops_per_s / 1e9:.0f}) and its bytes ({gb(roof.weight_bytes)} of weights) at "
                   f"{roof.bytes_per_s / 1e9:.1f} GB/s")
-    t = _target(f"CPU fast path's paper glance within 1.3x of its roofline ({FAST_PATH})", ratio,
+    name = roof.precision if roof is not None else FAST_PATH
+    t = _target(f"CPU fast path's paper glance within 1.3x of its roofline ({name})", ratio,
                 FAST_PATH_MAX_ROOFLINE, "x", None, detail, "not measured: no fast-path run")
     t.machine = machine
     return [t]

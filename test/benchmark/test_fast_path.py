@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not P.int8_available(), reason="this CPU/torch h
 @pytest.fixture(scope="module")
 def nets():
     torch.manual_seed(0)
-    return fast_path.in_precisions(SharpEyes.from_config(presets.tiny()).eval(), ["float32", "int8"])
+    return fast_path.in_precisions(SharpEyes.from_config(presets.tiny()).eval(), ["float32", "int8", "bfloat16-mixed"])
 
 
 def test_each_precision_is_a_copy_of_one_float32_model(nets):
@@ -35,18 +35,25 @@ def test_each_precision_is_a_copy_of_one_float32_model(nets):
 
 
 @torch.no_grad()
-def test_the_int8_roofline_reads_int8_weights_and_sums_its_stages(nets):
-    base, q = nets["float32"], nets["int8"]
+@pytest.mark.parametrize("name", fast_path.ROOFLINE_PRECISIONS)
+def test_the_roofline_reads_the_converted_weights_and_sums_its_stages(nets, name):
+    base, q = nets["float32"], nets[name]
     image = benchmark_images(1, (160, 120))[0]
-    seconds, stages = fast_path.Entry("tiny", "int8", "glance", q).caption(image)
+    seconds, stages = fast_path.Entry("tiny", name, "glance", q).caption(image)
     assert set(stages) == set(GLANCE_STAGES) and seconds >= sum(stages.values()) * 0.99
-    geo = fast_path.int8_geometry(q, 10)
+    geo = fast_path.fast_geometry(q, 10)
     assert geo.lm_bytes == P.weight_bytes(q.lm) < P.weight_bytes(base.lm)
-    roof = fast_path.roofline(base, q, image, stages)
-    assert set(roof["stages"]) == set(GLANCE_STAGES)
+    roof = fast_path.roofline(base, q, image, stages, name)
+    assert roof["precision"] == name and set(roof["stages"]) == set(GLANCE_STAGES)
     bound = sum(max(s["flop_bound_s"], s["byte_bound_s"]) for s in roof["stages"].values())
     assert roof["bound_s"] == pytest.approx(bound) and roof["ratio"] == pytest.approx(roof["seconds"] / bound)
-    assert roof["stages"]["decode"]["byte_bound_s"] > 0 and roof["int8_flops_per_s"] > 0
+    assert roof["stages"]["decode"]["byte_bound_s"] > 0 and roof["linear_flops_per_s"] > 0
+
+
+def test_the_roofline_is_of_what_auto_runs_when_one_kernel_runs_its_layers():
+    assert fast_path.roofline_precision("bfloat16-mixed") == "bfloat16-mixed"
+    assert fast_path.roofline_precision("int8-vision") == "int8"  # int8 and float32 layers mixed
+    assert fast_path.roofline_precision("float32") == "int8"
 
 
 def test_node_rates_take_turns_by_dtype_and_pool_the_rounds(monkeypatch):
