@@ -355,9 +355,9 @@ def fast_path_speed(results: Results) -> list[Target]:
     runs and for the fastest precision (:func:`fast_paths`)."""
     fast = results.fast_path
     out = []
+    auto = fast.auto if fast is not None else None
     for name in fast_paths(fast):
-        role = "auto" if fast is not None and name == fast.auto else "fastest" if fast is not None and fast.auto else ""
-        label = f"{name}, {role}" if role else name
+        label = f"{name}, {'auto' if name == auto else 'fastest'}" if auto else name  # an older run: just the name
         for mode, title in ((GLANCE, "glance"), (DEEPLENS, "glance + DeepLens")):
             ratio, detail, machine = None, "", None
             ref = fast.row("paper", "float32", mode) if fast else None
