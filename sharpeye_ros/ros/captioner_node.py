@@ -47,6 +47,7 @@ from typing import Any, Callable, Optional
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -54,6 +55,7 @@ from rclpy.parameter import Parameter
 from rclpy.logging import LoggingSeverity
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
@@ -69,6 +71,7 @@ from sharpeye_ros.ros.diagnostics import (CONVERSION, INFERENCE, PUBLISH, Captio
 from sharpeye_ros.ros.frame_gate import THROTTLED, FrameGate, GateCounters, GatedFrame, Offer
 from sharpeye_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from sharpeye_ros.ros.parameters import declare, watch
+from sharpeye_ros.ros.read_window import ReadWindow
 from sharpeye_ros.ros.scene_gate import REPUBLISH, SceneGate, thumbnail
 from sharpeye_ros.ros.spin import exit_now, finish, init_rclpy, spin_until_shutdown
 from sharpeye_ros.ros.stamps import NS_PER_S, stamp_ns, stamp_seconds
@@ -77,6 +80,8 @@ try:
     from rclpy.event_handler import PublisherEventCallbacks
 except ImportError:  # Humble: the same class, in its old module
     from rclpy.qos_event import PublisherEventCallbacks
+
+_MESSAGE_INFO = hasattr(Subscription, "CallbackType")  # Humble's subscriptions pass the message alone
 
 try:  # in every ROS distro, but optional here: without it the node publishes no detections
     from vision_msgs.msg import Detection2DArray
@@ -136,6 +141,19 @@ def release_model(device: str) -> bool:
     return False
 
 
+class ClosableGroup(MutuallyExclusiveCallbackGroup):
+    """A callback group whose entities the executor leaves out of its wait set while
+    ``open`` is false: a closed subscription reads nothing, and DDS keeps its newest sample
+    (rclpy's executors ask ``can_execute`` before they wait and again before they take)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = True
+
+    def can_execute(self, entity: Any) -> bool:
+        return self.open and super().can_execute(entity)
+
+
 class CaptionerNode(LifecycleNode):
     """The captioner, a lifecycle node (see the module). ``model``: an already loaded model
     that ``configure`` uses instead of loading ``model_path`` (embedding and tests; cleanup
@@ -161,6 +179,15 @@ class CaptionerNode(LifecycleNode):
         self._last: Optional[tuple[Any, Any, list]] = None  # (Caption, result, regions) of the model's last caption
         self._worker: Optional[threading.Thread] = None
         self._sub: Any = None
+        # The image subscription's read window (see read_window): closed while no frame can be
+        # due, reopened by a timer, or by the worker (a guard condition) when its frame failed.
+        self._window = ReadWindow()
+        self._window_group = ClosableGroup()
+        self._window_timer: Any = None
+        self._window_guard: Any = None
+        self._closed_since_read = False
+        self._reopen_when_done = False
+        self._window_enabled = False
         self._outputs: dict[str, Any] = {}
         self._own_timers: list[Any] = []
         self._health = CaptionerHealth(time.monotonic(), no_input_warn=NO_INPUT_WARN)
@@ -306,14 +333,26 @@ class CaptionerNode(LifecycleNode):
         msg_type = CompressedImage if s.image_transport == "compressed" else Image
         self._convert = compressed_msg_to_rgb if s.image_transport == "compressed" else image_msg_to_rgb
         try:
-            self._sub = self.create_subscription(msg_type, topics[s.image_transport], self._on_image,
-                                                 sensor_qos, qos_overriding_options=overrides)
+            # Iron and later hand a two-argument callback the sample's MessageInfo.
+            on_image = ((lambda msg, info: self._on_image(msg, info)) if _MESSAGE_INFO else self._on_image)
+            self._sub = self.create_subscription(msg_type, topics[s.image_transport], on_image,
+                                                 sensor_qos, qos_overriding_options=overrides,
+                                                 callback_group=self._window_group)
         except (InvalidQosOverridesError, ParameterException, ValueError, RuntimeError) as err:
             return f"QoS override of the image subscription rejected: {err}"
+        # With a deeper queue (a QoS override) the frames that wait are read one by one
+        # after a closure, each against its own arrival: the window is for depth 1 only.
+        qos = self._sub.qos_profile
+        self._window_enabled = qos.history == HistoryPolicy.KEEP_LAST and qos.depth == 1
         # Diagnostics on the steady clock: they must keep coming while sim time is paused.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._own_timers = [self.create_timer(s.diagnostics_period, self.publish_diagnostics, clock=steady),
                             self.create_timer(1.0, self._watch_input, clock=steady)]
+        self._window_timer = self.create_timer(1.0, self._window_timer_fired, clock=steady)
+        self._window_timer.cancel()
+        self._window_guard = self.create_guard_condition(self._open_window)
+        self._open_window()
+        self._window.reset()
         self._health.resume(time.monotonic())
         self.get_logger().info(
             f"captioning '{self._sub.topic_name}' ({s.image_transport}, {self.image_qos}) at up to "
@@ -330,9 +369,14 @@ class CaptionerNode(LifecycleNode):
         if self._sub is not None:
             self.destroy_subscription(self._sub)
             self._sub = None
-        for timer in self._own_timers:
-            self.destroy_timer(timer)
-        self._own_timers = []
+        for timer in self._own_timers + [self._window_timer]:
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._own_timers, self._window_timer = [], None
+        if self._window_guard is not None:
+            self.destroy_guard_condition(self._window_guard)
+            self._window_guard = None
+        self._window_group.open = True
         return None
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -439,18 +483,64 @@ class CaptionerNode(LifecycleNode):
         return self.get_logger().is_enabled_for(LoggingSeverity.DEBUG)
 
     # ---- input ---------------------------------------------------------------------
-    def _on_image(self, msg: Any) -> None:
+    def _on_image(self, msg: Any, info: Optional[dict] = None) -> None:
         # O(1): no decoding here, the worker converts the frame it actually captions.
         gate = self._gate
         if gate is None:
             return
         now = time.monotonic()
-        offer = gate.offer(msg, stamp_ns(msg), self.get_clock().now().nanoseconds)
-        self._health.record_input(now, offer.fallback)
+        stamp = stamp_ns(msg)
+        # DDS's reception time (system clock), where the middleware gives it: a sample that
+        # waited in a closed window arrived before it was read.
+        wall_ns = time.time_ns()
+        arrival_ns = (info.get("received_timestamp") if isinstance(info, dict) else None) or wall_ns
+        not_read = self._window.observe(stamp, arrival_ns / NS_PER_S, not self._closed_since_read)
+        self._closed_since_read = False
+        offer = gate.offer(msg, stamp, self.get_clock().now().nanoseconds)
+        self._health.record_input(now, offer.fallback, not_read)
         for line in self._input_log.offer(offer, now):
             self.get_logger().warning(line)
         if self._debug():
             self.get_logger().debug(f"frame {stamp_seconds(msg):.3f}: {offer.describe()}")
+        if self._window_enabled and (offer.kept or offer.dropped == THROTTLED):
+            delay = self._window.reopen_in(gate.next_due_ns(), stamp, arrival_ns / NS_PER_S, wall_ns / NS_PER_S)
+            if delay is not None:
+                self._close_window(delay)
+
+    def _close_window(self, seconds: float) -> None:
+        """Read no frame for ``seconds``: none can be due before (see read_window)."""
+        timer = self._window_timer
+        if timer is None:
+            return
+        self._window_group.open = False
+        self._closed_since_read = True
+        timer.timer_period_ns = max(1, int(seconds * NS_PER_S))
+        timer.reset()
+
+    def _window_timer_fired(self) -> None:
+        self._window_timer.cancel()
+        # The worker still has the frame: the next one can only be due once it is done, and
+        # the worker reopens then. The flag first, so a worker finishing now sees it.
+        self._reopen_when_done = True
+        gate = self._gate
+        if gate is None or not gate.busy:
+            self._open_window()
+
+    def _open_window(self) -> None:
+        self._reopen_when_done = False
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+        self._window_group.open = True
+
+    def _worker_done(self, captioned: bool) -> None:
+        """From the worker, after gate.done: reopen the window if the frame failed (the next
+        one may be due now) or the timer went off while the worker had it."""
+        guard = self._window_guard
+        if guard is not None and (not captioned or self._reopen_when_done):
+            try:
+                guard.trigger()
+            except Exception:  # destroyed meanwhile (deactivated): nothing to reopen
+                pass
 
     def _watch_input(self) -> None:
         """Say so (throttled) when no frame has come for a while, with a hint where they are."""
@@ -473,6 +563,7 @@ class CaptionerNode(LifecycleNode):
                 return
             if not self._active:  # deactivated while the frame waited
                 gate.done(item, False)
+                self._worker_done(False)
                 continue
             try:
                 self._caption(gate, item)
@@ -488,6 +579,7 @@ class CaptionerNode(LifecycleNode):
             published = self._caption_frame(gate, item)
         finally:  # a frame dropped for a problem leaves the rate interval where it was
             dropped = gate.done(item, published is not None)
+            self._worker_done(published is not None)
             if dropped is not None and self._debug():
                 self.get_logger().debug(f"frame {dropped.stamp_ns / NS_PER_S:.3f}: "
                                         f"{Offer(False, dropped=THROTTLED).describe()}")

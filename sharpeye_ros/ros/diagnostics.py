@@ -55,9 +55,9 @@ class RateMeter:
         self._start = start
         self._times: deque[float] = deque(maxlen=max_events)
 
-    def record(self, now: float) -> None:
-        """Count one event at time ``now`` (seconds, any monotonic clock)."""
-        self._times.append(now)
+    def record(self, now: float, count: int = 1) -> None:
+        """Count ``count`` events at time ``now`` (seconds, any monotonic clock)."""
+        self._times.extend([now] * count)
         self._prune(now)
 
     def _prune(self, now: float) -> None:
@@ -192,6 +192,7 @@ class CaptionerHealth:
         self._model_seconds = LatencyWindow(latency_window)
         self._overhead = LatencyWindow(latency_window)
         self._last_input: Optional[float] = None
+        self._not_read = 0  # frames estimated sent while the read window was closed
         self._errors = Tally("error", window, start)
         self._warnings = Tally("warning", window, start)
         self._frozen = RateMeter(window, start)  # frames whose stamp did not advance
@@ -207,11 +208,14 @@ class CaptionerHealth:
         with self._lock:
             self._start, self._last_input = now, None
 
-    def record_input(self, now: float, fallback: Optional[str] = None) -> None:
-        """A frame arrived on the image topic; ``fallback``: why the gate judged it on its
-        arrival time (frame_gate.ZERO_STAMP, FROZEN_STAMP), if it did."""
+    def record_input(self, now: float, fallback: Optional[str] = None, not_read: int = 0) -> None:
+        """A frame was read from the image topic; ``fallback``: why the gate judged it on its
+        arrival time (frame_gate.ZERO_STAMP, FROZEN_STAMP), if it did; ``not_read``: frames
+        the camera sent before it while the node's read window was closed (counted in the
+        input rate too: see :mod:`~sharpeye_ros.ros.read_window`)."""
         with self._lock:
-            self._inputs.record(now)
+            self._inputs.record(now, 1 + not_read)
+            self._not_read += not_read
             self._last_input = now
             self._last_fallback = fallback
             if fallback == FROZEN_STAMP:
@@ -318,6 +322,7 @@ class CaptionerHealth:
                 ("node_overhead_p95_s", _fmt(self._overhead.percentile(95), 4)),
                 ("seconds_since_last_image", _fmt(since_input, 1)),
                 ("frames_received", str(gate.offered)),
+                ("frames_not_read", str(self._not_read)),
                 ("frames_captioned", str(self._captioned)),
                 ("frames_still_reused", str(self._still[True])),
                 ("frames_still_skipped", str(self._still[False])),

@@ -280,6 +280,21 @@ class FrameGate(Generic[T]):
             self._pending = None
             self._cond.notify_all()
 
+    def next_due_ns(self) -> Optional[int]:
+        """The earliest header.stamp at which a frame can be due, counting the newest frame
+        waiting or in the worker's hand as captioned (see :mod:`~sharpeye_ros.ros.read_window`);
+        None when any frame may be due: nothing captioned yet on this timeline, or frames
+        judged on arrival time."""
+        with self._cond:
+            anchor = self._pending
+            if anchor is None and self._in_flight is not None:
+                anchor = self._in_flight if self._in_flight_timeline == self._timeline else None
+            elif anchor is None:
+                anchor = self._interval
+            if anchor is None or anchor.clock != STAMP or self._closed:
+                return None
+            return anchor.stamp_ns + self._period_ns
+
     @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""

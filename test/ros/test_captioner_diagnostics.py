@@ -81,6 +81,16 @@ def test_health_ok_while_captioning():
     assert report.value("errors_conversion") == "0"
 
 
+def test_frames_not_read_count_in_the_input_rate():
+    # The read window left 4 frames unread before each frame read: the camera's 10 Hz, not 2.
+    health = CaptionerHealth(start=0.0, window=10.0)
+    for i in range(20):
+        health.record_input((i + 1) * 0.5, not_read=4 if i else 0)
+    report = health.report(10.0, GateCounters(offered=20))
+    assert report.value("frames_received") == "20" and report.value("frames_not_read") == "76"
+    assert float(report.value("input_rate_hz")) == pytest.approx(9.6, abs=0.11)
+
+
 def test_health_waits_then_warns_without_input():
     health = CaptionerHealth(start=0.0, no_input_warn=5.0)
     assert health.report(1.0, gate()).level == OK

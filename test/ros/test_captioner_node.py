@@ -308,7 +308,12 @@ def test_a_100hz_flood_keeps_the_node_current(harness, scripted_model):
     assert len(captions) >= 2 and counts.taken == len(captions)
     # Nothing piles up: one slot, every frame accounted for, captions stay fresh. A frame
     # waits at most for the caption in progress (the longest took `longest` seconds).
-    assert counts.offered == counts.taken + counts.dropped and counts.offered > published // 4
+    assert counts.offered == counts.taken + counts.dropped
+    # Most frames were never read (the read window, closed while none could be due), and
+    # are counted as such; those read and those not read are about what came.
+    not_read = int(h.captioner.health_report().value("frames_not_read"))
+    assert counts.offered < published // 2 < not_read
+    assert counts.offered + not_read > published // 2
     longest = max(m.glance_seconds + m.refine_seconds for m in captions)
     assert max(m.latency_seconds for m in captions) < 2 * longest + 1.0
     assert (last_stamp - stamp_ns(captions[-1])) / S < 2 * longest + 1.0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sharpeye_ros.ros.frame_gate import (ARRIVAL, FROZEN_STAMP, OUT_OF_ORDER, STAMP, THROTTLED, ZERO_STAMP,
+from sharpeye_ros.ros.frame_gate import (ARRIVAL, FROZEN_STAMP, OUT_OF_ORDER, RATE_SLACK, STAMP, THROTTLED, ZERO_STAMP,
                                         FrameGate, GateCounters)
 
 S = 1_000_000_000  # ns per second
@@ -289,3 +289,37 @@ def test_concurrent_offers_keep_the_accounting_exact():
     assert c.offered == c.taken + c.dropped + int(gate.has_pending)
     assert taken == sorted(taken)
     assert all(b - a >= S // 50 for a, b in zip(taken, taken[1:]))  # never faster than 50 Hz
+
+
+def test_next_due_counts_the_frame_waiting_or_in_hand_as_captioned():
+    gate = FrameGate(max_rate=2.0)
+    period = int(S / 2 * (1 - RATE_SLACK))
+    assert gate.next_due_ns() is None  # nothing yet: any frame is due
+    assert gate.offer("a", 10 * S)
+    assert gate.next_due_ns() == 10 * S + period  # waiting
+    item = gate.take(timeout=0)
+    assert gate.next_due_ns() == 10 * S + period  # in the worker's hand
+    gate.done(item, captioned=False)
+    assert gate.next_due_ns() is None  # it failed: the interval is where it was (nowhere)
+    assert gate.offer("b", 11 * S)
+    gate.done(gate.take(timeout=0), captioned=True)
+    assert gate.next_due_ns() == 11 * S + period  # captioned: the interval starts at it
+    gate.set_max_rate(1.0)
+    assert gate.next_due_ns() == 11 * S + int(S * (1 - RATE_SLACK))
+
+
+def test_next_due_is_unknown_on_arrival_time_and_follows_a_new_timeline():
+    period = int(S / 2 * (1 - RATE_SLACK))
+    gate = FrameGate(max_rate=2.0)
+    assert gate.offer("zero", 0, arrival_ns=50 * S)  # judged on arrival time
+    assert gate.next_due_ns() is None
+    gate = FrameGate(max_rate=2.0)
+    assert gate.offer("old", 100 * S)
+    old = gate.take(timeout=0)
+    assert gate.offer("back", 90 * S).time_reset  # a rosbag looped while "old" was captioned
+    gate.done(old, captioned=True)
+    assert gate.next_due_ns() == 90 * S + period  # from the new timeline's frame, not the old one
+    gate.done(gate.take(timeout=0), captioned=False)
+    assert gate.next_due_ns() is None
+    gate.close()
+    assert gate.next_due_ns() is None

@@ -124,6 +124,17 @@ def _too_fast(h, model, frame, mark, observe):
     h.publish_frame(t0 + S // 10)  # 0.1 s later at 2 Hz
 
 
+def _steady_camera(h, model, frame, mark, observe):
+    h.publish_frame(h.now_ns())
+    h.wait_captions(1)
+    mark()
+    start = time.monotonic()
+    for k in range(1, 26):  # 2.5 s of a live 10 Hz camera, all before the next due frame (5 s)
+        time.sleep(max(0.0, start + k * 0.1 - time.monotonic()))
+        h.publish_frame(h.now_ns(), wait=False)
+    observe()
+
+
 def _while_busy(h, model, frame, mark, observe):
     t0 = h.now_ns() - 10 * S
     model.release.clear()
@@ -210,6 +221,8 @@ CASES: dict[str, tuple[dict, str, Callable]] = {
     "model's regions are not finite": (FAST, "raw", _nan_regions),
     "model raises (out of memory, a bug)": (FAST, "raw", _model_raises),
     "frames faster than max_rate (on header.stamp)": ({"max_rate": 2.0, "refine": False}, "raw", _too_fast),
+    "frames of a steady camera before the next due one (the read window)": ({"max_rate": 0.2, "refine": False},
+                                                                           "raw", _steady_camera),
     "frames arriving while a caption is written": (FAST, "raw", _while_busy),
     "header.stamp = 0 (an unstamped driver)": (FAST, "raw", _zero_stamp),
     "header.stamp that does not advance (a frozen driver clock)": ({"max_rate": 10.0, "refine": False}, "raw",
