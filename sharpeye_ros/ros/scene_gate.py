@@ -60,6 +60,13 @@ def thumbnail(rgb: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
     scale = side / max(height, width)
     if scale >= 1:
         return rgb.copy()
+    factor = max(height, width) // side
+    if factor * side == max(height, width) and height % factor == 0 and width % factor == 0:
+        # A whole factor (640x480 -> 128x96): the same box average as INTER_AREA (exact for
+        # odd factors, within one level at rounding ties for even ones) at a third of its CPU,
+        # which the node spends on every due frame of a still view.
+        box = cv2.boxFilter(rgb, -1, (factor, factor), anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+        return np.ascontiguousarray(box[::factor, ::factor])
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 

@@ -135,6 +135,7 @@ def test_reused_caption_msg_keeps_the_caption_and_takes_the_new_frame(msgs):
     for field in ("caption", "initial_caption", "refined", "zoomed", "image_width", "image_height", "model_id",
                   "glance_seconds", "refine_seconds", "regions"):
         assert getattr(reused, field) == getattr(original, field), field
+    assert original.header.stamp.sec == 12 and original.latency_seconds == pytest.approx(0.25)
 
 
 @pytest.mark.ros

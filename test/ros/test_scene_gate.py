@@ -17,6 +17,21 @@ from sharpeye_ros.world import CHANGES, add_sensor_noise, scene_change
 S = 1_000_000_000
 
 
+@pytest.mark.parametrize("height, width, exact", [(480, 640, True), (1080, 1920, True), (720, 1280, False),
+                                                  (481, 640, True), (752, 480, True)])
+def test_thumbnail_is_the_area_average(height, width, exact):
+    # A whole factor (640x480, 1920x1080, 1280x720) takes a cheaper box filter: the same
+    # average as INTER_AREA, but for ties at even factors; any other size is INTER_AREA.
+    import cv2
+
+    rgb = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    scale = THUMBNAIL_SIDE / max(height, width)
+    area = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    got = thumbnail(rgb)
+    assert got.shape == area.shape and got.flags.c_contiguous
+    assert np.abs(got.astype(int) - area).max() <= (0 if exact else 1)
+
+
 def test_thumbnail_keeps_the_aspect_ratio():
     assert thumbnail(np.zeros((480, 640, 3), np.uint8)).shape == (96, THUMBNAIL_SIDE, 3)
     assert thumbnail(np.zeros((1080, 720, 3), np.uint8)).shape == (THUMBNAIL_SIDE, 85, 3)
