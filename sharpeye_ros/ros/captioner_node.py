@@ -493,8 +493,8 @@ class CaptionerNode(LifecycleNode):
         # DDS's reception time (system clock), where the middleware gives it: a sample that
         # waited in a closed window arrived before it was read.
         wall_ns = time.time_ns()
-        arrival_ns = (info.get("received_timestamp") if isinstance(info, dict) else None) or wall_ns
-        not_read = self._window.observe(stamp, arrival_ns / NS_PER_S, not self._closed_since_read)
+        arrival = ((info.get("received_timestamp") if isinstance(info, dict) else None) or wall_ns) / NS_PER_S
+        not_read = self._window.observe(stamp, arrival, not self._closed_since_read)
         self._closed_since_read = False
         offer = gate.offer(msg, stamp, self.get_clock().now().nanoseconds)
         self._health.record_input(now, offer.fallback, not_read)
@@ -503,7 +503,7 @@ class CaptionerNode(LifecycleNode):
         if self._debug():
             self.get_logger().debug(f"frame {stamp_seconds(msg):.3f}: {offer.describe()}")
         if self._window_enabled and (offer.kept or offer.dropped == THROTTLED):
-            delay = self._window.reopen_in(gate.next_due_ns(), stamp, arrival_ns / NS_PER_S, wall_ns / NS_PER_S)
+            delay = self._window.reopen_in(gate.next_due_ns(), stamp, arrival, wall_ns / NS_PER_S)
             if delay is not None:
                 self._close_window(delay)
 

@@ -12,12 +12,10 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
 
+from sharpeye_ros.ros.stamps import stamp_ns  # noqa: E402
+
 S = 1_000_000_000
 FRAME = S // 10  # the camera here: 10 Hz
-
-
-def stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * S + msg.header.stamp.nanosec
 
 
 def live_camera(h, frame, seconds: float, bad: range = range(0)) -> list[int]:
