@@ -87,8 +87,11 @@ def test_installed_files_are_found_on_every_prefix(monkeypatch, tmp_path):
 
 
 # A child that reports it is ready, then ignores the signals named on its command line.
+# It takes Python's KeyboardInterrupt handler back first: a suite started as a shell's
+# background job (``.ci/run &``) passes SIGINT on ignored, and Python then installs none.
 STUBBORN = """
 import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 for name in sys.argv[1:]:
     signal.signal(getattr(signal, name), lambda *_: print("ignored", flush=True))
 print("ready", flush=True)
