@@ -113,8 +113,12 @@ def fast_geometry(model: SharpEyes, prompt_len: int) -> Geometry:
     """The bytes a caption of the converted ``model`` reads (its weights as held: int8 at
     1 byte, bfloat16 at 2)."""
     opt = model.lm.model.config
+    lm_bytes = P.weight_bytes(model.lm)
+    head = model.lm.model.lm_head
+    if isinstance(head, P.ShortlistHead):  # a pass reads its draft, and of the float32 weight a shortlist's rows
+        lm_bytes -= head.weight.numel() * head.weight.element_size()
     return Geometry(vision_bytes=P.weight_bytes(model.vision), connector_bytes=P.weight_bytes(model.connector),
-                    lm_bytes=P.weight_bytes(model.lm),
+                    lm_bytes=lm_bytes,
                     deeplens_bytes=P.weight_bytes(model.deeplens) if model.deeplens is not None else 0,
                     lm_layers=int(opt.num_hidden_layers), lm_hidden=int(opt.hidden_size), element_size=4,
                     prompt_len=prompt_len, refine_prompt_len=prompt_len, tokens=TOKENS, beams=BEAMS,

@@ -74,7 +74,10 @@ def prompt_top1(model: SharpEyes, image: np.ndarray) -> tuple[torch.Tensor, torc
     encoded = model.encode(pixels)
     prompt = model.lm.build_prompt(model.config.lm.prompt, encoded.embeds)
     hidden = model.lm(prompt.embeds, prompt.attention_mask, prompt.position_ids)
-    return encoded.patches[0].float(), model.lm.model.lm_head(hidden[0]).argmax(-1)
+    # The head as a decode step runs it (a few rows at a time: a converted model's
+    # ShortlistHead drafts its logits then).
+    logits = torch.cat([model.lm.logits(rows) for rows in hidden[0].split(P.FEW_ROWS)])
+    return encoded.patches[0].float(), logits.argmax(-1)
 
 
 def compare(reference: Sequence[tuple[torch.Tensor, torch.Tensor]],

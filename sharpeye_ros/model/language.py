@@ -203,6 +203,8 @@ class LanguageModel(nn.Module):
         """
         head = self.model.lm_head
         flat = hidden.reshape(-1, hidden.shape[-1])
+        if type(head) is not nn.Linear:  # a converted model's head (precision.ShortlistHead)
+            return head(flat).view(*hidden.shape[:-1], -1)
         out = (head.weight @ flat.T).T
         if head.bias is not None:
             out = out + head.bias

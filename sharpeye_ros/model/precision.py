@@ -8,9 +8,11 @@ patch embedding, and DeepLens's two tiny projections of the attention heat and t
 boxes. ``int8-vision``: only the vision tower's Linear layers in int8, everything else
 float32. ``bfloat16-mixed``: the same Linear layers as ``int8`` hold bfloat16 weights and
 multiply in bfloat16 (their input cast per call, their output back to float32: autocast's
-recipe with the weights cast once, at load); the residual stream, norms, attention, the
-embeddings and the LM head stay float32. The model is converted when it loads
-(:func:`apply`); checkpoints stay float.
+recipe with the weights cast once, at load), and the vision tower's attention runs in
+bfloat16; the residual stream, norms, the LM's attention, the embeddings and the LM head
+stay float32. In all three the LM head is a :class:`ShortlistHead`: float32 for the tokens
+a decode step's search can pick, drafted cheaply for the rest. The model is converted when
+it loads (:func:`apply`); checkpoints stay float.
 
 Why these paths: measured one group at a time at paper size (random weights, top-1
 agreement with float32 over the glance prompt; ``benchmark.fidelity --groups``), int8 in
@@ -66,6 +68,10 @@ AUTO_MIN_PARAMETERS = 50_000_000
 # with AMX, 3 rows: 1.5-1.8x on each of OPT-125M's layers alone; a paper-size decode step
 # of the LM's layers, 27 -> 25 ms).
 FEW_ROWS = 16
+# A decode step's tokens per row that the LM head scores in float32 (:class:`ShortlistHead`):
+# far more than the beams' top-k needs, so that the cheap product's error (int8: about 1%
+# of a logit's spread) cannot push a float32 best out of it.
+SHORTLIST = 32
 
 
 @dataclass(frozen=True)
@@ -205,21 +211,61 @@ class Bf16Linear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        # None: the input's dtype. bfloat16 for the vision tower's q/k/v projections, so that
+        # its attention runs in bfloat16 (see :func:`apply`).
+        self.output_dtype: Optional[torch.dtype] = None
         self.weight = nn.Parameter(linear.weight.detach().to(torch.bfloat16), requires_grad=False)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),
                                                                   requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        dtype = self.output_dtype or x.dtype
         if flat.shape[0] > FEW_ROWS:
-            out = nn.functional.linear(flat, self.weight, self.bias).to(x.dtype)
+            out = nn.functional.linear(flat, self.weight, self.bias).to(dtype)
         else:  # a decode step's few rows (the beams): the weight as the left operand
-            out = (self.weight @ flat.T).T.to(x.dtype)
-            out = out if self.bias is None else out + self.bias
+            out = (self.weight @ flat.T).T.to(dtype)
+            out = out if self.bias is None else out + self.bias.to(dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bfloat16"
+
+
+class ShortlistHead(nn.Module):
+    """The LM head of a converted model: float32 where the search looks, cheap elsewhere.
+
+    A decode step's few rows (at most :data:`FEW_ROWS`: the beams) are first scored against
+    every token by a cheap copy of the head (:class:`Int8Linear` where the int8 kernels
+    run, else :class:`Bf16Linear`); each row's :data:`SHORTLIST` best are then scored again
+    in float32 and replace their cheap logits. The search's top-k, so its tokens, come from
+    float32 logits whenever the float32 best are in the shortlist; the log-softmax's
+    normaliser has float32 terms for the shortlist and cheap ones for the rest. Why: the
+    float32 head is a decode step's largest read (154 MB at paper size: 15 ms of a 55 ms
+    step on a 2-core Xeon; int8 2 ms), and it must stay float32 for the top-1 bar (in
+    bfloat16: 96.8%). More rows (a prompt, training) take the float32 product alone.
+    ``weight`` and ``bias`` are the head's own (tied to the embeddings)."""
+
+    def __init__(self, head: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = head.in_features, head.out_features
+        self.weight, self.bias = head.weight, head.bias
+        self.draft = Int8Linear(head) if int8_available() else Bf16Linear(head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).float()
+        if flat.shape[0] > FEW_ROWS or self.out_features <= SHORTLIST:
+            out = (self.weight @ flat.T).T  # the weight as the left operand: see LanguageModel.logits
+            out = out if self.bias is None else out + self.bias
+        else:
+            out = self.draft(flat).float()
+            top = out.topk(SHORTLIST, dim=-1).indices
+            exact = torch.einsum("nd,ncd->nc", flat, self.weight[top])
+            out.scatter_(1, top, exact if self.bias is None else exact + self.bias[top])
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, float32, shortlist {SHORTLIST}"
 
 
 def quantize_int8(module: nn.Module, keep: Iterable[nn.Module] = ()) -> nn.Module:
@@ -263,7 +309,8 @@ def apply(model: nn.Module, precision: Precision) -> nn.Module:
         precision = Precision("float32", torch.float32, f"auto: float32 for a model of {count / 1e6:.1f}M "
                               f"parameters (a CPU fast path pays off from {AUTO_MIN_PARAMETERS / 1e6:.0f}M)",
                               auto=True)
-    keep = [model.lm.model.lm_head]
+    lm = model.lm.model
+    keep = [lm.lm_head]
     model.to(precision.dtype)
     if precision.name == "int8":
         quantize_int8(model, keep=keep)
@@ -271,18 +318,39 @@ def apply(model: nn.Module, precision: Precision) -> nn.Module:
         quantize_int8(model.vision)
     elif precision.name == "bfloat16-mixed":
         matmul_bf16(model, keep=keep)
+        # The vision tower's queries, keys and values stay bfloat16, so its attention (a
+        # third of its float32 time at paper size) runs in bfloat16: they are bfloat16
+        # products already, and the attention's output goes into a bfloat16 product next.
+        # The LM's attention stays float32 (in bfloat16 the top-1 agreement drops).
+        for attn in _attentions(model.vision):
+            for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+                if isinstance(proj, Bf16Linear):
+                    proj.output_dtype = torch.bfloat16
+    if precision.converted:
+        lm.lm_head = ShortlistHead(lm.lm_head)
     model.precision = precision
     return model
 
 
+def _attentions(module: nn.Module) -> list[nn.Module]:
+    """The attention blocks under ``module``: those with q, k and v projections."""
+    return [m for m in module.modules() if all(hasattr(m, n) for n in ("q_proj", "k_proj", "v_proj"))]
+
+
 def int8_layers(model: nn.Module) -> int:
-    """How many Linear layers of ``model`` run in int8."""
-    return sum(isinstance(m, Int8Linear) for m in model.modules())
+    """How many Linear layers of ``model`` run in int8 (a :class:`ShortlistHead`'s draft
+    not counted: the head is float32)."""
+    return _layers(model, Int8Linear)
 
 
 def bf16_layers(model: nn.Module) -> int:
-    """How many Linear layers of ``model`` run as :class:`Bf16Linear`."""
-    return sum(isinstance(m, Bf16Linear) for m in model.modules())
+    """How many Linear layers of ``model`` run as :class:`Bf16Linear` (drafts not counted)."""
+    return _layers(model, Bf16Linear)
+
+
+def _layers(model: nn.Module, kind: type) -> int:
+    drafts = {id(m.draft) for m in model.modules() if isinstance(m, ShortlistHead)}
+    return sum(isinstance(m, kind) and id(m) not in drafts for m in model.modules())
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -154,7 +154,7 @@ def test_int8_loads_from_a_float_checkpoint_with_the_same_api(tiny_model_dir, im
     assert q.precision.quantized and f.precision.name == "float32"
     assert q.dtype == torch.float32  # activations and the layers kept float
     lm = q.lm.model
-    assert type(lm.lm_head) is nn.Linear and lm.lm_head.weight is lm.get_input_embeddings().weight
+    assert type(lm.lm_head) is P.ShortlistHead and lm.lm_head.weight is lm.get_input_embeddings().weight
     assert P.int8_layers(q) == sum(type(m) is nn.Linear and m.in_features >= P.MIN_INT8_FEATURES
                                    for m in f.modules()) - 1  # all but the head
     assert P.weight_bytes(q) < 0.7 * P.weight_bytes(f)
@@ -178,16 +178,28 @@ def test_bfloat16_mixed_converts_the_int8_layers_and_keeps_the_rest_float32(tiny
     assert (m.precision.name, m.precision.converted, m.precision.quantized, m.dtype) == (
         "bfloat16-mixed", True, False, torch.float32)
     lm = m.lm.model
-    assert type(lm.lm_head) is nn.Linear and lm.lm_head.weight is lm.get_input_embeddings().weight
+    assert type(lm.lm_head) is P.ShortlistHead and lm.lm_head.weight is lm.get_input_embeddings().weight
     assert lm.lm_head.weight.dtype == torch.float32  # the head stays float32: in bfloat16 it misses the bar
+    # the vision tower's attention runs in bfloat16, the LM's in float32
+    vision, text = P._attentions(m.vision), P._attentions(m.lm)
+    assert vision and text
+    assert all(a.q_proj.output_dtype == a.k_proj.output_dtype == a.v_proj.output_dtype == torch.bfloat16
+               and a.out_proj.output_dtype is None for a in vision)
+    assert all(a.q_proj.output_dtype is None for a in text)
     assert P.bf16_layers(m) == sum(type(x) is nn.Linear and x.in_features >= P.MIN_INT8_FEATURES
                                    for x in f.modules()) - 1 and P.int8_layers(m) == 0
     bf16 = {n for n, p in m.named_parameters() if p.dtype == torch.bfloat16}
     assert bf16 and all(n.endswith((".weight", ".bias")) for n in bf16)
     assert not any("norm" in n for n in bf16)  # norms, embeddings and the head: float32
     assert P.weight_bytes(m) < 0.7 * P.weight_bytes(f)
+    seen = []
+    hook = vision[0].q_proj.register_forward_hook(lambda mod, i, out: seen.append(out.dtype))
     a = f.glance(images, num_regions=3, refine=True, zoom=True)
     b = m.glance(images, num_regions=3, refine=True, zoom=True)
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    cos = nn.functional.cosine_similarity(b.features.float(), a.features.float(), dim=-1)
+    assert float(cos.min()) > 0.999  # the residual stream stays float32
     assert [t.shape[1:] for t in b.token_maps] == [t.shape[1:] for t in a.token_maps]
     assert b.embeds.dtype == torch.float32 and b.features.shape == a.features.shape
     assert all(isinstance(r.caption, str) for r in m.finish(images, b, refine=True, zoom=True, num_regions=3))
@@ -228,6 +240,49 @@ def test_auto_loads_as_resolved_on_the_cpu_and_int8_by_name(tiny_model_dir, monk
         assert named.precision.quantized and P.int8_layers(named) > P.int8_layers(auto)
 
 
+@pytest.mark.parametrize("draft", ["int8", "bfloat16"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_shortlist_head_scores_what_the_search_reads_in_float32(draft, bias, monkeypatch):
+    if draft == "int8" and not P.int8_available():
+        pytest.skip("this CPU/torch has no x86 int8 kernels")
+    monkeypatch.setattr(P, "int8_available", lambda: draft == "int8")
+    torch.manual_seed(0)
+    head = nn.Linear(64, 3000, bias=bias)
+    short = P.ShortlistHead(head)
+    assert short.weight is head.weight and isinstance(short.draft, P.Int8Linear if draft == "int8" else P.Bf16Linear)
+    with torch.no_grad():
+        rows = torch.randn(3, 64) * 4  # a decode step's beams
+        ref, out = head(rows), short(rows)
+        assert out.shape == ref.shape and out.dtype == torch.float32
+        k = P.SHORTLIST // 2
+        ref_top, out_top = ref.topk(k, dim=-1), out.topk(k, dim=-1)
+        assert torch.equal(out_top.indices, ref_top.indices)  # the search's candidates: float32's
+        torch.testing.assert_close(out_top.values, ref_top.values, rtol=1e-5, atol=1e-5)  # and their logits
+        rest = torch.ones_like(out, dtype=torch.bool).scatter_(1, out.topk(P.SHORTLIST, -1).indices, False)
+        assert float((out - ref)[rest].abs().max()) > 1e-4  # the others: the cheap product's
+        logp, ref_logp = out.log_softmax(-1), ref.log_softmax(-1)
+        assert float((logp - ref_logp).gather(1, ref_top.indices).abs().max()) < 0.02
+        many = torch.randn(P.FEW_ROWS + 1, 64)  # a prompt: float32 alone
+        torch.testing.assert_close(short(many), head(many), rtol=1e-5, atol=1e-4)
+        small = nn.Linear(64, P.SHORTLIST)  # no more tokens than the shortlist: float32 alone
+        torch.testing.assert_close(P.ShortlistHead(small)(rows), small(rows), rtol=1e-5, atol=1e-4)
+
+
+def test_a_converted_models_search_picks_what_a_float32_head_picks(tiny_model_dir, images):
+    m = SharpEyes.from_pretrained(tiny_model_dir, dtype="bfloat16-mixed")
+    assert type(m.lm.model.lm_head) is P.ShortlistHead and m.lm.model.lm_head.out_features > P.SHORTLIST
+    plain = copy.deepcopy(m)
+    head = nn.Linear(m.lm.hidden_size, m.lm.model.lm_head.out_features, bias=False)
+    head.weight = plain.lm.model.lm_head.weight
+    plain.lm.model.lm_head = head
+    for beams in (1, 3):
+        for net in (m, plain):
+            net.config.generation.num_beams = beams
+        a, b = m.caption(images, refine=True), plain.caption(images, refine=True)
+        assert [r.caption for r in a] == [r.caption for r in b]
+        assert [r.regions for r in a] == [r.regions for r in b]
+
+
 @needs_int8
 def test_int8_vision_quantizes_the_vision_tower_only(tiny_model_dir):
     f = SharpEyes.from_pretrained(tiny_model_dir, dtype="float32")
@@ -235,7 +290,8 @@ def test_int8_vision_quantizes_the_vision_tower_only(tiny_model_dir):
     assert (q.precision.name, q.precision.quantized, q.dtype) == ("int8-vision", True, torch.float32)
     vision_linears = sum(type(m) is nn.Linear and m.in_features >= P.MIN_INT8_FEATURES for m in f.vision.modules())
     assert P.int8_layers(q.vision) == vision_linears > 0 and P.int8_layers(q) == vision_linears
-    assert all(type(m) is not P.Int8Linear for part in (q.connector, q.lm, q.deeplens) for m in part.modules())
+    assert all(P.int8_layers(part) == 0 for part in (q.connector, q.lm, q.deeplens))
+    assert type(q.lm.model.lm_head) is P.ShortlistHead  # float32, its shortlist drafted in int8
     with pytest.raises(ValueError, match="runs in int8-vision, converted at load"):
         q.save_pretrained(tiny_model_dir.parent / "never")
 
