@@ -108,9 +108,15 @@ def _wait_ready(child, timeout: float = 20.0) -> None:
 
 
 def test_children_stop_on_sigint_and_escalate_when_they_ignore_it(tmp_path):
-    polite = start_child("polite", [sys.executable, "-c", STUBBORN], tmp_path)
-    deaf = start_child("deaf", [sys.executable, "-c", STUBBORN, "SIGINT"], tmp_path)
-    deafer = start_child("deafer", [sys.executable, "-c", STUBBORN, "SIGINT", "SIGTERM"], tmp_path)
+    # Started as a background job's children are (SIGINT ignored, inherited), whatever
+    # way this suite itself was started.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        polite = start_child("polite", [sys.executable, "-c", STUBBORN], tmp_path)
+        deaf = start_child("deaf", [sys.executable, "-c", STUBBORN, "SIGINT"], tmp_path)
+        deafer = start_child("deafer", [sys.executable, "-c", STUBBORN, "SIGINT", "SIGTERM"], tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     children = [polite, deaf, deafer]
     for child in children:
         _wait_ready(child)
