@@ -205,9 +205,7 @@ class LanguageModel(nn.Module):
         flat = hidden.reshape(-1, hidden.shape[-1])
         if type(head) is not nn.Linear:  # a converted model's head (precision.ShortlistHead)
             return head(flat).view(*hidden.shape[:-1], -1)
-        out = (head.weight @ flat.T).T
-        if head.bias is not None:
-            out = out + head.bias
+        out = head_product(head.weight, head.bias, flat)
         return out.float().contiguous().view(*hidden.shape[:-1], out.shape[-1])
 
     def loss(self, prompt: Prompt) -> torch.Tensor:
@@ -337,6 +335,13 @@ class LanguageModel(nn.Module):
             spans.append((min(max(s - start, 0), len(caption)), min(max(e - start, 0), len(caption))))
             prev = e
         return caption, spans
+
+def head_product(weight: torch.Tensor, bias: Optional[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    """``rows @ weight^T + bias`` (rows (N, D), weight (V, D)) computed as ``weight @ rows^T``,
+    the weight as the left operand (why: :meth:`LanguageModel.logits`)."""
+    out = (weight @ rows.T).T
+    return out if bias is None else out + bias
+
 
 def _sentences_end(text: str, start: int, end: int, count: int) -> tuple[int, bool]:
     """Where the first ``count`` sentences of ``text[start:end]`` end, split at "." as the

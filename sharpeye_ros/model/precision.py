@@ -50,6 +50,8 @@ from typing import Iterable, Optional, Union
 import torch
 from torch import nn
 
+from sharpeye_ros.model.language import head_product
+
 PRECISIONS = ("auto", "float32", "float16", "bfloat16", "bfloat16-mixed", "int8", "int8-vision")
 INT8_PRECISIONS = ("int8", "int8-vision")
 # converted when the model loads, from its float checkpoint (never saved so), on the CPU only
@@ -225,7 +227,7 @@ class Bf16Linear(nn.Module):
             out = nn.functional.linear(flat, self.weight, self.bias).to(dtype)
         else:  # a decode step's few rows (the beams): the weight as the left operand
             out = (self.weight @ flat.T).T.to(dtype)
-            out = out if self.bias is None else out + self.bias.to(dtype)
+            out = out if self.bias is None else out + self.bias  # bfloat16 + either: the output's dtype
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
@@ -255,8 +257,7 @@ class ShortlistHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
         if flat.shape[0] > FEW_ROWS or self.out_features <= SHORTLIST:
-            out = (self.weight @ flat.T).T  # the weight as the left operand: see LanguageModel.logits
-            out = out if self.bias is None else out + self.bias
+            out = head_product(self.weight, self.bias, flat)
         else:
             out = self.draft(flat).float()
             top = out.topk(SHORTLIST, dim=-1).indices
