@@ -54,19 +54,21 @@ class AttentionProbe:
 
     def set_prompt(self, mask: torch.Tensor, visual_index: torch.Tensor) -> None:
         """Keep the keys of the prompt just run (its first ``mask.shape[1]`` positions)."""
-        self.key_mask = mask.bool()[:, None, :]
-        self.visual_index = visual_index
-        self.keys = []
+        keys = []
         for idx, attn in enumerate(self.attn):
             k = self.k[idx][:, : mask.shape[1]]
-            self.keys.append(k.view(k.shape[0], k.shape[1], attn.num_heads, attn.head_dim).transpose(1, 2))
+            keys.append(k.view(k.shape[0], k.shape[1], attn.num_heads, attn.head_dim).transpose(1, 2))
+        self.use_prompt_keys(mask, visual_index, keys)
 
     def use_prompt_keys(self, mask: torch.Tensor, visual_index: torch.Tensor, keys: Sequence[torch.Tensor]) -> None:
         """Like :meth:`set_prompt`, with the probed layers' prompt keys (B, H, T, D) taken
         from a KV cache instead of this probe's hooks."""
-        self.key_mask = mask.bool()[:, None, :]
+        self.key_mask = mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         self.visual_index = visual_index
-        self.keys = list(keys)
+        # Transposed and contiguous once, (B, H, D, T) float32: each step's product then reads
+        # them in one pass (as strided views of the hook's output, a step's product copied
+        # them first: 2-4 ms a probed layer at paper size).
+        self.keys = [k.float().transpose(-1, -2).contiguous() for k in keys]
 
     def maps(self, positions: slice, per_sample: int = 1) -> torch.Tensor:
         """Attention over visual tokens of the last call's queries at ``positions``:
@@ -75,12 +77,14 @@ class AttentionProbe:
         for idx, attn in enumerate(self.attn):
             q = self.q[idx][:, positions].float()
             rows, nq = q.shape[0], q.shape[1]
-            q = q.view(rows // per_sample, per_sample, nq, attn.num_heads, attn.head_dim)
-            logits = torch.einsum("bkqhd,bhtd->bkhqt", q, self.keys[idx].float()) * attn.head_dim**-0.5
-            logits = logits.masked_fill(~self.key_mask[:, None, :, None, :], float("-inf"))
-            probs = logits.softmax(-1)
-            index = self.visual_index[:, None, None, None, :].expand(-1, per_sample, attn.num_heads, nq, -1)
-            visual = probs.gather(-1, index).mean(2)  # mean over heads: (B, K, Q, M)
+            samples, heads = rows // per_sample, attn.num_heads
+            # A sample's beams as more queries of one sequence, (B, H, K*Q, D): one product
+            # with its prompt's keys, read once for all its beams.
+            q = q.reshape(samples, per_sample * nq, heads, attn.head_dim).transpose(1, 2)
+            logits = (q @ self.keys[idx]) * attn.head_dim**-0.5  # (B, H, K*Q, T)
+            probs = logits.masked_fill(~self.key_mask, float("-inf")).softmax(-1)
+            index = self.visual_index[:, None, None, :].expand(-1, heads, per_sample * nq, -1)
+            visual = probs.gather(-1, index).mean(1)  # mean over heads: (B, K*Q, M)
             total = visual if total is None else total + visual
         total = total / len(self.attn)
-        return total.reshape(-1, total.shape[2], total.shape[3])
+        return total.reshape(rows, nq, total.shape[-1])

@@ -158,6 +158,21 @@ def test_generation_attention_matches_teacher_forcing(word_tokenizer):
     torch.testing.assert_close(gen.attention, tf[: len(gen.ids)], atol=1e-5, rtol=1e-4)
 
 
+def test_beam_attention_of_a_padded_batch_matches_teacher_forcing(word_tokenizer):
+    # Two samples of different prompt lengths (so left padding), 3 beams, two probed layers:
+    # each sample's beams are read against its own prompt keys and padding.
+    lm = make_lm(word_tokenizer, seed=8)
+    visual = torch.randn(2, 4, lm.hidden_size)
+    template, captions = "USER: <image>{caption} what? assistant:", ["a", "a red big photo"]
+    prompt = lm.build_prompt(template, visual, captions)
+    assert (prompt.attention_mask == 0).any()
+    gens = generate(lm, prompt, GenerationConfig(max_new_tokens=5, num_beams=3), attention_layers=[0, -1])
+    ids = [g.ids[:-1] if g.ids[-1] == lm.eos_id else g.ids for g in gens]
+    tf = lm.target_attention(lm.build_prompt(template, visual, captions, targets=ids), [0, -1])
+    for gen, forced in zip(gens, tf):
+        torch.testing.assert_close(gen.attention, forced[: len(gen.ids)], atol=1e-5, rtol=1e-4)
+
+
 def test_stop_rules_and_decode(bpe_tokenizer):
     lm = make_lm(bpe_tokenizer)
     sentence = lm.stop_ids(("sentence",))
