@@ -66,8 +66,8 @@ class AttentionProbe:
         self.key_mask = mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         self.visual_index = visual_index
         # Transposed and contiguous once, (B, H, D, T) float32: each step's product then reads
-        # them in one pass (as strided views of the hook's output, a step's product copied
-        # them first: 2-4 ms a probed layer at paper size).
+        # them in one pass; as strided views of the hook's output, every step copied them
+        # (paper glance, 3 beams, 4 probed layers: about 4 ms of a 60 ms decode step).
         self.keys = [k.float().transpose(-1, -2).contiguous() for k in keys]
 
     def maps(self, positions: slice, per_sample: int = 1) -> torch.Tensor:
