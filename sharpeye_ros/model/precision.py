@@ -8,9 +8,9 @@ patch embedding, and DeepLens's two tiny projections of the attention heat and t
 boxes. ``int8-vision``: only the vision tower's Linear layers in int8, everything else
 float32. ``bfloat16-mixed``: the same Linear layers as ``int8`` hold bfloat16 weights and
 multiply in bfloat16 (their input cast per call, their output back to float32: autocast's
-recipe with the weights cast once, at load), and the vision tower's attention runs in
-bfloat16; the residual stream, norms, the LM's attention, the embeddings and the LM head
-stay float32. In all three the LM head is a :class:`ShortlistHead`: float32 for the tokens
+recipe with the weights cast once, at load), and the vision tower's attention and every
+MLP's activation run in bfloat16; the residual stream, norms, the LM's attention, the
+embeddings and the LM head stay float32. In all three the LM head is a :class:`ShortlistHead`: float32 for the tokens
 a decode step's search can pick, drafted cheaply for the rest. The model is converted when
 it loads (:func:`apply`); checkpoints stay float.
 
@@ -327,10 +327,24 @@ def apply(model: nn.Module, precision: Precision) -> nn.Module:
             for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
                 if isinstance(proj, Bf16Linear):
                     proj.output_dtype = torch.bfloat16
+        # An MLP's hidden activations (4x its width: a layer's widest tensor) stay bfloat16
+        # between its two products, and its activation runs on them there: fc2 reads them in
+        # bfloat16 anyway, so this only drops two casts (and, for the LM's ReLU, changes no
+        # value; the vision tower's quick_gelu rounds once more).
+        for mlp in _mlps(model):
+            mlp.fc1.output_dtype = torch.bfloat16
+            mlp.fc2.output_dtype = precision.dtype  # back into the float32 residual stream
     if precision.converted:
         lm.lm_head = ShortlistHead(lm.lm_head)
     model.precision = precision
     return model
+
+
+def _mlps(module: nn.Module) -> list[nn.Module]:
+    """The MLP blocks under ``module`` whose two products (``fc1``, ``fc2``: CLIP's MLP, an
+    OPT decoder layer) both run as :class:`Bf16Linear`."""
+    return [m for m in module.modules()
+            if isinstance(getattr(m, "fc1", None), Bf16Linear) and isinstance(getattr(m, "fc2", None), Bf16Linear)]
 
 
 def _attentions(module: nn.Module) -> list[nn.Module]:

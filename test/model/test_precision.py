@@ -186,18 +186,26 @@ def test_bfloat16_mixed_converts_the_int8_layers_and_keeps_the_rest_float32(tiny
     assert all(a.q_proj.output_dtype == a.k_proj.output_dtype == a.v_proj.output_dtype == torch.bfloat16
                and a.out_proj.output_dtype is None for a in vision)
     assert all(a.q_proj.output_dtype is None for a in text)
+    # every MLP's hidden activations stay bfloat16 between its two products, in both models
+    mlps = {id(x) for x in P._mlps(m)}
+    assert {id(x) for x in P._mlps(m.vision)} < mlps and {id(x) for x in P._mlps(m.lm)} < mlps
+    assert len(mlps) == sum(hasattr(x, "fc1") for x in f.modules())
+    assert all(x.fc1.output_dtype == torch.bfloat16 and x.fc2.output_dtype == torch.float32 for x in P._mlps(m))
     assert P.bf16_layers(m) == sum(type(x) is nn.Linear and x.in_features >= P.MIN_INT8_FEATURES
                                    for x in f.modules()) - 1 and P.int8_layers(m) == 0
     bf16 = {n for n, p in m.named_parameters() if p.dtype == torch.bfloat16}
     assert bf16 and all(n.endswith((".weight", ".bias")) for n in bf16)
     assert not any("norm" in n for n in bf16)  # norms, embeddings and the head: float32
     assert P.weight_bytes(m) < 0.7 * P.weight_bytes(f)
-    seen = []
-    hook = vision[0].q_proj.register_forward_hook(lambda mod, i, out: seen.append(out.dtype))
+    seen, hidden = [], []
+    hooks = [vision[0].q_proj.register_forward_hook(lambda mod, i, out: seen.append(out.dtype)),
+             P._mlps(m.vision)[0].fc2.register_forward_hook(lambda mod, i, out: hidden.append((i[0].dtype, out.dtype)))]
     a = f.glance(images, num_regions=3, refine=True, zoom=True)
     b = m.glance(images, num_regions=3, refine=True, zoom=True)
-    hook.remove()
+    for hook in hooks:
+        hook.remove()
     assert seen and set(seen) == {torch.bfloat16}
+    assert hidden and set(hidden) == {(torch.bfloat16, torch.float32)}  # the activation ran in bfloat16
     cos = nn.functional.cosine_similarity(b.features.float(), a.features.float(), dim=-1)
     assert float(cos.min()) > 0.999  # the residual stream stays float32
     assert [t.shape[1:] for t in b.token_maps] == [t.shape[1:] for t in a.token_maps]
@@ -205,6 +213,23 @@ def test_bfloat16_mixed_converts_the_int8_layers_and_keeps_the_rest_float32(tiny
     assert all(isinstance(r.caption, str) for r in m.finish(images, b, refine=True, zoom=True, num_regions=3))
     with pytest.raises(ValueError, match="runs in bfloat16-mixed, converted at load"):
         m.save_pretrained(tiny_model_dir.parent / "never")
+
+
+@torch.no_grad()
+def test_bfloat16_hidden_activations_leave_the_lms_mlp_exact(tiny_model_dir):
+    # The LM's MLP (ReLU) gives the same values with its hidden activations held in bfloat16
+    # as with them cast to float32 and back: the casts it drops changed nothing. The vision
+    # tower's quick_gelu rounds once more: close, not equal.
+    m = SharpEyes.from_pretrained(tiny_model_dir, dtype="bfloat16-mixed")
+    torch.manual_seed(0)
+    for mlp, exact in ((P._mlps(m.lm)[0], True), (P._mlps(m.vision)[0], False)):
+        activation = mlp.activation_fn
+        x = torch.randn(2, 5, mlp.fc1.in_features)
+        held = mlp.fc2(activation(mlp.fc1(x)))
+        mlp.fc1.output_dtype = None
+        cast = mlp.fc2(activation(mlp.fc1(x)))
+        assert mlp.fc1(x).dtype == torch.float32 and held.dtype == cast.dtype == torch.float32
+        assert torch.equal(held, cast) if exact else torch.allclose(held, cast, rtol=0.05, atol=0.02)
 
 
 def test_auto_keeps_a_small_model_float32_and_converts_a_large_one(tiny_model_dir, monkeypatch):
