@@ -92,6 +92,10 @@ class KVBuffer(DynamicLayer):
             raise ValueError("KVBuffer: the cache is already split into beams")
         rows, heads, room, dim = self._k.shape
         self.shared = self.length
+        # The prompt's keys, transposed once into (rows, H, D, P) storage (still seen as
+        # (rows, H, P, D)): each step's product of the beams' queries with them then reads
+        # them in order, not strided (a 587-token prompt: about half of that product's time).
+        self._k = self._k[:, :, : self.length].transpose(-1, -2).contiguous().transpose(-1, -2)
         self._beam_k = self._k.new_empty((rows * repeats, heads, max(room - self.length, 1), dim))
         self._beam_v = self._v.new_empty((rows * repeats, heads, max(room - self.length, 1), dim))
         self._expose()

@@ -464,8 +464,9 @@ def test_a_beam_step_reads_the_lm_head_weight_once_in_its_own_layout(word_tokeni
 
 def test_beams_hold_the_prompt_cache_once(word_tokenizer, monkeypatch):
     """The prompt is the same for every beam of a sample: after the split into beams each
-    layer keeps the prefill's own prompt keys/values, once per sample (not copied per
-    beam), and only the generated positions per beam; the tokens are transformers'."""
+    layer keeps the prefill's own prompt values and its prompt keys transposed once (for
+    the steps' products), once per sample (not copied per beam), and only the generated
+    positions per beam; the tokens are transformers'."""
     from sharpeye_ros.model import decoding
     from sharpeye_ros.model.kv_cache import SharedPrefix
 
@@ -488,11 +489,15 @@ def test_beams_hold_the_prompt_cache_once(word_tokenizer, monkeypatch):
     ours = generate(lm, prompt, search, keep_prompt=kept)
     assert len(seen) == 5
     for n, layers in enumerate(seen, start=1):
-        for (keys, values), (prompt_k, prompt_v) in zip(layers, kept):
+        for layer, ((keys, values), (prompt_k, prompt_v)) in enumerate(zip(layers, kept)):
             for kv, before in ((keys, prompt_k), (values, prompt_v)):
-                assert isinstance(kv, SharedPrefix)
-                assert kv.prefix.shape == before.shape and kv.prefix.data_ptr() == before.data_ptr()
+                assert isinstance(kv, SharedPrefix) and torch.equal(kv.prefix, before)
                 assert kv.suffix.shape[0] == 6 and kv.suffix.shape[2] == n
+            assert values.prefix.data_ptr() == prompt_v.data_ptr()  # the prefill's own
+            # the keys: one (samples, H, D, P) copy, the same at every step
+            assert keys.prefix.transpose(-1, -2).is_contiguous()
+            assert keys.prefix.untyped_storage().nbytes() == prompt_k.numel() * prompt_k.element_size()
+            assert keys.prefix.data_ptr() == seen[0][layer][0].prefix.data_ptr()
     ref = lm.model.generate(inputs_embeds=prompt.embeds, attention_mask=prompt.attention_mask, num_beams=3,
                             do_sample=False, max_new_tokens=6, min_new_tokens=6, length_penalty=0.0,
                             early_stopping=True, pad_token_id=lm.pad_id)
