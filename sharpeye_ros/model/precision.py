@@ -103,8 +103,9 @@ class Precision:
         """One line for logs, e.g. ``int8-vision: ...; auto: ...``."""
         what = {"int8": "int8 weights, dynamic int8 activations (fbgemm)",
                 "int8-vision": "int8-vision: the vision tower in int8 (fbgemm, dynamic activations), the rest float32",
-                "bfloat16-mixed": "bfloat16-mixed: the Linear layers and the vision tower's attention in "
-                                  "bfloat16, the rest (norms, residuals, the LM's attention, LM head) float32",
+                "bfloat16-mixed": "bfloat16-mixed: the Linear layers, the vision tower's attention and the "
+                                  "MLPs' activations in bfloat16, the rest (norms, residuals, the LM's "
+                                  "attention, LM head) float32",
                 }.get(self.name, self.name)
         return f"{what}; {self.why}" if self.why else what
 

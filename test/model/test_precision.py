@@ -30,7 +30,8 @@ def test_auto_resolves_as_documented(monkeypatch):
     auto = P.resolve("auto", "cpu")
     assert (auto.name, auto.dtype, auto.quantized, auto.converted, auto.auto) == (
         "bfloat16-mixed", torch.float32, False, True, True)
-    assert "AMX" in auto.why and auto.describe().startswith("bfloat16-mixed: the Linear layers and the vision tower's attention in bfloat16")
+    assert "AMX" in auto.why and auto.describe().startswith(
+        "bfloat16-mixed: the Linear layers, the vision tower's attention and the MLPs' activations in bfloat16")
     monkeypatch.setattr(P, "bf16_matmul_available", lambda: False)
     auto = P.resolve("auto", "cpu")
     assert (auto.name, auto.dtype, auto.quantized, auto.auto) == ("int8-vision", torch.float32, True, True)
