@@ -80,7 +80,7 @@ class Harness:
     _ids = itertools.count()
 
     def __init__(self, context: Any, model: Any, params: dict[str, Any], transport: str = "raw",
-                 image_topic: Optional[str] = None, **node_kwargs: Any) -> None:
+                 image_topic: Optional[str] = None, namespace: Optional[str] = None, **node_kwargs: Any) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -92,8 +92,9 @@ class Harness:
         from sharpeye_ros.ros.captioner_node import CaptionerNode
 
         self.context = context
-        # A namespace per harness keeps tests from hearing each other's topics.
-        self.namespace = f"/captioner_test_{next(self._ids)}"
+        # A namespace per harness keeps tests from hearing each other's topics (``namespace``:
+        # a test's own, for parameters that name a topic).
+        self.namespace = namespace or f"/captioner_test_{next(self._ids)}"
         # Scene gating off unless a test asks for it: most tests send near-identical frames
         # and count the captions the model wrote.
         params = {"image_transport": transport, "min_scene_change": 0.0, **params}
@@ -215,8 +216,9 @@ class Harness:
 
 @pytest.fixture
 def harness(rclpy_context: Any) -> Iterator[Callable[..., Harness]]:
-    """Factory: ``harness(model, {param: value}, transport="raw", image_topic=None)`` -> a running
-    :class:`Harness` (``image_topic``: where its camera publishes, default the node's own)."""
+    """Factory: ``harness(model, {param: value}, transport="raw", image_topic=None, namespace=None)``
+    -> a running :class:`Harness` (``image_topic``: where its camera publishes, default the
+    node's own; ``namespace``: the nodes', default a fresh one per harness)."""
     made: list[Harness] = []
 
     def make(model: Any, params: Optional[dict[str, Any]] = None, transport: str = "raw",

@@ -70,3 +70,23 @@ def test_a_frame_that_failed_reopens_the_window_at_once(harness, scripted_model,
     after = [stamp_ns(c) for c in h.snapshot() if stamp_ns(c) >= stamps[bad.start]]
     assert after, "nothing captioned after the bad frames"
     assert after[0] - first_good <= FRAME, (after[0] - first_good) / S
+
+
+def test_a_deeper_queue_reads_every_frame_and_keeps_the_rate(harness, scripted_model, frame):
+    """A QoS override of depth > 1 keeps frames queued for the node: the read window, which
+    relies on DDS keeping only the newest, is off, so every frame is read (none counted
+    unread) and the throttle alone keeps max_rate."""
+    namespace = "/captioner_qos_depth"
+    h = harness(scripted_model, {"max_rate": 2.0, "refine": False,
+                                 f"qos_overrides.{namespace}/image.subscription.depth": 5}, namespace=namespace)
+    assert h.captioner.image_qos == "best_effort, depth 5" and not h.captioner._window_enabled
+    stamps = live_camera(h, frame, 3.0)
+    time.sleep(0.3)
+    captions = h.snapshot()
+    gate, report = h.captioner._gate.counters(), h.captioner.health_report()
+    assert int(report.value("frames_not_read")) == 0
+    assert gate.offered >= len(stamps) - 3, (gate, len(stamps))  # best effort on one host: about all
+    gaps = [(stamp_ns(b) - stamp_ns(a)) / FRAME for a, b in zip(captions, captions[1:])]
+    assert len(captions) >= 4, gaps
+    assert statistics.median(gaps) == pytest.approx(5, abs=0.2), gaps
+    assert set(map(stamp_ns, captions)) <= set(stamps)
