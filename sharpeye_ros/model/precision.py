@@ -10,9 +10,10 @@ float32. ``bfloat16-mixed``: the same Linear layers as ``int8`` hold bfloat16 we
 multiply in bfloat16 (their input cast per call, their output back to float32: autocast's
 recipe with the weights cast once, at load), and the vision tower's attention and every
 MLP's activation run in bfloat16; the residual stream, norms, the LM's attention, the
-embeddings and the LM head stay float32. In all three the LM head is a :class:`ShortlistHead`: float32 for the tokens
-a decode step's search can pick, drafted cheaply for the rest. The model is converted when
-it loads (:func:`apply`); checkpoints stay float.
+embeddings and the LM head stay float32. In all three the LM head is a
+:class:`ShortlistHead`: float32 for the tokens a decode step's search can pick, drafted
+cheaply for the rest. The model is converted when it loads (:func:`apply`); checkpoints
+stay float.
 
 Why these paths: measured one group at a time at paper size (random weights, top-1
 agreement with float32 over the glance prompt; ``benchmark.fidelity --groups``), int8 in
